@@ -1,0 +1,1 @@
+"""The `perkflow` command line."""

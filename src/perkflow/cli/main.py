@@ -1,0 +1,312 @@
+"""`perkflow`: set up a home, generate an operator, manage staff and keys, serve the console."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from perkflow.cli import migrate
+from perkflow.cli.context import Context, console, get_context, handles_errors
+from perkflow.cli.synth import synth
+from perkflow.errors import NotFound, ValidationFailed
+from perkflow.org import service as org
+from perkflow.org.rules import SYSTEM, Role
+from perkflow.subscribers import service as subscribers
+from perkflow.subscribers.rules import Status
+
+app = typer.Typer(
+    help="perkflow: benefit operations and precision marketing.", no_args_is_help=True
+)
+db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
+staff_app = typer.Typer(help="Console users.", no_args_is_help=True)
+key_app = typer.Typer(help="API keys for partners and channels.", no_args_is_help=True)
+sub_app = typer.Typer(help="The subscriber master.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(staff_app, name="staff")
+app.add_typer(key_app, name="apikey")
+app.add_typer(sub_app, name="subscriber")
+app.command("synth")(synth)
+
+DEMO_STAFF = [
+    ("admin", "集团管理员 HQ Admin", Role.HQ_ADMIN, "CN"),
+    ("gd.marketer", "广东营销 Guangdong Marketer", Role.PROVINCE_MARKETER, "GD"),
+    ("zj.marketer", "浙江营销 Zhejiang Marketer", Role.PROVINCE_MARKETER, "ZJ"),
+    ("analyst", "分析师 Analyst", Role.ANALYST, "CN"),
+    ("gz.clerk", "广州店员 Guangzhou Clerk", Role.CLERK, "GD01S1"),
+]
+
+
+@db_app.command("upgrade")
+@handles_errors
+def db_upgrade() -> None:
+    """Migrate the ledger to the latest schema and load the region tree."""
+    ctx = get_context()
+    ctx.vault  # noqa: B018  (creates the home's secret on first run)
+    added = migrate.upgrade(ctx.engine)
+    console.print(
+        f"ledger at head: {ctx.engine.url.render_as_string(hide_password=True)}"
+        + (f" (+{added} regions)" if added else "")
+    )
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+) -> None:
+    """Serve the console, H5 pages and API."""
+    from perkflow.main import create_app
+
+    ctx = get_context()
+    host = host or ctx.settings.host
+    port = port or ctx.settings.port
+    console.print(f"perkflow console: [bold]http://{host}:{port}/[/bold]  (API docs: /docs)")
+    uvicorn.run(create_app(ctx.settings), host=host, port=port, log_level="warning")
+
+
+@app.command("demo")
+@handles_errors
+def demo(
+    subscribers_n: Annotated[
+        int, typer.Option("--subscribers", help="size on first run")
+    ] = 200_000,
+    seed: Annotated[int, typer.Option(help="random seed of the synthetic operator")] = 7,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve")] = True,
+) -> None:
+    """Set up the home: migrate, generate an operator on first run, create demo staff, serve."""
+    ctx = get_context()
+    migrate.upgrade(ctx.engine)
+    with ctx.uow() as session:
+        existing = subscribers.count_subscribers(session)
+    if existing == 0:
+        synth(subscribers=subscribers_n, seed=seed, replace=False)
+    else:
+        console.print(f"home {ctx.settings.home_dir} already has {existing:,} subscribers")
+    created = []
+    with ctx.uow() as session:
+        taken = {u.username for u in org.list_staff(session, actor=SYSTEM)}
+        for username, name, role, region in DEMO_STAFF:
+            if username in taken:
+                continue
+            password = secrets.token_urlsafe(9) + "7a"
+            org.create_staff(
+                session,
+                actor=SYSTEM,
+                username=username,
+                display_name=name,
+                password=password,
+                role=role,
+                region_code=region,
+            )
+            created.append((username, role.value, region, password))
+        session.commit()
+    if created:
+        table = Table(
+            title="Demo console accounts (shown once; reset with `perkflow staff set-password`)"
+        )
+        for col in ("username", "role", "region", "password"):
+            table.add_column(col)
+        for row in created:
+            table.add_row(*row)
+        console.print(table)
+    _print_h5_link(ctx)
+    if serve_after:
+        serve(host=None, port=None)
+
+
+def _print_h5_link(ctx: Context) -> None:
+    """A one-click link into a demo subscriber's H5 pages, valid for a few minutes."""
+    with ctx.uow() as session:
+        rows, _ = subscribers.list_subscribers(
+            session, actor=SYSTEM, vault=ctx.vault, status=Status.ACTIVE, limit=1
+        )
+        if not rows:
+            return
+        phone = subscribers.get_subscriber(
+            session, actor=SYSTEM, vault=ctx.vault, subscriber_id=rows[0].id, reveal=True
+        ).phone
+        _, signed = subscribers.issue_login_token(
+            session, actor=SYSTEM, vault=ctx.vault, phone=phone
+        )
+        session.commit()
+    base = f"http://{ctx.settings.host}:{ctx.settings.port}"
+    minutes = ctx.settings.h5_link_max_age_s // 60
+    console.print(
+        f"subscriber H5 (valid {minutes} min): {base}/h5/enter?t={signed}", soft_wrap=True
+    )
+
+
+@staff_app.command("create")
+@handles_errors
+def staff_create(
+    username: str,
+    role: Role,
+    region: Annotated[str, typer.Option(help="region code: CN, a province (GD) or a store")],
+    name: Annotated[str, typer.Option(help="display name")] = "",
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
+    ] = "",
+) -> None:
+    """Create a console user."""
+    ctx = get_context()
+    with ctx.uow() as session:
+        org.create_staff(
+            session,
+            actor=SYSTEM,
+            username=username,
+            display_name=name or username,
+            password=password,
+            role=role,
+            region_code=region,
+        )
+        session.commit()
+    console.print(f"created {username} ({role.value}, {region})")
+
+
+@staff_app.command("set-password")
+@handles_errors
+def staff_set_password(
+    username: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Replace a console user's password."""
+    ctx = get_context()
+    with ctx.uow() as session:
+        org.set_password(session, actor=SYSTEM, username=username, password=password)
+        session.commit()
+    console.print(f"password of {username} replaced")
+
+
+@staff_app.command("list")
+def staff_list() -> None:
+    """List console users."""
+    ctx = get_context()
+    table = Table("id", "username", "role", "region", "active")
+    with ctx.uow() as session:
+        for u in org.list_staff(session, actor=SYSTEM):
+            table.add_row(str(u.id), u.username, u.role, u.region_code, str(u.is_active))
+    console.print(table)
+
+
+@key_app.command("create")
+@handles_errors
+def apikey_create(
+    name: str,
+    owner: Annotated[str, typer.Option(help="partner or channel")],
+    scope: Annotated[
+        list[str], typer.Option(help="repeatable: subscribers:read, subscribers:status, h5:link")
+    ],
+) -> None:
+    """Create an API key; the key is printed once."""
+    ctx = get_context()
+    with ctx.uow() as session:
+        key, plaintext = org.create_api_key(
+            session, actor=SYSTEM, name=name, owner_kind=owner, scopes=scope
+        )
+        session.commit()
+    console.print(f"API key {key.id} ({', '.join(key.scopes)}): [bold]{plaintext}[/bold]")
+    console.print("store it now: only its hash is kept.")
+
+
+@key_app.command("revoke")
+@handles_errors
+def apikey_revoke(key_id: int) -> None:
+    """Revoke an API key."""
+    ctx = get_context()
+    with ctx.uow() as session:
+        org.revoke_api_key(session, actor=SYSTEM, key_id=key_id)
+        session.commit()
+    console.print(f"API key {key_id} revoked")
+
+
+@key_app.command("list")
+def apikey_list() -> None:
+    """List API keys (never their secrets)."""
+    ctx = get_context()
+    table = Table("id", "name", "owner", "prefix", "scopes", "revoked")
+    with ctx.uow() as session:
+        for k in org.list_api_keys(session, actor=SYSTEM):
+            table.add_row(
+                str(k.id),
+                k.name,
+                k.owner_kind,
+                k.key_prefix,
+                ",".join(k.scopes),
+                "yes" if k.revoked_at else "",
+            )
+    console.print(table)
+
+
+def _resolve(session: Session, ctx: Context, who: str) -> int:
+    """A subscriber id from an id or a phone number."""
+    if who.isdigit() and len(who) < 11:
+        return int(who)
+    sub = subscribers.find_by_phone(session, vault=ctx.vault, phone=who)
+    if sub is None:
+        raise NotFound("no subscriber with this phone number or id", field="subscriber")
+    return sub.id
+
+
+@sub_app.command("set-status")
+@handles_errors
+def subscriber_set_status(
+    subscriber: Annotated[str, typer.Argument(help="subscriber id or phone number")],
+    status: Annotated[Status, typer.Option("--to", help="active, suspended or churned")],
+    reason: Annotated[str, typer.Option(help="why; kept with the event")],
+) -> None:
+    """Change a subscriber's status (kept as an event, audited)."""
+    ctx = get_context()
+    with ctx.uow() as session:
+        sid = _resolve(session, ctx, subscriber)
+        event = subscribers.change_status(
+            session, actor=SYSTEM, subscriber_id=sid, status=status, reason=reason, source="cli"
+        )
+        session.commit()
+    console.print(f"subscriber {sid}: {event.from_status} → {event.to_status}")
+
+
+@sub_app.command("show")
+@handles_errors
+def subscriber_show(
+    subscriber: Annotated[str, typer.Argument(help="subscriber id or phone number")],
+) -> None:
+    """Show a subscriber (phone masked) and their status history."""
+    ctx = get_context()
+    with ctx.uow() as session:
+        sid = _resolve(session, ctx, subscriber)
+        view = subscribers.get_subscriber(session, actor=SYSTEM, vault=ctx.vault, subscriber_id=sid)
+        history = subscribers.status_history(session, actor=SYSTEM, subscriber_id=sid)
+        console.print(
+            f"{view.id}  {view.phone}  {view.province_code}/{view.city_code}  "
+            f"plan ¥{view.plan_fee_fen // 100}  {view.status.value}  joined {view.joined_on}"
+        )
+        for e in history:
+            console.print(
+                f"  {e.at:%Y-%m-%d %H:%M} {e.from_status} → {e.to_status}  {e.reason} "
+                f"({e.source}, {e.actor_name})"
+            )
+
+
+@sub_app.command("login-link")
+@handles_errors
+def subscriber_login_link(
+    phone: Annotated[str, typer.Argument(help="the subscriber's phone number")],
+    base_url: Annotated[str, typer.Option(help="where the console is served")] = "",
+) -> None:
+    """Print a signed, short-lived one-click link into the subscriber's H5 pages."""
+    ctx = get_context()
+    if not phone.strip():
+        raise ValidationFailed("phone is required", field="phone")
+    with ctx.uow() as session:
+        _, signed = subscribers.issue_login_token(
+            session, actor=SYSTEM, vault=ctx.vault, phone=phone
+        )
+        session.commit()
+    base = base_url or f"http://{ctx.settings.host}:{ctx.settings.port}"
+    console.print(f"{base}/h5/enter?t={signed}", soft_wrap=True)
+    console.print(f"valid for {ctx.settings.h5_link_max_age_s // 60} minutes")

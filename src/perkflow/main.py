@@ -1,0 +1,163 @@
+"""create_app(): API routers, console and H5 pages, error handling, sessions."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.engine import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from perkflow import __version__
+from perkflow.db import make_engine, make_session_factory
+from perkflow.errors import PerkflowError
+from perkflow.kit.crypto import Vault
+from perkflow.mart import open_mart
+from perkflow.org import api as org_api
+from perkflow.org import pages as org_pages
+from perkflow.settings import Settings, get_settings
+from perkflow.subscribers import api as subscribers_api
+from perkflow.subscribers import pages as subscribers_pages
+from perkflow.web import dashboard, h5
+from perkflow.web.auth import LoginRequired, SubscriberLoginRequired
+from perkflow.web.render import build_env, render
+
+
+class SecurityHeaders:
+    """Headers every page needs: no framing (clickjacking), no MIME sniffing, no referrer leak."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"x-frame-options", b"DENY"),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/v1") or request.url.path == "/healthz"
+
+
+def _field_of(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "form", "header")]
+    return ".".join(parts) or ".".join(str(p) for p in loc)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(PerkflowError)
+    async def domain_error(request: Request, exc: PerkflowError) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code)
+        return render(
+            request,
+            "error.html",
+            {"status": exc.status_code, "message": exc.message},
+            status_code=exc.status_code,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = [{"field": _field_of(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        first = errors[0] if errors else {"field": "", "message": "invalid request"}
+        message = f"{first['field']}: {first['message']}"
+        if _wants_json(request):
+            body = {
+                "code": "validation_failed",
+                "message": message,
+                "field": first["field"],
+                "errors": errors,
+            }
+            return JSONResponse({"error": body}, status_code=422)
+        return render(request, "error.html", {"status": 422, "message": message}, status_code=422)
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if _wants_json(request):
+            return JSONResponse(
+                {"error": {"code": "unauthenticated", "message": "sign in"}}, status_code=401
+            )
+        return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+
+    @app.exception_handler(SubscriberLoginRequired)
+    async def subscriber_login_required(request: Request, exc: SubscriberLoginRequired) -> Response:
+        return render(request, "h5/expired.html", {"message": None}, status_code=401)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _wants_json(request):
+            return JSONResponse(
+                {"error": {"code": "http_error", "message": str(exc.detail)}},
+                status_code=exc.status_code,
+            )
+        return render(
+            request,
+            "error.html",
+            {"status": exc.status_code, "message": exc.detail},
+            status_code=exc.status_code,
+        )
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """The whole perkflow web application over one home's stores."""
+    settings = settings or get_settings()
+    engine = engine or make_engine(settings.ledger_url)
+    vault = Vault(settings.master_secret)
+    app = FastAPI(title="perkflow", version=__version__, docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = make_session_factory(engine)
+    app.state.vault = vault
+    app.state.mart = open_mart(settings)
+    app.state.templates = build_env()
+
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=vault.signing_key,
+        session_cookie="perkflow_session",
+        max_age=settings.session_max_age_s,
+        same_site="lax",
+        https_only=False,
+    )
+    app.add_middleware(SecurityHeaders)
+    _install_error_handlers(app)
+
+    static = str(resources.files("perkflow").joinpath("web/static"))
+    app.mount("/static", StaticFiles(directory=static), name="static")
+    for router in (
+        org_pages.router,
+        dashboard.router,
+        subscribers_pages.router,
+        h5.router,
+        org_api.router,
+        subscribers_api.router,
+    ):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        """Liveness for load balancers."""
+        return {"status": "ok", "version": __version__}
+
+    return app

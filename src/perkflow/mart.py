@@ -1,0 +1,52 @@
+"""The mart: Ibis over DuckDB, tables stored as Parquet under the home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ibis
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from perkflow.settings import Settings
+
+
+class Mart:
+    """Named Parquet tables read through one Ibis backend (DuckDB by default)."""
+
+    def __init__(self, root: Path, backend: Any | None = None) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.con = backend if backend is not None else ibis.duckdb.connect()
+
+    def path(self, name: str) -> Path:
+        """Where a table's Parquet file lives."""
+        return self.root / f"{name}.parquet"
+
+    def has(self, name: str) -> bool:
+        """Whether the table has been written."""
+        return self.path(name).exists()
+
+    def table(self, name: str) -> Any:
+        """An Ibis table expression over the stored Parquet file."""
+        if not self.has(name):
+            raise LookupError(f"mart table {name!r} does not exist; run `perkflow synth` first")
+        return self.con.read_parquet(str(self.path(name)), table_name=name)
+
+    def write(self, name: str, table: pa.Table) -> Path:
+        """Replace a table atomically: readers see the old file or the new one, never half."""
+        target = self.path(name)
+        tmp = target.with_suffix(".parquet.tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        tmp.replace(target)
+        return target
+
+    def tables(self) -> list[str]:
+        """Names of the stored tables."""
+        return sorted(p.stem for p in self.root.glob("*.parquet"))
+
+
+def open_mart(settings: Settings) -> Mart:
+    """The mart of a home."""
+    return Mart(settings.mart_dir)

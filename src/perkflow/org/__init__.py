@@ -1,0 +1,1 @@
+"""Organisation and access: region tree, staff, roles and scope, API keys, audit log."""

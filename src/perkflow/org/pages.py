@@ -1,0 +1,102 @@
+"""Console pages of the organisation: sign-in, language, audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import RedirectResponse, Response
+
+from perkflow.errors import TooManyRequests
+from perkflow.kit.ids import token
+from perkflow.kit.pagination import Page
+from perkflow.org import service as org
+from perkflow.web.auth import CsrfProtected, DbSession, Staff, client_ip, csrf_token
+from perkflow.web.i18n import LANG_COOKIE, LOCALES
+from perkflow.web.render import render
+
+router = APIRouter(include_in_schema=False)
+
+
+def _safe_next(target: str | None) -> str:
+    # Only same-site paths: an open redirect after sign-in would help phishing.
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/console"
+    parts = urlsplit(target)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+@router.get("/login")
+def login_form(request: Request, next: str | None = None) -> Response:
+    csrf_token(request)
+    return render(request, "login.html", {"next": _safe_next(next), "error": None})
+
+
+@router.post("/login", dependencies=[CsrfProtected])
+def login(
+    request: Request,
+    session: DbSession,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=256)],
+    next: Annotated[str, Form()] = "/console",
+) -> Response:
+    settings = request.app.state.settings
+    try:
+        result = org.sign_in(
+            session,
+            username=username.strip(),
+            password=password,
+            ip=client_ip(request),
+            max_failures=settings.login_max_failures,
+            window_s=settings.login_window_s,
+        )
+    except TooManyRequests as exc:
+        return render(
+            request,
+            "login.html",
+            {"next": _safe_next(next), "error": "locked", "message": exc.message},
+            status_code=429,
+        )
+    if result.user is None:
+        return render(
+            request, "login.html", {"next": _safe_next(next), "error": "wrong"}, status_code=401
+        )
+    # A fresh session on sign-in: nothing from before (a planted token) carries over.
+    request.session.clear()
+    request.session["staff_id"] = result.user.id
+    request.session["csrf"] = token(24)
+    return RedirectResponse(_safe_next(next), status_code=303)
+
+
+@router.post("/logout", dependencies=[CsrfProtected])
+def logout(request: Request) -> Response:
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/lang/{code}")
+def switch_language(code: str, next: str | None = None) -> Response:
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    if code in LOCALES:
+        response.set_cookie(LANG_COOKIE, code, max_age=365 * 86400, samesite="lax")
+    return response
+
+
+@router.get("/console/audit")
+def audit_log(
+    request: Request,
+    staff: Staff,
+    session: DbSession,
+    page: Annotated[int, Query(ge=1)] = 1,
+    action: str | None = None,
+) -> Response:
+    size = 50
+    rows, total = org.list_audit(
+        session, actor=staff.actor, offset=(page - 1) * size, limit=size, action=action or None
+    )
+    return render(
+        request,
+        "audit.html",
+        {"rows": rows, "page": Page(number=page, size=size, total=total), "action": action or ""},
+    )

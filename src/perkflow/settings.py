@@ -1,0 +1,83 @@
+"""Settings from PERKFLOW_* variables, with embedded defaults under PERKFLOW_HOME."""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything configurable; every store and generated file lives under `home`."""
+
+    model_config = SettingsConfigDict(env_prefix="PERKFLOW_", extra="ignore")
+
+    home: Path = Field(default=Path("var"))
+    database_url: str | None = None
+    secret_key: str | None = None
+    timezone: str = "Asia/Shanghai"
+    session_max_age_s: int = 8 * 3600
+    h5_link_max_age_s: int = 15 * 60
+    login_max_failures: int = 5
+    login_window_s: int = 15 * 60
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @cached_property
+    def home_dir(self) -> Path:
+        """The home, created on first use."""
+        path = self.home.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def ledger_url(self) -> str:
+        """The ledger's SQLAlchemy URL: PostgreSQL when configured, else SQLite in the home."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home_dir / 'ledger.sqlite3'}"
+
+    @property
+    def mart_dir(self) -> Path:
+        """Parquet tables of the mart."""
+        path = self.home_dir / "mart"
+        path.mkdir(exist_ok=True)
+        return path
+
+    @property
+    def truth_dir(self) -> Path:
+        """Ground truth of synthetic subscribers, outside the mart so targeting cannot read it."""
+        path = self.home_dir / "truth"
+        path.mkdir(exist_ok=True)
+        return path
+
+    @property
+    def exports_dir(self) -> Path:
+        """Files written for people (extractions, reports)."""
+        path = self.home_dir / "exports"
+        path.mkdir(exist_ok=True)
+        return path
+
+    @cached_property
+    def master_secret(self) -> bytes:
+        """The configured secret, or one generated into the home on first run."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.home_dir / "secret.key"
+        if not path.exists():
+            # O_EXCL: two processes starting together must not write two different keys.
+            try:
+                with path.open("x") as fh:
+                    fh.write(secrets.token_urlsafe(48))
+                path.chmod(0o600)
+            except FileExistsError:
+                pass
+        return path.read_text().strip().encode()
+
+
+def get_settings() -> Settings:
+    """Settings read from the environment now."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Subscriber master in the ledger: encrypted phone, keyed lookup hash, status with its events."""

@@ -1,0 +1,89 @@
+"""Queries over the subscriber master."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from perkflow.subscribers.models import StatusEvent, Subscriber
+
+
+def get(session: Session, subscriber_id: int) -> Subscriber | None:
+    return session.get(Subscriber, subscriber_id)
+
+
+def get_by_phone_hash(session: Session, phone_hash: str) -> Subscriber | None:
+    return session.scalar(select(Subscriber).where(Subscriber.phone_hash == phone_hash))
+
+
+def page(
+    session: Session,
+    *,
+    province: str | None,
+    status: str | None,
+    phone_hash: str | None,
+    offset: int,
+    limit: int,
+) -> tuple[Sequence[Subscriber], int]:
+    stmt = select(Subscriber)
+    if province:
+        stmt = stmt.where(Subscriber.province_code == province)
+    if status:
+        stmt = stmt.where(Subscriber.status == status)
+    if phone_hash:
+        stmt = stmt.where(Subscriber.phone_hash == phone_hash)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(Subscriber.id).offset(offset).limit(limit)).all()
+    return rows, total
+
+
+def count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Subscriber)) or 0
+
+
+def counts_by(session: Session, *, group: str, province: str | None) -> list[tuple[str, str, int]]:
+    """(group value, status, count) rows, grouped by province or city."""
+    col = Subscriber.province_code if group == "province" else Subscriber.city_code
+    stmt = select(col, Subscriber.status, func.count()).group_by(col, Subscriber.status)
+    if province:
+        stmt = stmt.where(Subscriber.province_code == province)
+    return [(str(a), str(b), int(c)) for a, b, c in session.execute(stmt).all()]
+
+
+def compare_and_set_status(
+    session: Session, *, subscriber_id: int, expected: str, target: str, at: datetime
+) -> bool:
+    """Move the status only if nobody changed it meanwhile; True when this call moved it."""
+    result = session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id, Subscriber.status == expected)
+        .values(status=target, status_changed_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def events(session: Session, subscriber_id: int) -> Sequence[StatusEvent]:
+    return session.scalars(
+        select(StatusEvent)
+        .where(StatusEvent.subscriber_id == subscriber_id)
+        .order_by(StatusEvent.id)
+    ).all()
+
+
+def insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
+    # The table, not the mapped class: a plain Core executemany, no ORM bulk bookkeeping.
+    session.execute(insert(cast(Table, Subscriber.__table__)), rows)
+
+
+def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
+    session.execute(insert(StatusEvent), rows)
+
+
+def delete_all(session: Session) -> int:
+    session.execute(delete(StatusEvent))
+    return int(session.execute(delete(Subscriber)).rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,311 @@
+"""Use cases of the subscriber master: register, look up, change status, count."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy.orm import Session
+
+from perkflow.errors import Conflict, Forbidden, NotFound, Unauthenticated, ValidationFailed
+from perkflow.kit import clock
+from perkflow.kit.crypto import Vault, mask_phone
+from perkflow.org import service as org
+from perkflow.org.rules import Actor, Perm
+from perkflow.subscribers import repository as repo
+from perkflow.subscribers.models import StatusEvent, Subscriber
+from perkflow.subscribers.rules import Status, normalize_phone, transition_problem
+
+
+@dataclass(frozen=True)
+class SubscriberView:
+    """A subscriber as a person may see them: the phone masked unless revealed."""
+
+    id: int
+    phone: str
+    province_code: str
+    city_code: str
+    plan_fee_fen: int
+    status: Status
+    joined_on: date
+    status_changed_at: Any
+
+
+def _phone_context(subscriber_id: int) -> bytes:
+    # Binding the ciphertext to its row stops a copied blob from decrypting as another subscriber.
+    return f"subscriber:{subscriber_id}".encode()
+
+
+def encrypt_phone(vault: Vault, *, subscriber_id: int, phone: str) -> bytes:
+    """The at-rest form of a subscriber's phone number."""
+    return vault.pii.encrypt(phone, _phone_context(subscriber_id))
+
+
+def phone_of(vault: Vault, sub: Subscriber) -> str:
+    """The clear phone number; callers decide whether a person may see it."""
+    return vault.pii.decrypt(sub.phone_enc, _phone_context(sub.id))
+
+
+def _view(vault: Vault, sub: Subscriber, *, reveal: bool) -> SubscriberView:
+    phone = phone_of(vault, sub)
+    return SubscriberView(
+        id=sub.id,
+        phone=phone if reveal else mask_phone(phone),
+        province_code=sub.province_code,
+        city_code=sub.city_code,
+        plan_fee_fen=sub.plan_fee_fen,
+        status=Status(sub.status),
+        joined_on=sub.joined_on,
+        status_changed_at=sub.status_changed_at,
+    )
+
+
+def _scoped(actor: Actor, sub: Subscriber) -> None:
+    province = org.visible_province(actor)
+    if province is not None and sub.province_code != province:
+        raise Forbidden("this subscriber is outside your region")
+
+
+def register_subscribers(session: Session, *, vault: Vault, rows: Sequence[dict[str, Any]]) -> int:
+    """Bulk-insert subscribers given with clear phones; used by synth and imports."""
+    at = clock.now()
+    records = []
+    for row in rows:
+        phone = row["phone"]
+        records.append(
+            {
+                "id": row["id"],
+                "phone_enc": encrypt_phone(vault, subscriber_id=row["id"], phone=phone),
+                "phone_hash": vault.lookup.digest(phone),
+                "province_code": row["province_code"],
+                "city_code": row["city_code"],
+                "plan_fee_fen": row["plan_fee_fen"],
+                "status": row["status"],
+                "joined_on": row["joined_on"],
+                "status_changed_at": at,
+            }
+        )
+    repo.insert_many(session, records)
+    return len(records)
+
+
+def remove_all_subscribers(session: Session) -> int:
+    """Delete every subscriber and status event (replacing a synthetic operator)."""
+    return repo.delete_all(session)
+
+
+def count_subscribers(session: Session) -> int:
+    """How many subscribers the ledger holds."""
+    return repo.count(session)
+
+
+def get_subscriber(
+    session: Session, *, actor: Actor, vault: Vault, subscriber_id: int, reveal: bool = False
+) -> SubscriberView:
+    """One subscriber within the actor's scope; revealing the phone is audited."""
+    if actor.kind == "staff":
+        org.require(actor, Perm.SUBSCRIBERS_READ)
+    elif not actor.has_scope("subscribers:read"):
+        raise Forbidden("this key lacks the subscribers:read scope")
+    sub = repo.get(session, subscriber_id)
+    if sub is None:
+        raise NotFound(f"no subscriber {subscriber_id}", field="subscriber_id")
+    _scoped(actor, sub)
+    if reveal:
+        org.require(actor, Perm.PHONE_REVEAL)
+        org.record_audit(
+            session,
+            actor=actor,
+            action="subscriber.reveal_phone",
+            target_type="subscriber",
+            target_id=str(sub.id),
+        )
+    return _view(vault, sub, reveal=reveal)
+
+
+def find_by_phone(session: Session, *, vault: Vault, phone: str) -> Subscriber | None:
+    """The subscriber with this number, by keyed hash; None if unknown or malformed."""
+    normalized = normalize_phone(phone)
+    if normalized is None:
+        return None
+    return repo.get_by_phone_hash(session, vault.lookup.digest(normalized))
+
+
+def list_subscribers(
+    session: Session,
+    *,
+    actor: Actor,
+    vault: Vault,
+    province: str | None = None,
+    status: Status | None = None,
+    phone: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[SubscriberView], int]:
+    """A page of subscribers in the actor's scope, phones masked."""
+    org.require(actor, Perm.SUBSCRIBERS_READ)
+    limited = org.visible_province(actor)
+    if limited is not None:
+        if province not in (None, limited):
+            raise Forbidden(f"province {province} is outside your region")
+        province = limited
+    phone_hash = None
+    if phone:
+        normalized = normalize_phone(phone)
+        if normalized is None:
+            raise ValidationFailed("phone must be an 11-digit mobile number", field="phone")
+        phone_hash = vault.lookup.digest(normalized)
+    rows, total = repo.page(
+        session,
+        province=province,
+        status=status.value if status else None,
+        phone_hash=phone_hash,
+        offset=offset,
+        limit=limit,
+    )
+    return [_view(vault, s, reveal=False) for s in rows], total
+
+
+def change_status(
+    session: Session,
+    *,
+    actor: Actor,
+    subscriber_id: int,
+    status: Status,
+    reason: str,
+    source: str,
+) -> StatusEvent:
+    """Move a subscriber to a new status and keep the change as an event."""
+    if actor.kind == "staff":
+        org.require(actor, Perm.SUBSCRIBERS_STATUS)
+    elif actor.kind == "api_key" and not actor.has_scope("subscribers:status"):
+        raise Forbidden("this key lacks the subscribers:status scope")
+    if not reason.strip():
+        raise ValidationFailed("a reason is required", field="reason")
+    sub = repo.get(session, subscriber_id)
+    if sub is None:
+        raise NotFound(f"no subscriber {subscriber_id}", field="subscriber_id")
+    _scoped(actor, sub)
+    current = Status(sub.status)
+    problem = transition_problem(current, status)
+    if problem:
+        raise Conflict(problem, field="status")
+    at = clock.now()
+    # Compare-and-set: two concurrent changes cannot both start from the same old status.
+    if not repo.compare_and_set_status(
+        session, subscriber_id=sub.id, expected=current.value, target=status.value, at=at
+    ):
+        raise Conflict("status changed meanwhile; reload and try again", field="status")
+    event = StatusEvent(
+        subscriber_id=sub.id,
+        from_status=current.value,
+        to_status=status.value,
+        reason=reason.strip(),
+        source=source,
+        actor_name=actor.name,
+        at=at,
+    )
+    session.add(event)
+    session.refresh(sub)
+    org.record_audit(
+        session,
+        actor=actor,
+        action="subscriber.change_status",
+        target_type="subscriber",
+        target_id=str(sub.id),
+        details={
+            "from": current.value,
+            "to": status.value,
+            "reason": reason.strip(),
+            "source": source,
+        },
+    )
+    return event
+
+
+def status_history(session: Session, *, actor: Actor, subscriber_id: int) -> Sequence[StatusEvent]:
+    """Every status change of one subscriber, oldest first."""
+    org.require(actor, Perm.SUBSCRIBERS_READ)
+    sub = repo.get(session, subscriber_id)
+    if sub is None:
+        raise NotFound(f"no subscriber {subscriber_id}", field="subscriber_id")
+    _scoped(actor, sub)
+    return repo.events(session, subscriber_id)
+
+
+def counts(
+    session: Session, *, actor: Actor, by: str = "province", province: str | None = None
+) -> list[tuple[str, str, int]]:
+    """(province or city, status, count) within the actor's scope, for dashboards."""
+    org.require(actor, Perm.DASHBOARD)
+    limited = org.visible_province(actor)
+    if limited is not None and province not in (None, limited):
+        raise Forbidden(f"province {province} is outside your region")
+    return repo.counts_by(session, group=by, province=province or limited)
+
+
+_LINK_SALT = "perkflow.h5-login"
+
+
+class _ClockSigner(TimestampSigner):
+    """Timestamps from perkflow's clock, so link expiry follows the same time as everything else."""
+
+    def get_timestamp(self) -> int:
+        return int(clock.now().timestamp())
+
+
+def _link_serializer(vault: Vault) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(vault.link_key, salt=_LINK_SALT, signer=_ClockSigner)
+
+
+def issue_login_token(
+    session: Session, *, actor: Actor, vault: Vault, phone: str
+) -> tuple[int, str]:
+    """A signed one-click sign-in token for a subscriber's H5 pages (sent by SMS or push)."""
+    if actor.kind == "api_key" and not actor.has_scope("h5:link"):
+        raise Forbidden("this key lacks the h5:link scope")
+    if actor.kind == "staff":
+        org.require(actor, Perm.SUBSCRIBERS_STATUS)
+    if normalize_phone(phone) is None:
+        raise ValidationFailed("phone must be an 11-digit mobile number", field="phone")
+    sub = find_by_phone(session, vault=vault, phone=phone)
+    if sub is None:
+        raise NotFound("no subscriber with this phone number", field="phone")
+    if sub.status == Status.CHURNED:
+        raise Conflict("a churned subscriber cannot sign in", field="phone")
+    signed = _link_serializer(vault).dumps({"sid": sub.id})
+    org.record_audit(
+        session,
+        actor=actor,
+        action="subscriber.issue_login_link",
+        target_type="subscriber",
+        target_id=str(sub.id),
+    )
+    return sub.id, signed
+
+
+def redeem_login_token(session: Session, *, vault: Vault, signed: str, max_age_s: int) -> int:
+    """The subscriber a one-click token signs in, if the token is genuine and fresh."""
+    try:
+        data = _link_serializer(vault).loads(signed, max_age=max_age_s)
+    except SignatureExpired as exc:
+        raise Unauthenticated(
+            "this sign-in link has expired; ask for a new one", field="token"
+        ) from exc
+    except BadSignature as exc:
+        raise Unauthenticated("this sign-in link is not valid", field="token") from exc
+    sub = repo.get(session, int(data["sid"]))
+    if sub is None or sub.status == Status.CHURNED:
+        raise Unauthenticated("this sign-in link is no longer valid", field="token")
+    return sub.id
+
+
+def subscriber_home(session: Session, *, vault: Vault, subscriber_id: int) -> SubscriberView:
+    """What a signed-in subscriber sees of their own account (phone masked on screen)."""
+    sub = repo.get(session, subscriber_id)
+    if sub is None:
+        raise NotFound("account not found", field="subscriber_id")
+    return _view(vault, sub, reveal=False)

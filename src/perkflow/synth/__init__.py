@@ -1,0 +1,1 @@
+"""The synthetic operator: realistic subscribers, usage and a hidden true response to offers."""

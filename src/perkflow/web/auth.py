@@ -1,0 +1,147 @@
+"""Request dependencies: the request's transaction, who is acting, CSRF, sign-in redirects."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from perkflow.errors import Forbidden, Unauthenticated
+from perkflow.kit.crypto import Vault
+from perkflow.kit.ids import token
+from perkflow.org import service as org
+from perkflow.org.models import Region, StaffUser
+from perkflow.org.rules import Actor
+
+
+class LoginRequired(Exception):
+    """A console page was opened without a signed-in staff member."""
+
+
+class SubscriberLoginRequired(Exception):
+    """An H5 page was opened without a valid one-click sign-in."""
+
+
+def _request_session(request: Request) -> Iterator[Session]:
+    # The request owns the transaction: commit once the handler returns, roll back if it raised.
+    session: Session = request.app.state.sessions()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+# scope="function": the commit happens before the response is sent, so a failed commit is a 500.
+DbSession = Annotated[Session, Depends(_request_session, scope="function")]
+
+
+def vault_of(request: Request) -> Vault:
+    """The app's key vault."""
+    vault: Vault = request.app.state.vault
+    return vault
+
+
+VaultDep = Annotated[Vault, Depends(vault_of)]
+
+
+def client_ip(request: Request) -> str:
+    """The peer address (a proxy in front is expected to be trusted and configured there)."""
+    return request.client.host if request.client else "-"
+
+
+def csrf_token(request: Request) -> str:
+    """This browser session's CSRF token, created on first use."""
+    value = request.session.get("csrf")
+    if not value:
+        value = token(24)
+        request.session["csrf"] = value
+    return str(value)
+
+
+async def csrf_protect(request: Request) -> None:
+    """Refuse a state-changing browser request that does not carry the session's CSRF token."""
+    expected = request.session.get("csrf")
+    sent = request.headers.get("x-csrf-token")
+    if sent is None:
+        form = await request.form()
+        raw = form.get("csrf_token")
+        sent = raw if isinstance(raw, str) else None
+    if not expected or not sent or not hmac.compare_digest(str(expected), sent):
+        raise Forbidden("CSRF token missing or wrong; reload the page", field="csrf_token")
+
+
+CsrfProtected = Depends(csrf_protect)
+
+
+@dataclass(frozen=True)
+class StaffContext:
+    """The signed-in staff member, their region and their acting identity."""
+
+    user: StaffUser
+    region: Region
+    actor: Actor
+
+
+def current_staff(request: Request, session: DbSession) -> StaffContext:
+    """The signed-in staff member, or a redirect to the sign-in page."""
+    staff_id = request.session.get("staff_id")
+    user = org.get_staff(session, staff_id=int(staff_id)) if staff_id else None
+    if user is None:
+        raise LoginRequired()
+    csrf_token(request)
+    region = org.get_region(session, code=user.region_code)
+    # Snapshots for the layout: an error page renders them after the transaction rolled back.
+    session.expunge(user)
+    session.expunge(region)
+    ctx = StaffContext(
+        user=user,
+        region=region,
+        actor=org.actor_for_staff(session, user=user, ip=client_ip(request)),
+    )
+    request.state.staff_context = ctx
+    return ctx
+
+
+Staff = Annotated[StaffContext, Depends(current_staff)]
+
+
+async def api_actor(request: Request, session: DbSession) -> Actor:
+    """The caller of a /v1 endpoint: an API key (Bearer), or a signed-in staff member."""
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        actor = org.actor_for_api_key(session, presented=auth[7:].strip(), ip=client_ip(request))
+        if actor is None:
+            raise Unauthenticated("unknown or revoked API key", field="authorization")
+        return actor
+    staff_id = request.session.get("staff_id")
+    user = org.get_staff(session, staff_id=int(staff_id)) if staff_id else None
+    if user is None:
+        raise Unauthenticated(
+            "send an API key as 'Authorization: Bearer …' or sign in", field="authorization"
+        )
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        await csrf_protect(request)
+    return org.actor_for_staff(session, user=user, ip=client_ip(request))
+
+
+ApiActor = Annotated[Actor, Depends(api_actor)]
+
+
+def current_subscriber_id(request: Request) -> int:
+    """The subscriber signed in to the H5 pages through a one-click link."""
+    sub_id = request.session.get("subscriber_id")
+    if not sub_id:
+        raise SubscriberLoginRequired()
+    csrf_token(request)
+    return int(sub_id)
+
+
+SubscriberId = Annotated[int, Depends(current_subscriber_id)]

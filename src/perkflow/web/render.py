@@ -1,0 +1,69 @@
+"""Jinja2 environment and the one function pages use to render."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from importlib import resources
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from perkflow.kit.money import format_fen
+from perkflow.web.i18n import LANG_COOKIE, pick_locale, translations
+
+
+def _tojson(value: Any) -> Markup:
+    # Safe inside <script type="application/json">: no closing tag can be smuggled in.
+    text = json.dumps(value, ensure_ascii=False).replace("</", "<\\/")
+    return Markup(text)  # noqa: S704
+
+
+def build_env() -> Environment:
+    """The template environment, loading from the package."""
+    folder = str(resources.files("perkflow").joinpath("web/templates"))
+    env = Environment(loader=FileSystemLoader(folder), autoescape=select_autoescape(["html"]))
+    env.filters["fen"] = format_fen
+    env.filters["chartjson"] = _tojson
+    return env
+
+
+def request_locale(request: Request) -> str:
+    """The locale of this request."""
+    return pick_locale(request.cookies.get(LANG_COOKIE), request.headers.get("accept-language"))
+
+
+def render(
+    request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200
+) -> HTMLResponse:
+    """Render a page in the request's language with the shared layout values."""
+    env: Environment = request.app.state.templates
+    locale = request_locale(request)
+    trans = translations(locale)
+    zone = ZoneInfo(request.app.state.settings.timezone)
+
+    def localtime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+        return value.astimezone(zone).strftime(fmt) if value else ""
+
+    def rname(region: Any) -> str:
+        if region is None:
+            return ""
+        return str(region.name_zh if locale == "zh_CN" else region.name_en)
+
+    values: dict[str, Any] = {
+        "request": request,
+        "_": trans.gettext,
+        "ngettext": trans.ngettext,
+        "locale": locale,
+        "localtime": localtime,
+        "rname": rname,
+        "csrf_token": request.session.get("csrf", ""),
+        "current": getattr(request.state, "staff_context", None),
+    }
+    values.update(context or {})
+    html = env.get_template(template).render(values)
+    return HTMLResponse(html, status_code=status_code)
