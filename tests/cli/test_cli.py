@@ -134,3 +134,17 @@ def test_db_upgrade_on_postgresql(
     assert result.exit_code == 0, result.output
     with make_session_factory(make_engine(pg_server.url("cli_upgrade")))() as s:
         assert len(s.scalars(select(Subscriber.id)).all()) == 300
+
+
+def test_demo_sets_up_a_home_and_prints_logins_once(home: Path) -> None:
+    first = runner.invoke(app, ["demo", "--subscribers", "400", "--seed", "5", "--no-serve"])
+    assert first.exit_code == 0, first.output
+    assert "gd.marketer" in first.output and "/h5/enter?t=" in first.output
+    with _sessions(home)() as s:
+        assert {u.username for u in s.scalars(select(StaffUser))} >= {"admin", "gd.marketer"}
+        assert len(s.scalars(select(Subscriber.id)).all()) == 400
+    again = runner.invoke(app, ["demo", "--no-serve"])
+    assert again.exit_code == 0, again.output
+    text = " ".join(again.output.split())
+    assert "Demo console accounts" not in text and "already has 400 subscribers" in text
+    assert "perkflow staff set-password" in text

@@ -114,6 +114,8 @@ def demo(
         for row in created:
             table.add_row(*row)
         console.print(table)
+    else:
+        console.print("demo accounts exist; forgot a password? `perkflow staff set-password NAME`")
     _print_h5_link(ctx)
     if serve_after:
         serve(host=None, port=None)

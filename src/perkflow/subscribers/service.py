@@ -63,10 +63,15 @@ def _view(vault: Vault, sub: Subscriber, *, reveal: bool) -> SubscriberView:
     )
 
 
-def _scoped(actor: Actor, sub: Subscriber) -> None:
+def _get_in_scope(session: Session, *, actor: Actor, subscriber_id: int) -> Subscriber:
+    """A subscriber, if it exists (404) and lies in the actor's region (403)."""
+    sub = repo.get(session, subscriber_id)
+    if sub is None:
+        raise NotFound(f"no subscriber {subscriber_id}", field="subscriber_id")
     province = org.visible_province(actor)
     if province is not None and sub.province_code != province:
         raise Forbidden("this subscriber is outside your region")
+    return sub
 
 
 def register_subscribers(session: Session, *, vault: Vault, rows: Sequence[dict[str, Any]]) -> int:
@@ -110,10 +115,7 @@ def get_subscriber(
         org.require(actor, Perm.SUBSCRIBERS_READ)
     elif not actor.has_scope("subscribers:read"):
         raise Forbidden("this key lacks the subscribers:read scope")
-    sub = repo.get(session, subscriber_id)
-    if sub is None:
-        raise NotFound(f"no subscriber {subscriber_id}", field="subscriber_id")
-    _scoped(actor, sub)
+    sub = _get_in_scope(session, actor=actor, subscriber_id=subscriber_id)
     if reveal:
         org.require(actor, Perm.PHONE_REVEAL)
         org.record_audit(
@@ -185,10 +187,7 @@ def change_status(
         raise Forbidden("this key lacks the subscribers:status scope")
     if not reason.strip():
         raise ValidationFailed("a reason is required", field="reason")
-    sub = repo.get(session, subscriber_id)
-    if sub is None:
-        raise NotFound(f"no subscriber {subscriber_id}", field="subscriber_id")
-    _scoped(actor, sub)
+    sub = _get_in_scope(session, actor=actor, subscriber_id=subscriber_id)
     current = Status(sub.status)
     problem = transition_problem(current, status)
     if problem:
@@ -229,10 +228,7 @@ def change_status(
 def status_history(session: Session, *, actor: Actor, subscriber_id: int) -> Sequence[StatusEvent]:
     """Every status change of one subscriber, oldest first."""
     org.require(actor, Perm.SUBSCRIBERS_READ)
-    sub = repo.get(session, subscriber_id)
-    if sub is None:
-        raise NotFound(f"no subscriber {subscriber_id}", field="subscriber_id")
-    _scoped(actor, sub)
+    _get_in_scope(session, actor=actor, subscriber_id=subscriber_id)
     return repo.events(session, subscriber_id)
 
 
