@@ -1,6 +1,8 @@
 """Imports every capability's models so metadata and migrations see all tables."""
 
+from perkflow.catalog import models as catalog_models
+from perkflow.grants import models as grant_models
 from perkflow.org import models as org_models
 from perkflow.subscribers import models as subscriber_models
 
-__all__ = ["org_models", "subscriber_models"]
+__all__ = ["catalog_models", "grant_models", "org_models", "subscriber_models"]

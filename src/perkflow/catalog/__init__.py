@@ -1,0 +1,1 @@
+"""The national benefit catalog: partners, benefit SKUs with one price, card-code pools, stock."""
