@@ -21,10 +21,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP) ## create .venv and install the locked dependencies
 
-system-deps: ## install Debian's postgresql and chromium when missing (tests need both)
+system-deps: ## install Debian's postgresql, chromium and a Java runtime (Spark) when missing
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -40,8 +41,8 @@ serve: setup ## serve the console without setting anything up
 test: setup system-deps lint types contracts ## everything CI runs: lint, types, contracts, the whole suite
 	$(BIN)/pytest
 
-test-fast: setup ## the suite without PostgreSQL and browser tests (for a quick loop)
-	$(BIN)/pytest -m "not postgres and not browser" -k "not postgresql"
+test-fast: setup ## the suite without PostgreSQL, browser and Spark tests (for a quick loop)
+	$(BIN)/pytest -m "not postgres and not browser and not spark" -k "not postgresql"
 
 lint: setup ## ruff lint and format check
 	$(BIN)/ruff check src tests bench migrations

@@ -16,8 +16,16 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from perkflow import __version__
+from perkflow.audience import api as audience_api
+from perkflow.audience import pages as audience_pages
+from perkflow.catalog import api as catalog_api
+from perkflow.catalog import pages as catalog_pages
+from perkflow.coupons import api as coupons_api
+from perkflow.coupons import pages as coupons_pages
 from perkflow.db import make_engine, make_session_factory
 from perkflow.errors import PerkflowError
+from perkflow.grants import api as grants_api
+from perkflow.grants import pages as grants_pages
 from perkflow.kit.crypto import Vault
 from perkflow.mart import open_mart
 from perkflow.org import api as org_api
@@ -152,6 +160,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         h5.router,
         org_api.router,
         subscribers_api.router,
+        catalog_pages.router,
+        catalog_api.router,
+        grants_pages.router,
+        grants_api.router,
+        audience_pages.router,
+        audience_api.router,
+        coupons_pages.router,
+        coupons_api.router,
     ):
         app.include_router(router)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,20 @@ class Mart:
     def __init__(self, root: Path, backend: Any | None = None) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        self.con = backend if backend is not None else ibis.duckdb.connect()
+        self._backend = backend
+        self._local = threading.local()
+
+    @property
+    def con(self) -> Any:
+        """The given backend, or this thread's own DuckDB connection."""
+        # One DuckDB connection refuses a second call while one runs ("connection is busy"), and
+        # the web app serves requests from a thread pool: each thread gets its own connection.
+        if self._backend is not None:
+            return self._backend
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = ibis.duckdb.connect()
+        return con
 
     def path(self, name: str) -> Path:
         """Where a table's Parquet file lives."""

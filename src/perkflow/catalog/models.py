@@ -90,7 +90,7 @@ class CardCodeLot(Base):
 
 
 class CardCode(Base):
-    """One card code (卡密): encrypted at rest; `grants.card_code_id` is unique, so one grant each."""
+    """One card code (卡密), encrypted at rest; `grants.card_code_id` is unique: one grant each."""
 
     __tablename__ = "card_codes"
     __table_args__ = (

@@ -10,10 +10,23 @@ import uvicorn
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from perkflow.catalog import service as catalog
 from perkflow.cli import migrate
+from perkflow.cli.audience import (
+    control_app,
+    extract_app,
+    optout_app,
+    policy_app,
+    segment_app,
+    target_list_app,
+)
+from perkflow.cli.catalog import catalog_app
 from perkflow.cli.context import Context, console, get_context, handles_errors
+from perkflow.cli.coupons import coupons_app
+from perkflow.cli.grants import binding_app, grants_app, partner_sim_command
 from perkflow.cli.synth import synth
 from perkflow.errors import NotFound, ValidationFailed
+from perkflow.grants import service as grants
 from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM, Role
 from perkflow.subscribers import service as subscribers
@@ -30,7 +43,18 @@ app.add_typer(db_app, name="db")
 app.add_typer(staff_app, name="staff")
 app.add_typer(key_app, name="apikey")
 app.add_typer(sub_app, name="subscriber")
+app.add_typer(catalog_app, name="catalog")
 app.command("synth")(synth)
+app.add_typer(segment_app, name="segment")
+app.add_typer(target_list_app, name="target-list")
+app.add_typer(optout_app, name="optout")
+app.add_typer(extract_app, name="extract")
+app.add_typer(control_app, name="control")
+app.add_typer(policy_app, name="contact-policy")
+app.add_typer(grants_app, name="grants")
+app.add_typer(binding_app, name="binding")
+app.add_typer(coupons_app, name="coupons")
+app.command("partner-sim")(partner_sim_command)
 
 DEMO_STAFF = [
     ("admin", "集团管理员 HQ Admin", Role.HQ_ADMIN, "CN"),
@@ -203,12 +227,17 @@ def apikey_create(
     scope: Annotated[
         list[str], typer.Option(help="repeatable: subscribers:read, subscribers:status, h5:link")
     ],
+    partner: Annotated[
+        str | None, typer.Option(help="partner code: the key sees only that partner's data")
+    ] = None,
 ) -> None:
     """Create an API key; the key is printed once."""
     ctx = get_context()
     with ctx.uow() as session:
+        if partner is not None:
+            catalog.find_partner(session, actor=SYSTEM, code=partner)
         key, plaintext = org.create_api_key(
-            session, actor=SYSTEM, name=name, owner_kind=owner, scopes=scope
+            session, actor=SYSTEM, name=name, owner_kind=owner, scopes=scope, owner_ref=partner
         )
         session.commit()
     console.print(f"API key {key.id} ({', '.join(key.scopes)}): [bold]{plaintext}[/bold]")
@@ -265,11 +294,20 @@ def subscriber_set_status(
     ctx = get_context()
     with ctx.uow() as session:
         sid = _resolve(session, ctx, subscriber)
-        event = subscribers.change_status(
+        changed = grants.change_subscriber_status(
             session, actor=SYSTEM, subscriber_id=sid, status=status, reason=reason, source="cli"
         )
         session.commit()
-    console.print(f"subscriber {sid}: {event.from_status} → {event.to_status}")
+    event, bound = changed.event, changed.binding
+    console.print(
+        f"subscriber {sid}: {event.from_status} → {event.to_status}"
+        + (
+            f" (grants revoked {len(bound.revoked)}, paused {len(bound.paused)},"
+            f" resumed {len(bound.resumed)})"
+            if bound.changed
+            else ""
+        )
+    )
 
 
 @sub_app.command("show")

@@ -27,7 +27,7 @@ def upgrade(engine: Engine) -> int:
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")
     with unit_of_work(make_session_factory(engine)) as session:
         added = org.seed_regions(session)
         session.commit()

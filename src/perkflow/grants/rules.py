@@ -1,9 +1,13 @@
-"""Pure rules of grants: the state machine, limit periods, retry backoff."""
+"""Pure rules of grants: the state machine, limit periods, retry backoff, partner signatures."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 from zoneinfo import ZoneInfo
 
 
@@ -66,3 +70,105 @@ TOTAL_PERIOD = "total"
 def backoff_s(attempt: int, *, base_s: float = 1.0, cap_s: float = 300.0) -> float:
     """Seconds to wait before retry number `attempt` (1-based): exponential, capped."""
     return float(min(cap_s, base_s * 2 ** max(0, attempt - 1)))
+
+
+def can_pause(status: GrantStatus) -> bool:
+    """Whether binding pauses a grant in this status when its subscriber is suspended."""
+    return status in (GrantStatus.PENDING, GrantStatus.FULFILLED)
+
+
+def resume_to(paused_from: str | None) -> GrantStatus:
+    """Where a paused grant goes back to; an unknown origin resumes as fulfilled, never pending."""
+    if paused_from == GrantStatus.PENDING.value:
+        return GrantStatus.PENDING
+    return GrantStatus.FULFILLED
+
+
+# --- talking to partners -------------------------------------------------------------------------
+
+SIGNATURE_HEADER = "X-Perkflow-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+SIGNATURE_TOLERANCE_S = 300
+
+
+def sign(secret: str, body: bytes, *, timestamp: int) -> str:
+    """`t=<unix>,v1=<HMAC-SHA256 of "t.body">`: the timestamp is signed, so a replay ages out."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def signature_problem(
+    secret: str,
+    body: bytes,
+    header: str | None,
+    *,
+    now_ts: int,
+    tolerance_s: int = SIGNATURE_TOLERANCE_S,
+) -> str | None:
+    """Why a signature header does not vouch for the body, or None when it does."""
+    if not header:
+        return "signature header missing"
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    try:
+        timestamp = int(parts.get("t", ""))
+    except ValueError:
+        return "signature timestamp missing"
+    if abs(now_ts - timestamp) > tolerance_s:
+        return "signature timestamp too old or in the future"
+    expected = sign(secret, body, timestamp=timestamp).split(",", 1)[1].removeprefix("v1=")
+    if not hmac.compare_digest(expected, parts.get("v1", "")):
+        return "signature does not match"
+    return None
+
+
+class OutcomeKind(StrEnum):
+    FULFILLED = "fulfilled"  # the partner says it is done (fulfil) or cancelled (revoke)
+    ACCEPTED = "accepted"  # the partner took it; a signed callback will confirm
+    RETRY = "retry"  # timeout, connection error, 5xx, 408, 429: try again later
+    REJECTED = "rejected"  # a 4xx or an explicit refusal: retrying cannot help
+    DEFERRED = "deferred"  # not tried (circuit open, grant paused): no attempt used
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One HTTP request to a partner, built from an outbox message inside a transaction."""
+
+    message_id: int
+    grant_id: int
+    partner_id: int
+    kind: str
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What came of one delivery."""
+
+    kind: OutcomeKind
+    order_id: str | None = None
+    error: str | None = None
+
+
+def classify_reply(status_code: int, payload: Any, *, kind: str = "fulfil") -> Outcome:
+    """Turn a partner's HTTP reply to a fulfil or revoke request into an outcome."""
+    data = payload if isinstance(payload, dict) else {}
+    order = data.get("order_id")
+    order_id = str(order)[:128] if order is not None else None
+    if status_code in (408, 429) or status_code >= 500:
+        return Outcome(OutcomeKind.RETRY, error=f"partner answered HTTP {status_code}")
+    if status_code >= 400:
+        reason = str(data.get("reason") or data.get("error") or "")[:200]
+        return Outcome(OutcomeKind.REJECTED, error=f"partner refused: HTTP {status_code} {reason}")
+    state = str(data.get("status", "")).lower()
+    done = ("revoked", "cancelled") if kind == "revoke" else ("fulfilled", "done")
+    if state in done:
+        return Outcome(OutcomeKind.FULFILLED, order_id=order_id)
+    if state in ("accepted", "processing"):
+        return Outcome(OutcomeKind.ACCEPTED, order_id=order_id)
+    if state in ("failed", "rejected"):
+        reason = str(data.get("reason", ""))[:200]
+        return Outcome(OutcomeKind.REJECTED, order_id=order_id, error=f"partner failed: {reason}")
+    return Outcome(OutcomeKind.RETRY, error=f"partner reply not understood (status {state!r})")

@@ -67,3 +67,5 @@ class Vault:
         self.lookup = KeyedHasher(derive_key(master, "pii-lookup-hmac"))
         self.signing_key = derive_key(master, "session-signing").hex()
         self.link_key = derive_key(master, "h5-link-signing").hex()
+        # Keys control-group hashes: cells are reproducible with it, guessable without it.
+        self.assignment_key = derive_key(master, "audience-assignment").hex()

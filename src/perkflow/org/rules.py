@@ -22,15 +22,46 @@ class Perm(StrEnum):
     STAFF_MANAGE = "staff.manage"
     APIKEYS_MANAGE = "apikeys.manage"
     STORE_VIEW = "store.view"
+    GRANTS_READ = "grants.read"
+    GRANTS_ISSUE = "grants.issue"
+    GRANTS_REDRIVE = "grants.redrive"
+    CATALOG_READ = "catalog.read"
+    CATALOG_EDIT = "catalog.edit"
+    SEGMENTS_READ = "segments.read"
+    SEGMENTS_EDIT = "segments.edit"
+    TARGET_LISTS_BUILD = "target_lists.build"
+    OPTOUTS_MANAGE = "optouts.manage"
+    CONTACT_POLICY_MANAGE = "contact_policy.manage"
+    EXTRACT = "extract.run"
+    EXTRACT_TEMPLATES = "extract.templates"
+    COUPONS_EDIT = "coupons.edit"
+    REDEEM = "coupons.redeem"
 
 
 ROLE_PERMS: dict[Role, frozenset[Perm]] = {
     Role.HQ_ADMIN: frozenset(Perm),
     Role.PROVINCE_MARKETER: frozenset(
-        {Perm.DASHBOARD, Perm.SUBSCRIBERS_READ, Perm.SUBSCRIBERS_STATUS}
+        {
+            Perm.DASHBOARD,
+            Perm.SUBSCRIBERS_READ,
+            Perm.SUBSCRIBERS_STATUS,
+            Perm.GRANTS_READ,
+            Perm.GRANTS_ISSUE,
+            Perm.CATALOG_READ,
+            # Audience: a marketer's segments and lists are confined to their province.
+            Perm.SEGMENTS_READ,
+            Perm.SEGMENTS_EDIT,
+            Perm.TARGET_LISTS_BUILD,
+            Perm.OPTOUTS_MANAGE,
+            # Coupons: a marketer edits their own province's batches and red envelopes.
+            Perm.COUPONS_EDIT,
+        }
     ),
-    Role.ANALYST: frozenset({Perm.DASHBOARD, Perm.SUBSCRIBERS_READ}),
-    Role.CLERK: frozenset({Perm.STORE_VIEW}),
+    Role.ANALYST: frozenset(
+        {Perm.DASHBOARD, Perm.SUBSCRIBERS_READ, Perm.GRANTS_READ, Perm.CATALOG_READ}
+        | {Perm.SEGMENTS_READ, Perm.EXTRACT, Perm.EXTRACT_TEMPLATES}
+    ),
+    Role.CLERK: frozenset({Perm.STORE_VIEW, Perm.REDEEM}),
 }
 
 # The region level each role's scope must sit at; analysts may be national or provincial.
@@ -41,7 +72,20 @@ ROLE_LEVELS: dict[Role, frozenset[str]] = {
     Role.CLERK: frozenset({"store"}),
 }
 
-API_SCOPES: frozenset[str] = frozenset({"subscribers:read", "subscribers:status", "h5:link"})
+API_SCOPES: frozenset[str] = frozenset(
+    {
+        "subscribers:read",
+        "subscribers:status",
+        "h5:link",
+        "grants:read",
+        "grants:write",
+        "catalog:read",
+        "optouts:write",
+        "coupons:read",
+        "coupons:claim",
+        "coupons:redeem",
+    }
+)
 OWNER_KINDS: frozenset[str] = frozenset({"partner", "channel"})
 
 
@@ -56,6 +100,10 @@ class Actor:
     role: Role | None = None
     scope_path: str = "CN"
     api_scopes: frozenset[str] = field(default_factory=frozenset)
+    # A partner key's partner code: such a key sees only that partner's benefits and grants.
+    owner_ref: str | None = None
+    # "partner" or "channel" for an API key: a partner key without a partner code sees nothing.
+    owner_kind: str | None = None
 
     def can(self, perm: Perm) -> bool:
         """Whether the actor holds a permission (system holds all)."""

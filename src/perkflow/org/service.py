@@ -304,13 +304,24 @@ def actor_for_staff(session: Session, *, user: StaffUser, ip: str) -> Actor:
 
 
 def create_api_key(
-    session: Session, *, actor: Actor, name: str, owner_kind: str, scopes: Sequence[str]
+    session: Session,
+    *,
+    actor: Actor,
+    name: str,
+    owner_kind: str,
+    scopes: Sequence[str],
+    owner_ref: str | None = None,
 ) -> tuple[ApiKey, str]:
     """A new key for a partner or channel; the plaintext is returned once and never stored."""
     require(actor, Perm.APIKEYS_MANAGE)
     if owner_kind not in OWNER_KINDS:
         raise ValidationFailed(
             f"owner kind must be one of {sorted(OWNER_KINDS)}", field="owner_kind"
+        )
+    if owner_ref is not None and (owner_kind != "partner" or not 0 < len(owner_ref) <= 32):
+        raise ValidationFailed(
+            "owner_ref is a partner code (at most 32 characters) on a partner's key",
+            field="owner_ref",
         )
     unknown = sorted(set(scopes) - API_SCOPES)
     if unknown or not scopes:
@@ -324,6 +335,7 @@ def create_api_key(
         key_prefix=plaintext[:10],
         key_hash=sha256_hex(plaintext),
         scopes=sorted(set(scopes)),
+        owner_ref=owner_ref,
         created_at=clock.now(),
     )
     session.add(key)
@@ -334,7 +346,7 @@ def create_api_key(
         action="apikey.create",
         target_type="api_key",
         target_id=str(key.id),
-        details={"name": name, "scopes": key.scopes},
+        details={"name": name, "scopes": key.scopes, "owner_ref": owner_ref},
     )
     return key, plaintext
 
@@ -370,5 +382,11 @@ def actor_for_api_key(session: Session, *, presented: str, ip: str) -> Actor | N
     if key is None or key.revoked_at is not None:
         return None
     return Actor(
-        kind="api_key", id=str(key.id), name=key.name, ip=ip, api_scopes=frozenset(key.scopes)
+        kind="api_key",
+        id=str(key.id),
+        name=key.name,
+        ip=ip,
+        api_scopes=frozenset(key.scopes),
+        owner_ref=key.owner_ref,
+        owner_kind=key.owner_kind,
     )

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from perkflow.grants import service as grants
 from perkflow.subscribers import service as subscribers
 from perkflow.subscribers.rules import Status
 from perkflow.subscribers.schemas import (
@@ -64,7 +65,8 @@ def change_status(
     subscriber_id: int, body: StatusChange, actor: ApiActor, session: DbSession
 ) -> StatusEventOut:
     """Move a subscriber to active, suspended or churned; the change is kept as an event."""
-    event = subscribers.change_status(
+    # Through grants: the status change and the binding of the grants commit together.
+    changed = grants.change_subscriber_status(
         session,
         actor=actor,
         subscriber_id=subscriber_id,
@@ -72,7 +74,7 @@ def change_status(
         reason=body.reason,
         source="api",
     )
-    return StatusEventOut.model_validate(event)
+    return StatusEventOut.model_validate(changed.event)
 
 
 @router.get("/subscribers/{subscriber_id}/events", response_model=list[StatusEventOut])

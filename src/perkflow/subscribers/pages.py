@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from perkflow.errors import PerkflowError
+from perkflow.grants import service as grants
 from perkflow.kit.pagination import Page
 from perkflow.org import service as org
 from perkflow.org.rules import Perm
@@ -120,7 +121,7 @@ def subscriber_change_status(
             status_code=422,
         )
     try:
-        subscribers.change_status(
+        grants.change_subscriber_status(  # binds the subscriber's grants in the same transaction
             session,
             actor=staff.actor,
             subscriber_id=subscriber_id,

@@ -16,6 +16,21 @@ def get(session: Session, subscriber_id: int) -> Subscriber | None:
     return session.get(Subscriber, subscriber_id)
 
 
+def get_for_share(session: Session, subscriber_id: int) -> Subscriber | None:
+    # FOR SHARE: a concurrent status change (an UPDATE) waits until the caller commits.
+    return session.scalar(
+        select(Subscriber)
+        .where(Subscriber.id == subscriber_id)
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
+    )
+
+
+def statuses(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    rows = session.execute(select(Subscriber.id, Subscriber.status).where(Subscriber.id.in_(ids)))
+    return {int(i): str(s) for i, s in rows}
+
+
 def get_by_phone_hash(session: Session, phone_hash: str) -> Subscriber | None:
     return session.scalar(select(Subscriber).where(Subscriber.phone_hash == phone_hash))
 
@@ -87,3 +102,13 @@ def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
 def delete_all(session: Session) -> int:
     session.execute(delete(StatusEvent))
     return int(session.execute(delete(Subscriber)).rowcount)  # type: ignore[attr-defined]
+
+
+def phones_and_provinces(session: Session, ids: Sequence[int]) -> list[tuple[int, bytes, str]]:
+    """(id, phone_enc, province) of the known subscribers among the ids."""
+    rows = session.execute(
+        select(Subscriber.id, Subscriber.phone_enc, Subscriber.province_code).where(
+            Subscriber.id.in_(ids)
+        )
+    )
+    return [(int(i), bytes(p), str(c)) for i, p, c in rows]

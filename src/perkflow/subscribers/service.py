@@ -74,6 +74,35 @@ def _get_in_scope(session: Session, *, actor: Actor, subscriber_id: int) -> Subs
     return sub
 
 
+def hold_active_subscriber(session: Session, *, actor: Actor, subscriber_id: int) -> Subscriber:
+    """An active subscriber in the actor's region, share-locked until commit (404/403/409)."""
+    sub = repo.get_for_share(session, subscriber_id)
+    if sub is None:
+        raise NotFound(f"no subscriber {subscriber_id}", field="subscriber_id")
+    province = org.visible_province(actor)
+    if province is not None and sub.province_code != province:
+        raise Forbidden("this subscriber is outside your region")
+    if sub.status != Status.ACTIVE:
+        raise Conflict(f"subscriber is {sub.status}", field="subscriber_id")
+    return sub
+
+
+def require_in_scope(session: Session, *, actor: Actor, subscriber_id: int) -> None:
+    """404 unless the subscriber exists, 403 unless the actor's region covers them."""
+    _get_in_scope(session, actor=actor, subscriber_id=subscriber_id)
+
+
+def subscriber_statuses(session: Session, *, subscriber_ids: Sequence[int]) -> dict[int, Status]:
+    """The ledger status of each known subscriber among the ids (bulk, for reconciliation)."""
+    found: dict[int, Status] = {}
+    ids = list(subscriber_ids)
+    for start in range(0, len(ids), 1000):  # bounded IN lists
+        found.update(
+            {k: Status(v) for k, v in repo.statuses(session, ids[start : start + 1000]).items()}
+        )
+    return found
+
+
 def register_subscribers(session: Session, *, vault: Vault, rows: Sequence[dict[str, Any]]) -> int:
     """Bulk-insert subscribers given with clear phones; used by synth and imports."""
     at = clock.now()
@@ -305,3 +334,56 @@ def subscriber_home(session: Session, *, vault: Vault, subscriber_id: int) -> Su
     if sub is None:
         raise NotFound("account not found", field="subscriber_id")
     return _view(vault, sub, reveal=False)
+
+
+# Ids per lookup: far below SQLite's and PostgreSQL's bound-parameter limits.
+LOOKUP_BATCH = 5_000
+
+
+def provinces_of(session: Session, *, subscriber_ids: Sequence[int]) -> dict[int, str]:
+    """The province of each known subscriber among the ids (unknown ids are left out)."""
+    ids = list(subscriber_ids)
+    found: dict[int, str] = {}
+    for start in range(0, len(ids), LOOKUP_BATCH):
+        for sid, _enc, province in repo.phones_and_provinces(
+            session, ids[start : start + LOOKUP_BATCH]
+        ):
+            found[sid] = province
+    return found
+
+
+def phones_for(
+    session: Session,
+    *,
+    actor: Actor,
+    vault: Vault,
+    subscriber_ids: Sequence[int],
+    reveal: bool = False,
+    purpose: str = "",
+) -> dict[int, str]:
+    """Phones of the subscribers in the actor's region, masked unless revealed (one audit entry)."""
+    if actor.kind == "staff":
+        org.require(actor, Perm.SUBSCRIBERS_READ)
+    if reveal:
+        org.require(actor, Perm.PHONE_REVEAL)
+    province = org.visible_province(actor)
+    ids = list(subscriber_ids)
+    found: dict[int, str] = {}
+    for start in range(0, len(ids), LOOKUP_BATCH):
+        for sid, enc, sub_province in repo.phones_and_provinces(
+            session, ids[start : start + LOOKUP_BATCH]
+        ):
+            if province is not None and sub_province != province:
+                continue  # outside the actor's region: never shown, even masked
+            phone = vault.pii.decrypt(enc, _phone_context(sid))
+            found[sid] = phone if reveal else mask_phone(phone)
+    if reveal and found:
+        org.record_audit(
+            session,
+            actor=actor,
+            action="subscriber.reveal_phones",
+            target_type="subscriber",
+            target_id=f"{min(found)}..{max(found)}",
+            details={"count": len(found), "purpose": purpose},
+        )
+    return found

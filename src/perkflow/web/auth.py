@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from perkflow.errors import Forbidden, Unauthenticated
 from perkflow.kit.crypto import Vault
 from perkflow.kit.ids import token
+from perkflow.mart import Mart
 from perkflow.org import service as org
 from perkflow.org.models import Region, StaffUser
 from perkflow.org.rules import Actor
@@ -50,6 +52,15 @@ def vault_of(request: Request) -> Vault:
 
 
 VaultDep = Annotated[Vault, Depends(vault_of)]
+
+
+def mart_of(request: Request) -> Mart:
+    """The app's mart."""
+    mart: Mart = request.app.state.mart
+    return mart
+
+
+MartDep = Annotated[Mart, Depends(mart_of)]
 
 
 def client_ip(request: Request) -> str:
@@ -117,19 +128,25 @@ async def api_actor(request: Request, session: DbSession) -> Actor:
     """The caller of a /v1 endpoint: an API key (Bearer), or a signed-in staff member."""
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        actor = org.actor_for_api_key(session, presented=auth[7:].strip(), ip=client_ip(request))
+        # Database calls go to a worker thread: a blocking query on the event loop stalls every
+        # request, and with the pool exhausted it deadlocks against the requests' own teardowns.
+        actor = await run_in_threadpool(
+            org.actor_for_api_key, session, presented=auth[7:].strip(), ip=client_ip(request)
+        )
         if actor is None:
             raise Unauthenticated("unknown or revoked API key", field="authorization")
         return actor
     staff_id = request.session.get("staff_id")
-    user = org.get_staff(session, staff_id=int(staff_id)) if staff_id else None
+    user = None
+    if staff_id:
+        user = await run_in_threadpool(org.get_staff, session, staff_id=int(staff_id))
     if user is None:
         raise Unauthenticated(
             "send an API key as 'Authorization: Bearer …' or sign in", field="authorization"
         )
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         await csrf_protect(request)
-    return org.actor_for_staff(session, user=user, ip=client_ip(request))
+    return await run_in_threadpool(org.actor_for_staff, session, user=user, ip=client_ip(request))
 
 
 ApiActor = Annotated[Actor, Depends(api_actor)]

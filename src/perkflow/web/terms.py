@@ -14,4 +14,18 @@ TERMS = [
     N_("province_marketer"),
     N_("clerk"),
     N_("analyst"),
+    # grants: statuses, fulfilment kinds, outbox message kinds
+    N_("pending"),
+    N_("fulfilled"),
+    N_("used"),
+    N_("expired"),
+    N_("revoked"),
+    N_("failed"),
+    N_("paused"),
+    N_("direct_recharge"),
+    N_("card_code"),
+    N_("coupon"),
+    N_("service"),
+    N_("fulfil"),
+    N_("revoke"),
 ]

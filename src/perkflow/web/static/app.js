@@ -1,7 +1,23 @@
-// Charts: each element with data-chart names a <script type="application/json"> holding its data.
+// Charts: each element with data-chart names a <script type="application/json"> holding its data;
+// one with data-chart-url fetches the same kind of spec as JSON from that (same-origin) address.
 (function () {
   function draw(el) {
-    var spec = JSON.parse(document.getElementById(el.dataset.chart).textContent);
+    render(el, JSON.parse(document.getElementById(el.dataset.chart).textContent));
+  }
+  function fetchAndDraw(el) {
+    fetch(el.dataset.chartUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.json(); })
+      .then(function (spec) {
+        if (!spec.categories || spec.categories.length === 0) { throw new Error("empty"); }
+        render(el, spec);
+      })
+      .catch(function () {
+        el.classList.add("empty");
+        el.textContent = el.dataset.empty || "—";
+        el.dataset.rendered = "empty";
+      });
+  }
+  function render(el, spec) {
     var chart = echarts.init(el);
     var option;
     if (spec.kind === "pie") {
@@ -26,5 +42,21 @@
   }
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-chart]").forEach(draw);
+    document.querySelectorAll("[data-chart-url]").forEach(fetchAndDraw);
+    // Long form posts (uploads): show their [data-busy-show] parts and stop a second submit.
+    document.querySelectorAll("form[data-busy]").forEach(function (form) {
+      form.addEventListener("submit", function () {
+        form.querySelectorAll("[data-busy-show]").forEach(function (el) { el.hidden = false; });
+        form.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = true; });
+      });
+    });
+  });
+  // Fragments swapped in by htmx (the segment builder's live preview) bring their own charts.
+  document.addEventListener("htmx:load", function (e) {
+    var root = e.detail && e.detail.elt;
+    if (!root || !root.querySelectorAll) { return; }
+    var found = root.matches && root.matches("[data-chart]") ? [root] : [];
+    root.querySelectorAll("[data-chart]").forEach(function (el) { found.push(el); });
+    found.forEach(function (el) { if (!el.dataset.rendered) { draw(el); } });
   });
 })();

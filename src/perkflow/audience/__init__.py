@@ -1,0 +1,1 @@
+"""Audience: segments, target lists, control groups, contact policy, self-service extraction."""

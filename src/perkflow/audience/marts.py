@@ -1,0 +1,117 @@
+"""Mart tables the audience reads and writes: names, Arrow schemas, and their one writer each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from perkflow.mart import Mart
+
+PROFILE = "subscriber_profile"
+CONTACT_HISTORY = "contact_history"
+RESPONSE_HISTORY = "response_history"
+CONTACT_LISTS = "contact_lists"
+MODEL_SCORES = "model_scores"
+TARGET_LIST_PREFIX = "target_list_"
+
+UTC_TS = pa.timestamp("us", tz="UTC")
+
+# One row per message sent (or held back, for control cells) to one subscriber.
+CONTACT_HISTORY_SCHEMA = pa.schema(
+    [
+        pa.field("subscriber_id", pa.int64(), nullable=False),
+        pa.field("campaign_id", pa.string(), nullable=False),
+        pa.field("channel", pa.string(), nullable=False),
+        pa.field("cell", pa.string(), nullable=False),  # target | control
+        pa.field("contacted_at", UTC_TS, nullable=False),
+        pa.field("target_list_id", pa.int64()),
+    ]
+)
+# One row per thing a subscriber did after a contact (click, claim, redeem, purchase).
+RESPONSE_HISTORY_SCHEMA = pa.schema(
+    [
+        pa.field("subscriber_id", pa.int64(), nullable=False),
+        pa.field("campaign_id", pa.string(), nullable=False),
+        pa.field("channel", pa.string()),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("responded_at", UTC_TS, nullable=False),
+        pa.field("value_fen", pa.int64()),
+    ]
+)
+# The ledger's opt-out and complaint lists, as last exported (`service.export_contact_lists`).
+CONTACT_LISTS_SCHEMA = pa.schema(
+    [
+        pa.field("subscriber_id", pa.int64(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # opted_out | complaint
+        pa.field("channel", pa.string(), nullable=False),  # a channel, or "all"
+        pa.field("since", UTC_TS, nullable=False),
+    ]
+)
+# Scores of models kept outside the profile: one row per subscriber and model.
+MODEL_SCORES_SCHEMA = pa.schema(
+    [
+        pa.field("subscriber_id", pa.int64(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("score", pa.float64(), nullable=False),
+    ]
+)
+TARGET_LIST_SCHEMA = pa.schema(
+    [
+        pa.field("target_list_id", pa.int64(), nullable=False),
+        pa.field("subscriber_id", pa.int64(), nullable=False),
+        pa.field("province_code", pa.string(), nullable=False),
+        pa.field("activity_level", pa.string()),
+        pa.field("cell", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+    ]
+)
+
+
+def target_list_table(target_list_id: int) -> str:
+    """The mart table of one target list's snapshot."""
+    return f"{TARGET_LIST_PREFIX}{target_list_id}"
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The table in exactly the schema's column order and types; ValueError names what is off."""
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise ValueError(f"missing column(s): {', '.join(missing)}")
+    columns = []
+    for f in schema:
+        column = table[f.name]
+        if not f.nullable and column.null_count:
+            raise ValueError(f"column {f.name} may not be empty")
+        columns.append(column.cast(f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    """A table with no rows."""
+    return schema.empty_table()
+
+
+def append(mart: Mart, name: str, schema: pa.Schema, rows: pa.Table) -> int:
+    """Add rows to a history table (the whole file is rewritten atomically); returns its size."""
+    new = conform(rows, schema)
+    if mart.has(name):
+        old = conform(mart.table(name).to_pyarrow(), schema)
+        new = pa.concat_tables([old, new])
+    mart.write(name, new)
+    return int(new.num_rows)
+
+
+def append_contacts(mart: Mart, rows: pa.Table) -> int:
+    """Record contacts in the mart's contact history."""
+    return append(mart, CONTACT_HISTORY, CONTACT_HISTORY_SCHEMA, rows)
+
+
+def append_responses(mart: Mart, rows: pa.Table) -> int:
+    """Record responses in the mart's response history."""
+    return append(mart, RESPONSE_HISTORY, RESPONSE_HISTORY_SCHEMA, rows)
+
+
+def rows_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """A table of the schema from Python rows (for small writes and tests)."""
+    return pa.Table.from_pylist(rows, schema=schema)

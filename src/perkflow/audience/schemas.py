@@ -1,0 +1,171 @@
+"""Shapes of audience data crossing the API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DefinitionIn(BaseModel):
+    """A definition to count or validate: `rule` and `exclude` as in docs/audience.md."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    definition: dict[str, Any]
+    as_of: datetime | None = None
+
+
+class CountOut(BaseModel):
+    count: int
+    by_province: dict[str, int]
+
+
+class PreviewOut(CountOut):
+    by_plan_fee: dict[int, int]
+    by_activity: dict[str, int]
+    seconds: float
+
+
+class SegmentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=120)
+    description: str = Field(default="", max_length=2000)
+    definition: dict[str, Any]
+
+
+class SegmentVersionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    definition: dict[str, Any]
+    expected_version: int | None = Field(default=None, ge=1)
+    name: str | None = Field(default=None, min_length=1, max_length=120)
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class SegmentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    description: str
+    province_code: str | None
+    latest_version: int
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SegmentVersionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    segment_id: int
+    version: int
+    definition: dict[str, Any]
+    created_by: str
+    created_at: datetime
+
+
+class TargetListCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    segment_id: int
+    version: int | None = Field(default=None, ge=1)
+    channel: str = "sms"
+    control_share: float = Field(default=0.1, ge=0, le=0.5, description="0.1 is 10 %")
+    send_at: datetime | None = None
+    salt: str | None = Field(default=None, max_length=64)
+    name: str | None = Field(default=None, max_length=120)
+
+
+class TargetListOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    segment_id: int
+    segment_version: int
+    province_code: str | None
+    channel: str
+    send_at: datetime
+    control_share_bp: int
+    salt: str
+    universal_period: int
+    universal_share_bp: int
+    status: str
+    members: int
+    target: int
+    control: int
+    universal_control: int
+    suppressed: int
+    reasons: dict[str, int]
+    by_province: dict[str, dict[str, int]]
+    mart_table: str
+    built_by: str
+    built_at: datetime
+    seconds: float | None
+
+
+class TargetListPage(BaseModel):
+    items: list[TargetListOut]
+    total: int
+
+
+class ContactListIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subscriber_id: int
+    kind: str = "opted_out"
+    channel: str = "all"
+    source: str = Field(default="api", max_length=16)
+    note: str = Field(default="", max_length=255)
+
+
+class ContactListOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    subscriber_id: int
+    kind: str
+    channel: str
+    source: str
+    note: str
+    created_by: str
+    created_at: datetime
+
+
+class ContactListPage(BaseModel):
+    items: list[ContactListOut]
+    total: int
+
+
+class UniversalControlIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    share: float = Field(ge=0, le=0.5, description="0.05 is 5 %")
+    rotation_days: int = Field(ge=7, le=730)
+    salt: str | None = Field(default=None, max_length=64)
+    started_on: date | None = None
+
+
+class UniversalControlOut(BaseModel):
+    share_bp: int
+    rotation_days: int
+    started_on: date
+    period: int
+    first_day: date
+    last_day: date
+    size: int
+    population: int
+    by_province: dict[str, int]
+
+
+class TemplateOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    body: dict[str, Any]
+    created_by: str
+    updated_at: datetime

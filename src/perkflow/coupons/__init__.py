@@ -1,0 +1,1 @@
+"""Coupons and red envelopes: batches, flash-sale claims, redemption, lotteries, sharing."""

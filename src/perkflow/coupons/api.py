@@ -1,0 +1,193 @@
+"""JSON API of coupons and red envelopes: batches, claims, wallet, redemption, draws."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
+
+from perkflow.coupons import service as coupons
+from perkflow.coupons.rules import BatchStatus
+from perkflow.coupons.schemas import (
+    BatchOut,
+    BatchSpec,
+    ClaimIn,
+    ClaimOut,
+    DrawIn,
+    DrawOut,
+    OfflineBatchIn,
+    OfflineResultOut,
+    RedeemIn,
+    RedemptionOut,
+    ReverseIn,
+    StatusIn,
+    StockOut,
+    WalletItemOut,
+)
+from perkflow.errors import ValidationFailed
+from perkflow.web.auth import ApiActor, DbSession, VaultDep
+
+router = APIRouter(prefix="/v1", tags=["coupons"])
+
+DeviceId = Annotated[str | None, Header(alias="X-Device-Id", max_length=64)]
+
+
+def _zone(request: Request) -> str:
+    return str(request.app.state.settings.timezone)
+
+
+@router.post("/coupon-batches", response_model=BatchOut, status_code=201)
+def create_batch(body: BatchSpec, actor: ApiActor, session: DbSession) -> BatchOut:
+    """A draft coupon batch (hq_admin, or a province marketer for their province)."""
+    return BatchOut.model_validate(coupons.create_batch(session, actor=actor, spec=body))
+
+
+@router.get("/coupon-batches", response_model=list[BatchOut])
+def list_batches(actor: ApiActor, session: DbSession) -> list[BatchOut]:
+    """Batches the caller may manage."""
+    return [BatchOut.model_validate(b) for b in coupons.list_batches(session, actor=actor)]
+
+
+@router.get("/coupon-batches/{batch_id}", response_model=BatchOut)
+def get_batch(batch_id: int, actor: ApiActor, session: DbSession) -> BatchOut:
+    """One batch."""
+    return BatchOut.model_validate(coupons.get_batch(session, actor=actor, batch_id=batch_id))
+
+
+@router.post("/coupon-batches/{batch_id}/status", response_model=BatchOut)
+def set_status(batch_id: int, body: StatusIn, actor: ApiActor, session: DbSession) -> BatchOut:
+    """Activate, pause, resume or end a batch."""
+    try:
+        target = BatchStatus(body.status)
+    except ValueError as exc:
+        raise ValidationFailed(f"{body.status!r} is not a batch status", field="status") from exc
+    batch = coupons.set_batch_status(session, actor=actor, batch_id=batch_id, status=target)
+    return BatchOut.model_validate(batch)
+
+
+@router.get("/coupon-batches/{batch_id}/stock", response_model=StockOut)
+def stock(batch_id: int, actor: ApiActor, session: DbSession) -> StockOut:
+    """Stock levels: total, remaining (per shard), claimed, redeemed."""
+    view = coupons.stock_of(session, actor=actor, batch_id=batch_id)
+    return StockOut(batch_id=batch_id, **view.__dict__)
+
+
+@router.post("/coupon-batches/{batch_id}/claims", response_model=ClaimOut, status_code=201)
+def claim(
+    batch_id: int,
+    body: ClaimIn,
+    request: Request,
+    response: Response,
+    actor: ApiActor,
+    session: DbSession,
+    vault: VaultDep,
+    device_id: DeviceId = None,
+) -> ClaimOut:
+    """Claim a coupon into a subscriber's wallet; a repeated idempotency key returns that claim."""
+    # The attempt is counted in its own transaction, so a refused claim still counts.
+    coupons.admit_claim_attempt(
+        session, subscriber_id=body.subscriber_id, device_id=device_id, batch_id=batch_id
+    )
+    session.commit()
+    outcome = coupons.claim_coupon(
+        session,
+        actor=actor,
+        vault=vault,
+        batch_id=batch_id,
+        subscriber_id=body.subscriber_id,
+        idempotency_key=body.idempotency_key,
+        channel="api",
+        device_id=device_id,
+        zone=_zone(request),
+    )
+    if outcome.replayed:
+        response.status_code = 200
+    return ClaimOut(
+        coupon_id=outcome.coupon.id,
+        batch_id=outcome.coupon.batch_id,
+        subscriber_id=outcome.coupon.subscriber_id,
+        replayed=outcome.replayed,
+        valid_until=outcome.coupon.valid_until,
+    )
+
+
+@router.get("/subscribers/{subscriber_id}/coupons", response_model=list[WalletItemOut])
+def wallet(
+    subscriber_id: int, actor: ApiActor, session: DbSession, vault: VaultDep
+) -> list[WalletItemOut]:
+    """A subscriber's wallet with clear codes, for the channel that serves that subscriber."""
+    return [
+        WalletItemOut(
+            coupon_id=i.coupon.id,
+            batch_id=i.batch.id,
+            name_zh=i.batch.name_zh,
+            name_en=i.batch.name_en,
+            status=i.coupon.status,
+            code=i.code,
+            valid_from=i.coupon.valid_from,
+            valid_until=i.coupon.valid_until,
+        )
+        for i in coupons.wallet(session, actor=actor, vault=vault, subscriber_id=subscriber_id)
+    ]
+
+
+@router.post("/redemptions", response_model=RedemptionOut, status_code=201)
+def redeem(body: RedeemIn, actor: ApiActor, session: DbSession, vault: VaultDep) -> RedemptionOut:
+    """Redeem a coupon at the caller's store (clerk) or merchant (partner key)."""
+    redemption = coupons.redeem_coupon(
+        session,
+        actor=actor,
+        vault=vault,
+        code=body.code,
+        order_fen=body.order_fen,
+        category=body.category,
+        source="api" if actor.kind == "api_key" else "counter",
+    )
+    return RedemptionOut.model_validate(redemption)
+
+
+@router.post("/redemptions/offline", response_model=list[OfflineResultOut])
+def redeem_offline(
+    body: OfflineBatchIn, actor: ApiActor, session: DbSession, vault: VaultDep
+) -> list[OfflineResultOut]:
+    """A store's offline redemptions: each entry succeeds or is refused with its reason."""
+    return [
+        OfflineResultOut(
+            client_ref=r.client_ref,
+            ok=r.redemption_id is not None and r.reason is None,
+            redemption_id=r.redemption_id,
+            reason=r.reason,
+            message=r.message,
+        )
+        for r in coupons.redeem_offline(session, actor=actor, vault=vault, entries=body.entries)
+    ]
+
+
+@router.post("/redemptions/{redemption_id}/reverse", response_model=RedemptionOut)
+def reverse(
+    redemption_id: int, body: ReverseIn, actor: ApiActor, session: DbSession
+) -> RedemptionOut:
+    """Reverse a redemption within the batch's window."""
+    return RedemptionOut.model_validate(
+        coupons.reverse_redemption(
+            session, actor=actor, redemption_id=redemption_id, reason=body.reason
+        )
+    )
+
+
+@router.post("/envelope-programs/{program_id}/draws", response_model=list[DrawOut])
+def draw(program_id: int, body: DrawIn, actor: ApiActor, session: DbSession) -> list[DrawOut]:
+    """Draw a lottery for a subscriber; each result can be recomputed from the logged seed."""
+    results = coupons.draw_lottery(
+        session,
+        actor=actor,
+        program_id=program_id,
+        subscriber_id=body.subscriber_id,
+        count=body.count,
+    )
+    return [
+        DrawOut(
+            draw_no=r.draw_no, u=r.u, tier=r.tier, outcome=r.outcome.value, prize_fen=r.prize_fen
+        )
+        for r in results
+    ]

@@ -1,0 +1,669 @@
+"""Queries over coupons and red envelopes; every limit statement is atomic on its own."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Integer,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from perkflow.coupons.models import (
+    ClaimCounter,
+    CodeJob,
+    Coupon,
+    CouponBatch,
+    EnvelopeCounter,
+    EnvelopeDraw,
+    EnvelopeProgram,
+    EnvelopeTier,
+    PoolCode,
+    RateBucket,
+    Redemption,
+    ShareEnvelope,
+    ShareHelp,
+    StockShard,
+)
+
+
+def _upsert(session: Session, model: Any) -> Any:
+    """The dialect's INSERT … ON CONFLICT construct (PostgreSQL and SQLite spell it alike)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)
+
+
+# ---- batches ------------------------------------------------------------------------------
+
+
+def get_batch(session: Session, batch_id: int) -> CouponBatch | None:
+    return session.get(CouponBatch, batch_id, populate_existing=True)
+
+
+def get_batch_by_code(session: Session, code: str) -> CouponBatch | None:
+    return session.scalar(select(CouponBatch).where(CouponBatch.code == code))
+
+
+def list_batches(
+    session: Session, *, owner_regions: Sequence[str] | None, statuses: Sequence[str] | None
+) -> Sequence[CouponBatch]:
+    stmt = select(CouponBatch)
+    if owner_regions is not None:
+        stmt = stmt.where(CouponBatch.owner_region.in_(owner_regions))
+    if statuses is not None:
+        stmt = stmt.where(CouponBatch.status.in_(statuses))
+    return session.scalars(stmt.order_by(CouponBatch.id.desc())).all()
+
+
+def replace_shards(session: Session, batch_id: int, shards: Sequence[tuple[int, int]]) -> None:
+    session.execute(delete(StockShard).where(StockShard.batch_id == batch_id))
+    session.execute(
+        insert(StockShard),
+        [
+            {"batch_id": batch_id, "shard": i, "slot_base": b, "size": n, "remaining": n}
+            for i, (b, n) in enumerate(shards)
+        ],
+    )
+
+
+def shards(session: Session, batch_id: int) -> Sequence[StockShard]:
+    return session.scalars(
+        select(StockShard).where(StockShard.batch_id == batch_id).order_by(StockShard.shard)
+    ).all()
+
+
+def stock_levels(session: Session, batch_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """(remaining, total) per batch."""
+    if not batch_ids:
+        return {}
+    rows = session.execute(
+        select(StockShard.batch_id, func.sum(StockShard.remaining), func.sum(StockShard.size))
+        .where(StockShard.batch_id.in_(batch_ids))
+        .group_by(StockShard.batch_id)
+    )
+    return {int(b): (int(r or 0), int(t or 0)) for b, r, t in rows}
+
+
+def set_batch_status(
+    session: Session, *, batch_id: int, expected: str, target: str, at: datetime
+) -> bool:
+    """Compare-and-set the batch status; True when this call moved it."""
+    result = session.execute(
+        update(CouponBatch)
+        .where(CouponBatch.id == batch_id, CouponBatch.status == expected)
+        .values(status=target, updated_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+# ---- claims -------------------------------------------------------------------------------
+
+
+def coupon_by_key(session: Session, key: str) -> Coupon | None:
+    return session.scalar(
+        select(Coupon)
+        .where(Coupon.idempotency_key == key)
+        .execution_options(populate_existing=True)
+    )
+
+
+def bump_claim_counters(
+    session: Session, *, batch_id: int, subscriber_id: int, limits: Sequence[tuple[str, int]]
+) -> bool:
+    """Count one claim against each (period, limit) unless a limit is reached; all or nothing."""
+    stmt = _upsert(session, ClaimCounter).values(
+        [
+            {"batch_id": batch_id, "subscriber_id": subscriber_id, "period": p, "count": 1}
+            for p, _ in limits
+        ]
+    )
+    limit_of = case(
+        {p: lim for p, lim in limits}, value=ClaimCounter.period, else_=literal(0, Integer)
+    )
+    # The conflict branch increments only below the limit; the row lock it takes makes
+    # concurrent claims of one subscriber queue here, so the limit is exact.
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["batch_id", "subscriber_id", "period"],
+        set_={"count": ClaimCounter.count + 1},
+        where=ClaimCounter.count < limit_of,
+    ).returning(ClaimCounter.period)
+    got = session.execute(stmt).all()
+    return len(got) == len(limits)
+
+
+def unbump_claim_counters(
+    session: Session, *, batch_id: int, subscriber_id: int, periods: Sequence[str]
+) -> None:
+    session.execute(
+        update(ClaimCounter)
+        .where(
+            ClaimCounter.batch_id == batch_id,
+            ClaimCounter.subscriber_id == subscriber_id,
+            ClaimCounter.period.in_(periods),
+        )
+        .values(count=ClaimCounter.count - 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def take_from_shard(session: Session, *, batch_id: int, shard: int) -> tuple[int, int, int] | None:
+    """Decrement one shard if it has stock: (slot base, size, remaining after), or None."""
+    # Conditional UPDATE: the row lock serialises takers of this shard, `remaining > 0` is
+    # re-checked after the wait, so two claims never get the same unit.
+    row = session.execute(
+        update(StockShard)
+        .where(StockShard.batch_id == batch_id, StockShard.shard == shard, StockShard.remaining > 0)
+        .values(remaining=StockShard.remaining - 1)
+        .returning(StockShard.slot_base, StockShard.size, StockShard.remaining)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return (int(row[0]), int(row[1]), int(row[2])) if row else None
+
+
+def shards_with_stock(session: Session, batch_id: int) -> list[int]:
+    """Shards whose committed remaining stock is above zero."""
+    return [
+        int(s)
+        for s in session.scalars(
+            select(StockShard.shard).where(
+                StockShard.batch_id == batch_id, StockShard.remaining > 0
+            )
+        )
+    ]
+
+
+def give_back_to_shard(session: Session, *, batch_id: int, shard: int) -> None:
+    """Undo this transaction's own decrement (its row lock is still held, so the slot is ours)."""
+    session.execute(
+        update(StockShard)
+        .where(StockShard.batch_id == batch_id, StockShard.shard == shard)
+        .values(remaining=StockShard.remaining + 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def insert_coupon(session: Session, values: dict[str, Any]) -> int | None:
+    """Insert a claim unless its idempotency key exists; the new id, or None for a duplicate."""
+    stmt = (
+        _upsert(session, Coupon)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(Coupon.id)
+    )
+    row = session.execute(stmt).first()
+    return int(row[0]) if row else None
+
+
+def pool_code(session: Session, *, batch_id: int, ordinal: int) -> PoolCode | None:
+    return session.scalar(
+        select(PoolCode).where(PoolCode.batch_id == batch_id, PoolCode.ordinal == ordinal)
+    )
+
+
+def take_rate_tokens(
+    session: Session, *, window_start: int, limits: Sequence[tuple[str, int]]
+) -> set[str]:
+    """Count one attempt per key in this window; the keys still under their limit."""
+    stmt = _upsert(session, RateBucket).values(
+        [{"key": k, "window_start": window_start, "count": 1} for k, _ in limits]
+    )
+    limit_of = case({k: lim for k, lim in limits}, value=RateBucket.key, else_=literal(0, Integer))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["key", "window_start"],
+        set_={"count": RateBucket.count + 1},
+        where=RateBucket.count < limit_of,
+    ).returning(RateBucket.key)
+    return {str(k) for k in session.scalars(stmt)}
+
+
+def prune_rate_buckets(session: Session, *, before: int) -> int:
+    return _rowcount(session.execute(delete(RateBucket).where(RateBucket.window_start < before)))
+
+
+def wallet(session: Session, subscriber_id: int) -> Sequence[tuple[Coupon, CouponBatch]]:
+    rows = session.execute(
+        select(Coupon, CouponBatch)
+        .join(CouponBatch, CouponBatch.id == Coupon.batch_id)
+        .where(Coupon.subscriber_id == subscriber_id)
+        .order_by(Coupon.id.desc())
+        .limit(200)
+    ).all()
+    return [(c, b) for c, b in rows]
+
+
+def claimed_counts(
+    session: Session, *, subscriber_id: int, batch_ids: Sequence[int]
+) -> dict[int, int]:
+    if not batch_ids:
+        return {}
+    rows = session.execute(
+        select(ClaimCounter.batch_id, ClaimCounter.count).where(
+            ClaimCounter.subscriber_id == subscriber_id,
+            ClaimCounter.period == "total",
+            ClaimCounter.batch_id.in_(batch_ids),
+        )
+    )
+    return {int(b): int(c) for b, c in rows}
+
+
+def count_coupons(session: Session, batch_id: int) -> int:
+    return session.scalar(select(func.count()).where(Coupon.batch_id == batch_id)) or 0
+
+
+# ---- codes --------------------------------------------------------------------------------
+
+
+def get_job(session: Session, job_id: int) -> CodeJob | None:
+    return session.get(CodeJob, job_id, populate_existing=True)
+
+
+def jobs_of(session: Session, batch_id: int) -> Sequence[CodeJob]:
+    return session.scalars(
+        select(CodeJob).where(CodeJob.batch_id == batch_id).order_by(CodeJob.id.desc())
+    ).all()
+
+
+def existing_hashes(session: Session, hashes: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(hashes), 1000):
+        part = hashes[start : start + 1000]
+        found.update(
+            str(h)
+            for h in session.scalars(select(PoolCode.code_hash).where(PoolCode.code_hash.in_(part)))
+        )
+        found.update(
+            str(h)
+            for h in session.scalars(select(Coupon.code_hash).where(Coupon.code_hash.in_(part)))
+        )
+    return found
+
+
+def insert_pool_codes(session: Session, rows: list[dict[str, Any]]) -> None:
+    # A plain Core executemany: no ORM bookkeeping for a million rows.
+    session.execute(insert(PoolCode), rows)
+
+
+def advance_pool(session: Session, *, batch_id: int, expected: int, added: int) -> bool:
+    """Grow the pool size only from the size the caller read: two writers cannot interleave."""
+    result = session.execute(
+        update(CouponBatch)
+        .where(CouponBatch.id == batch_id, CouponBatch.pool_size == expected)
+        .values(pool_size=CouponBatch.pool_size + added)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+def pool_codes_page(
+    session: Session, *, batch_id: int, after_ordinal: int, limit: int
+) -> Sequence[PoolCode]:
+    return session.scalars(
+        select(PoolCode)
+        .where(PoolCode.batch_id == batch_id, PoolCode.ordinal > after_ordinal)
+        .order_by(PoolCode.ordinal)
+        .limit(limit)
+    ).all()
+
+
+# ---- redemption ---------------------------------------------------------------------------
+
+
+def coupon_by_hash(session: Session, code_hash: str) -> Coupon | None:
+    # populate_existing: statuses move by Core CAS statements, so never trust a cached row.
+    return session.scalar(
+        select(Coupon)
+        .where(Coupon.code_hash == code_hash)
+        .execution_options(populate_existing=True)
+    )
+
+
+def get_coupon(session: Session, coupon_id: int) -> Coupon | None:
+    return session.get(Coupon, coupon_id, populate_existing=True)
+
+
+def cas_coupon(
+    session: Session, *, coupon_id: int, expected: str, target: str, at: datetime | None
+) -> bool:
+    """Move a coupon's status only from `expected`: of two clerks, exactly one moves it."""
+    result = session.execute(
+        update(Coupon)
+        .where(Coupon.id == coupon_id, Coupon.status == expected)
+        .values(status=target, redeemed_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+def get_redemption(session: Session, redemption_id: int) -> Redemption | None:
+    return session.get(Redemption, redemption_id, populate_existing=True)
+
+
+def redemption_by_ref(session: Session, *, store_code: str, client_ref: str) -> Redemption | None:
+    return session.scalar(
+        select(Redemption).where(
+            Redemption.store_code == store_code, Redemption.client_ref == client_ref
+        )
+    )
+
+
+def cas_reverse(
+    session: Session, *, redemption_id: int, at: datetime, by: str, reason: str
+) -> bool:
+    result = session.execute(
+        update(Redemption)
+        .where(Redemption.id == redemption_id, Redemption.status == "done")
+        .values(status="reversed", reversed_at=at, reversed_by=by, reverse_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+def store_redemptions(
+    session: Session, *, store_code: str, since: datetime
+) -> Sequence[tuple[Redemption, Coupon, CouponBatch]]:
+    rows = session.execute(
+        select(Redemption, Coupon, CouponBatch)
+        .join(Coupon, Coupon.id == Redemption.coupon_id)
+        .join(CouponBatch, CouponBatch.id == Redemption.batch_id)
+        .where(Redemption.store_code == store_code, Redemption.at >= since)
+        .order_by(Redemption.id.desc())
+        .limit(500)
+    ).all()
+    return [(r, c, b) for r, c, b in rows]
+
+
+def _minute(session: Session, col: Any) -> ColumnElement[Any]:
+    """Whole minutes since the epoch of a timestamp column, in the dialect's words."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(func.floor(func.extract("epoch", col) / 60), Integer)
+    return cast(func.strftime("%s", col), Integer) / 60
+
+
+def per_minute(
+    session: Session, *, batch_id: int, since: datetime, what: str
+) -> list[tuple[int, int]]:
+    """(epoch minute, count) of claims or redemptions of a batch since a moment."""
+    col = Coupon.claimed_at if what == "claims" else Redemption.at
+    table_batch = Coupon.batch_id if what == "claims" else Redemption.batch_id
+    minute = _minute(session, col).label("m")
+    stmt = (
+        select(minute, func.count())
+        .where(and_(table_batch == batch_id, col >= since))
+        .group_by(minute)
+        .order_by(minute)
+    )
+    return [(int(m), int(n)) for m, n in session.execute(stmt)]
+
+
+def redemption_count(session: Session, batch_id: int) -> int:
+    return (
+        session.scalar(
+            select(func.count()).where(Redemption.batch_id == batch_id, Redemption.status == "done")
+        )
+        or 0
+    )
+
+
+# ---- red envelopes ------------------------------------------------------------------------
+
+
+def get_program(session: Session, program_id: int) -> EnvelopeProgram | None:
+    return session.get(EnvelopeProgram, program_id, populate_existing=True)
+
+
+def list_programs(
+    session: Session, *, owner_regions: Sequence[str] | None, statuses: Sequence[str] | None
+) -> Sequence[EnvelopeProgram]:
+    stmt = select(EnvelopeProgram)
+    if owner_regions is not None:
+        stmt = stmt.where(EnvelopeProgram.owner_region.in_(owner_regions))
+    if statuses is not None:
+        stmt = stmt.where(EnvelopeProgram.status.in_(statuses))
+    return session.scalars(stmt.order_by(EnvelopeProgram.id.desc())).all()
+
+
+def tiers(session: Session, program_id: int, *, lock: bool = False) -> Sequence[EnvelopeTier]:
+    stmt = (
+        select(EnvelopeTier)
+        .where(EnvelopeTier.program_id == program_id)
+        .order_by(EnvelopeTier.tier)
+        .execution_options(populate_existing=True)
+    )
+    if lock:
+        # Tier rows locked in primary-key order, after the programme row: no deadlock cycle.
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).all()
+
+
+def reserve_draws(session: Session, *, program_id: int, n: int) -> tuple[int, int, int, str] | None:
+    """Take the next n draw numbers, locking the programme row: (last no, spent, budget, seed)."""
+    # This UPDATE takes the row lock every later step relies on: until commit no other draw
+    # can read or move `spent_fen`, so settling against the budget is race-free.
+    row = session.execute(
+        update(EnvelopeProgram)
+        .where(EnvelopeProgram.id == program_id)
+        .values(draws=EnvelopeProgram.draws + n)
+        .returning(
+            EnvelopeProgram.draws,
+            EnvelopeProgram.spent_fen,
+            EnvelopeProgram.budget_fen,
+            EnvelopeProgram.seed,
+        )
+        .execution_options(synchronize_session=False)
+    ).first()
+    return (int(row[0]), int(row[1]), int(row[2]), str(row[3])) if row else None
+
+
+def set_spent(session: Session, *, program_id: int, spent_fen: int) -> None:
+    session.execute(
+        update(EnvelopeProgram)
+        .where(EnvelopeProgram.id == program_id)
+        .values(spent_fen=spent_fen)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def set_won_count(session: Session, *, program_id: int, tier: int, won: int) -> None:
+    session.execute(
+        update(EnvelopeTier)
+        .where(EnvelopeTier.program_id == program_id, EnvelopeTier.tier == tier)
+        .values(won_count=won)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def insert_draws(session: Session, rows: list[dict[str, Any]]) -> None:
+    session.execute(insert(EnvelopeDraw), rows)
+
+
+def bump_envelope_counter(
+    session: Session, *, program_id: int, subscriber_id: int, n: int, limit: int
+) -> bool:
+    """Count n uses of a programme by a subscriber unless that passes the limit."""
+    if n > limit:
+        return False
+    stmt = (
+        _upsert(session, EnvelopeCounter)
+        .values(program_id=program_id, subscriber_id=subscriber_id, count=n)
+        .on_conflict_do_update(
+            index_elements=["program_id", "subscriber_id"],
+            set_={"count": EnvelopeCounter.count + n},
+            where=EnvelopeCounter.count + n <= limit,
+        )
+        .returning(EnvelopeCounter.count)
+    )
+    return session.execute(stmt).first() is not None
+
+
+def reserve_budget(session: Session, *, program_id: int, amount_fen: int) -> bool:
+    """Take an amount from the budget only if it stays within the cap."""
+    # Conditional UPDATE: the cap is checked and spent in one statement.
+    result = session.execute(
+        update(EnvelopeProgram)
+        .where(
+            EnvelopeProgram.id == program_id,
+            EnvelopeProgram.spent_fen + amount_fen <= EnvelopeProgram.budget_fen,
+        )
+        .values(spent_fen=EnvelopeProgram.spent_fen + amount_fen)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+def release_budget(session: Session, *, program_id: int, amount_fen: int) -> None:
+    session.execute(
+        update(EnvelopeProgram)
+        .where(EnvelopeProgram.id == program_id)
+        .values(spent_fen=EnvelopeProgram.spent_fen - amount_fen)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def draws_of(session: Session, *, subscriber_id: int, limit: int = 50) -> Sequence[EnvelopeDraw]:
+    return session.scalars(
+        select(EnvelopeDraw)
+        .where(EnvelopeDraw.subscriber_id == subscriber_id)
+        .order_by(EnvelopeDraw.id.desc())
+        .limit(limit)
+    ).all()
+
+
+def draw_summary(session: Session, program_id: int) -> list[tuple[int | None, str, int, int]]:
+    """(tier, outcome, count, paid fen) of a programme's draws."""
+    rows = session.execute(
+        select(
+            EnvelopeDraw.tier, EnvelopeDraw.outcome, func.count(), func.sum(EnvelopeDraw.prize_fen)
+        )
+        .where(EnvelopeDraw.program_id == program_id)
+        .group_by(EnvelopeDraw.tier, EnvelopeDraw.outcome)
+    )
+    return [(t, str(o), int(n), int(s or 0)) for t, o, n, s in rows]
+
+
+def get_draw(session: Session, *, program_id: int, draw_no: int) -> EnvelopeDraw | None:
+    return session.scalar(
+        select(EnvelopeDraw).where(
+            EnvelopeDraw.program_id == program_id, EnvelopeDraw.draw_no == draw_no
+        )
+    )
+
+
+def insert_envelope(session: Session, values: dict[str, Any]) -> int | None:
+    stmt = (
+        _upsert(session, ShareEnvelope)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["program_id", "owner_id"])
+        .returning(ShareEnvelope.id)
+    )
+    row = session.execute(stmt).first()
+    return int(row[0]) if row else None
+
+
+def envelope_of(session: Session, *, program_id: int, owner_id: int) -> ShareEnvelope | None:
+    return session.scalar(
+        select(ShareEnvelope).where(
+            ShareEnvelope.program_id == program_id, ShareEnvelope.owner_id == owner_id
+        )
+    )
+
+
+def get_envelope(session: Session, envelope_id: int) -> ShareEnvelope | None:
+    return session.get(ShareEnvelope, envelope_id, populate_existing=True)
+
+
+def envelopes_of(session: Session, owner_id: int) -> Sequence[ShareEnvelope]:
+    return session.scalars(
+        select(ShareEnvelope).where(ShareEnvelope.owner_id == owner_id).order_by(ShareEnvelope.id)
+    ).all()
+
+
+def insert_help(session: Session, values: dict[str, Any]) -> bool:
+    stmt = (
+        _upsert(session, ShareHelp)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["envelope_id", "helper_id"])
+        .returning(ShareHelp.id)
+    )
+    return session.execute(stmt).first() is not None
+
+
+def count_help(session: Session, *, envelope_id: int, at: datetime) -> tuple[int, str] | None:
+    """Add one helper while the envelope is locked, opening it at the last one needed."""
+    opens = ShareEnvelope.helpers_count + 1 >= ShareEnvelope.helpers_needed
+    # Conditional UPDATE: helpers beyond the number needed find it opened and are refused.
+    row = session.execute(
+        update(ShareEnvelope)
+        .where(
+            ShareEnvelope.id == envelope_id,
+            ShareEnvelope.status == "locked",
+            ShareEnvelope.helpers_count < ShareEnvelope.helpers_needed,
+        )
+        .values(
+            helpers_count=ShareEnvelope.helpers_count + 1,
+            status=case((opens, "opened"), else_=ShareEnvelope.status),
+            opened_at=case((opens, at), else_=ShareEnvelope.opened_at),
+        )
+        .returning(ShareEnvelope.helpers_count, ShareEnvelope.status)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def helps_of(session: Session, envelope_id: int) -> Sequence[ShareHelp]:
+    return session.scalars(
+        select(ShareHelp).where(ShareHelp.envelope_id == envelope_id).order_by(ShareHelp.id)
+    ).all()
+
+
+def is_helper(session: Session, *, envelope_id: int, subscriber_id: int) -> bool:
+    return (
+        session.scalar(
+            select(ShareHelp.id).where(
+                ShareHelp.envelope_id == envelope_id, ShareHelp.helper_id == subscriber_id
+            )
+        )
+        is not None
+    )
+
+
+def recent_helps(
+    session: Session, *, program_id: int, limit: int
+) -> Sequence[tuple[ShareHelp, ShareEnvelope]]:
+    rows = session.execute(
+        select(ShareHelp, ShareEnvelope)
+        .join(ShareEnvelope, ShareEnvelope.id == ShareHelp.envelope_id)
+        .where(ShareEnvelope.program_id == program_id)
+        .order_by(ShareHelp.id.desc())
+        .limit(limit)
+    ).all()
+    return [(h, e) for h, e in rows]
+
+
+def device_help_counts(session: Session, devices: Sequence[str]) -> dict[str, int]:
+    if not devices:
+        return {}
+    rows = session.execute(
+        select(ShareHelp.device_id, func.count())
+        .where(ShareHelp.device_id.in_(devices))
+        .group_by(ShareHelp.device_id)
+    )
+    return {str(d): int(n) for d, n in rows}

@@ -1,0 +1,216 @@
+"""Shapes of coupon and red-envelope data crossing the API and the console forms."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from perkflow.coupons.rules import CodeSource, ProgramKind, ValidityKind, ValueKind
+
+
+class BatchSpec(BaseModel):
+    """Everything that defines a coupon batch; the console editor and the API both send this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=3, max_length=48)
+    name_zh: str = Field(min_length=1, max_length=128)
+    name_en: str = Field(min_length=1, max_length=128)
+    owner_region: str | None = Field(default=None, description="CN or a province; default yours")
+    value_kind: ValueKind = ValueKind.AMOUNT
+    amount_fen: int = Field(default=0, ge=0, le=100_000_000)
+    percent_off: int | None = Field(default=None, ge=1, le=99)
+    cap_fen: int | None = Field(default=None, ge=1, le=100_000_000)
+    min_spend_fen: int = Field(default=0, ge=0, le=100_000_000)
+    scope_stores: list[str] = Field(default_factory=list, max_length=500)
+    scope_regions: list[str] = Field(default_factory=list, max_length=100)
+    scope_partners: list[str] = Field(default_factory=list, max_length=100)
+    scope_categories: list[str] = Field(default_factory=list, max_length=20)
+    validity_kind: ValidityKind = ValidityKind.DAYS
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    valid_days: int | None = Field(default=30, ge=1, le=3650)
+    claim_starts_at: datetime | None = None
+    claim_ends_at: datetime | None = None
+    flash_sale: bool = False
+    stock_total: int = Field(ge=1, le=50_000_000)
+    shard_count: int | None = Field(default=None, ge=1, le=256)
+    limit_total: int = Field(default=1, ge=1, le=1000)
+    limit_per_day: int | None = Field(default=None, ge=1, le=1000)
+    code_source: CodeSource = CodeSource.AUTO
+    code_charset: str = Field(default="alnum", min_length=2, max_length=40)
+    code_prefix: str = Field(default="", max_length=8)
+    code_length: int = Field(default=10, ge=4, le=24)
+    reversal_window_s: int | None = Field(default=None, ge=0, le=7 * 86400)
+
+
+class BatchOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    code: str
+    name_zh: str
+    name_en: str
+    owner_region: str
+    value_kind: str
+    amount_fen: int
+    percent_off: int | None
+    cap_fen: int | None
+    min_spend_fen: int
+    validity_kind: str
+    valid_from: datetime | None
+    valid_until: datetime | None
+    valid_days: int | None
+    claim_starts_at: datetime
+    claim_ends_at: datetime | None
+    flash_sale: bool
+    stock_total: int
+    shard_count: int
+    limit_total: int
+    limit_per_day: int | None
+    code_source: str
+    pool_size: int
+    status: str
+
+
+class StockOut(BaseModel):
+    batch_id: int
+    total: int
+    remaining: int
+    claimed: int
+    redeemed: int
+    shards: list[int]
+
+
+class StatusIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: str
+
+
+class ClaimIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subscriber_id: int
+    idempotency_key: str = Field(min_length=8, max_length=128)
+
+
+class ClaimOut(BaseModel):
+    coupon_id: int
+    batch_id: int
+    subscriber_id: int
+    replayed: bool
+    valid_until: datetime
+
+
+class WalletItemOut(BaseModel):
+    coupon_id: int
+    batch_id: int
+    name_zh: str
+    name_en: str
+    status: str
+    code: str
+    valid_from: datetime
+    valid_until: datetime
+
+
+class RedeemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=4, max_length=48)
+    order_fen: int = Field(ge=0, le=100_000_000)
+    category: str | None = Field(default=None, max_length=24)
+
+
+class RedemptionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    coupon_id: int
+    batch_id: int
+    store_code: str | None
+    partner_code: str | None
+    order_fen: int
+    discount_fen: int
+    status: str
+    source: str
+    at: datetime
+
+
+class ReverseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=255)
+
+
+class OfflineEntry(BaseModel):
+    """One redemption a store took while offline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_ref: str = Field(min_length=1, max_length=64)
+    code: str = Field(min_length=4, max_length=48)
+    order_fen: int = Field(ge=0, le=100_000_000)
+    recorded_at: datetime
+    category: str | None = Field(default=None, max_length=24)
+
+
+class OfflineBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entries: list[OfflineEntry] = Field(min_length=1, max_length=2000)
+
+
+class OfflineResultOut(BaseModel):
+    client_ref: str
+    ok: bool
+    redemption_id: int | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+class TierSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tier: int = Field(ge=1, le=20)
+    name_zh: str = Field(min_length=1, max_length=64)
+    name_en: str = Field(min_length=1, max_length=64)
+    prize_fen: int = Field(ge=1, le=100_000_000)
+    weight_ppm: int = Field(ge=1, le=1_000_000)
+    max_count: int | None = Field(default=None, ge=0)
+
+
+class ProgramSpec(BaseModel):
+    """A red-envelope programme: a lottery with tiers, or share-to-unlock envelopes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=3, max_length=48)
+    name_zh: str = Field(min_length=1, max_length=128)
+    name_en: str = Field(min_length=1, max_length=128)
+    kind: ProgramKind
+    owner_region: str | None = None
+    budget_fen: int = Field(ge=1, le=10_000_000_000)
+    limit_per_subscriber: int = Field(default=1, ge=1, le=1_000_000)
+    tiers: list[TierSpec] = Field(default_factory=list, max_length=20)
+    share_amount_fen: int | None = Field(default=None, ge=1, le=100_000_000)
+    helpers_needed: int | None = Field(default=None, ge=1, le=50)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    seed: str | None = Field(default=None, min_length=8, max_length=64)
+
+
+class DrawIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subscriber_id: int
+    count: int = Field(default=1, ge=1, le=1000)
+
+
+class DrawOut(BaseModel):
+    draw_no: int
+    u: int
+    tier: int | None
+    outcome: str
+    prize_fen: int

@@ -1,0 +1,1703 @@
+"""Use cases of coupons and red envelopes: batches, claims, codes, redemption, envelopes."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from perkflow.coupons import repository as repo
+from perkflow.coupons.models import (
+    CodeJob,
+    Coupon,
+    CouponBatch,
+    EnvelopeDraw,
+    EnvelopeProgram,
+    EnvelopeTier,
+    Redemption,
+    ShareEnvelope,
+    ShareHelp,
+)
+from perkflow.coupons.rules import (
+    BATCH_TRANSITIONS,
+    DEFAULT_REVERSAL_WINDOW_S,
+    DEFAULT_SHARDS,
+    MAX_DRAWS_PER_CALL,
+    RATE_PER_DEVICE,
+    RATE_PER_SUBSCRIBER,
+    RATE_WINDOW_S,
+    SOLD_OUT_MEMO_S,
+    BatchStatus,
+    CodePattern,
+    CodeSource,
+    CouponStatus,
+    DrawResult,
+    EnvelopeStatus,
+    JobStatus,
+    Permutation,
+    Place,
+    ProgramKind,
+    ProgramStatus,
+    Refusal,
+    Scope,
+    Tier,
+    ValidityKind,
+    ValueKind,
+    coupon_validity,
+    discount_fen,
+    draw_number,
+    help_problem,
+    imported_code_problem,
+    normalize_code,
+    pattern_problem,
+    period_keys,
+    pick_tier,
+    rate_window,
+    redemption_refusal,
+    resolve_charset,
+    reversal_problem,
+    settle_draws,
+    slot_of,
+    slug_problem,
+    split_stock,
+    tiers_problem,
+    validity_problem,
+    value_problem,
+)
+from perkflow.coupons.schemas import BatchSpec, OfflineEntry, ProgramSpec
+from perkflow.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    ValidationFailed,
+)
+from perkflow.kit import clock
+from perkflow.kit.crypto import Vault
+from perkflow.org import service as org
+from perkflow.org.rules import SYSTEM, Actor, Perm, province_of
+from perkflow.subscribers import service as subscribers
+
+
+class SoldOut(Conflict):
+    code = "sold_out"
+
+
+class LimitReached(Conflict):
+    code = "limit_reached"
+
+
+class NotClaimable(Conflict):
+    code = "not_claimable"
+
+
+class Refused(Conflict):
+    """A redemption refused for a stated reason (see `rules.Refusal`)."""
+
+    code = "redemption_refused"
+
+    def __init__(self, reason: Refusal, message: str) -> None:
+        super().__init__(message, field="code", reason=reason.value)
+        self.reason = reason
+
+
+def subscriber_actor(subscriber_id: int, *, ip: str = "-") -> Actor:
+    """The acting identity of a subscriber in their own H5 pages."""
+    return Actor(
+        kind="subscriber", id=str(subscriber_id), name=f"subscriber {subscriber_id}", ip=ip
+    )
+
+
+def _require_api_scope(actor: Actor, scope: str) -> None:
+    if actor.kind == "api_key" and not actor.has_scope(scope):
+        raise Forbidden(f"this key lacks the {scope} scope")
+
+
+# ---- batches ------------------------------------------------------------------------------
+
+
+def _owner_for(session: Session, *, actor: Actor, requested: str | None) -> str:
+    """The owner region of a batch or programme: CN or a province the actor's scope covers."""
+    mine = province_of(actor.scope_path) if actor.kind != "system" else None
+    owner = requested or mine or "CN"
+    region = org.require_region(session, actor=actor, region_code=owner)
+    if region.level not in ("group", "province"):
+        raise ValidationFailed("the owner is the group (CN) or a province", field="owner_region")
+    return region.code
+
+
+def _can_edit(actor: Actor, owner_region: str) -> bool:
+    limited = org.visible_province(actor)
+    return actor.can(Perm.COUPONS_EDIT) and (limited is None or limited == owner_region)
+
+
+def _require_edit(actor: Actor, owner_region: str) -> None:
+    org.require(actor, Perm.COUPONS_EDIT)
+    if not _can_edit(actor, owner_region):
+        raise Forbidden("this batch belongs to another region")
+
+
+def _resolve_scope(session: Session, *, actor: Actor, owner: str, spec: BatchSpec) -> Scope:
+    """Store codes and region codes checked against the owner's region; regions kept as paths."""
+    owner_path = org.get_region(session, code=owner).path
+    paths = []
+    for code in spec.scope_regions:
+        region = org.get_region(session, code=code.strip())
+        if not (region.path == owner_path or region.path.startswith(owner_path + "/")):
+            raise ValidationFailed(f"region {code} is outside the batch's owner", field="scope")
+        paths.append(region.path)
+    stores = []
+    for code in spec.scope_stores:
+        region = org.get_region(session, code=code.strip())
+        if region.level != "store":
+            raise ValidationFailed(f"{code} is not a store", field="scope_stores")
+        if not region.path.startswith(owner_path + "/"):
+            raise ValidationFailed(f"store {code} is outside the batch's owner", field="scope")
+        stores.append(region.code)
+    if owner != "CN" and not paths and not stores:
+        paths = [owner_path]  # a province's batch is only good in that province
+    return Scope(
+        stores=tuple(stores),
+        region_paths=tuple(paths),
+        partners=tuple(p.strip() for p in spec.scope_partners if p.strip()),
+        categories=tuple(c.strip() for c in spec.scope_categories if c.strip()),
+    )
+
+
+def _validate_spec(spec: BatchSpec) -> CodePattern:
+    problem = slug_problem(spec.code)
+    if problem:
+        raise ValidationFailed(f"code: {problem}", field="code")
+    problem = value_problem(
+        value_kind=spec.value_kind,
+        amount_fen=spec.amount_fen,
+        percent_off=spec.percent_off,
+        cap_fen=spec.cap_fen,
+    )
+    if problem:
+        raise ValidationFailed(problem, field="value_kind")
+    problem = validity_problem(
+        kind=spec.validity_kind,
+        valid_from=spec.valid_from,
+        valid_until=spec.valid_until,
+        valid_days=spec.valid_days,
+    )
+    if problem:
+        raise ValidationFailed(problem, field="validity_kind")
+    for name in ("valid_from", "valid_until", "claim_starts_at", "claim_ends_at"):
+        value = getattr(spec, name)
+        if value is not None and value.tzinfo is None:
+            raise ValidationFailed("give times with their zone offset", field=name)
+    if spec.claim_starts_at and spec.claim_ends_at and spec.claim_ends_at <= spec.claim_starts_at:
+        raise ValidationFailed("the claim window must end after it starts", field="claim_ends_at")
+    if spec.limit_per_day is not None and spec.limit_per_day > spec.limit_total:
+        raise ValidationFailed(
+            "the daily limit cannot exceed the total limit", field="limit_per_day"
+        )
+    pattern = CodePattern(
+        charset=resolve_charset(spec.code_charset.strip()),
+        prefix=spec.code_prefix.strip().upper(),
+        length=spec.code_length,
+    )
+    if spec.code_source != CodeSource.IMPORT:
+        problem = pattern_problem(pattern, count=spec.stock_total)
+        if problem:
+            raise ValidationFailed(problem, field="code_charset")
+    return pattern
+
+
+def _apply_spec(
+    batch: CouponBatch, spec: BatchSpec, *, owner: str, scope: Scope, pattern: CodePattern
+) -> None:
+    batch.code = spec.code
+    batch.name_zh = spec.name_zh.strip()
+    batch.name_en = spec.name_en.strip()
+    batch.owner_region = owner
+    batch.value_kind = spec.value_kind.value
+    batch.amount_fen = spec.amount_fen if spec.value_kind == "amount" else 0
+    batch.percent_off = spec.percent_off if spec.value_kind == "percent" else None
+    batch.cap_fen = spec.cap_fen if spec.value_kind == "percent" else None
+    batch.min_spend_fen = spec.min_spend_fen
+    batch.scope_stores = list(scope.stores)
+    batch.scope_regions = list(scope.region_paths)
+    batch.scope_partners = list(scope.partners)
+    batch.scope_categories = list(scope.categories)
+    batch.validity_kind = spec.validity_kind.value
+    fixed = spec.validity_kind == ValidityKind.FIXED
+    batch.valid_from = spec.valid_from if fixed else None
+    batch.valid_until = spec.valid_until if fixed else None
+    batch.valid_days = None if fixed else spec.valid_days
+    batch.claim_starts_at = spec.claim_starts_at or clock.now()
+    batch.claim_ends_at = spec.claim_ends_at
+    batch.flash_sale = spec.flash_sale
+    batch.stock_total = spec.stock_total
+    default_shards = DEFAULT_SHARDS if spec.flash_sale else 1
+    batch.shard_count = len(split_stock(spec.stock_total, spec.shard_count or default_shards))
+    batch.limit_total = spec.limit_total
+    batch.limit_per_day = spec.limit_per_day
+    batch.code_source = spec.code_source.value
+    batch.code_charset = pattern.charset
+    batch.code_prefix = pattern.prefix
+    batch.code_length = pattern.length
+    batch.reversal_window_s = (
+        spec.reversal_window_s if spec.reversal_window_s is not None else DEFAULT_REVERSAL_WINDOW_S
+    )
+
+
+def create_batch(session: Session, *, actor: Actor, spec: BatchSpec) -> CouponBatch:
+    """A draft batch with its stock split into shards."""
+    org.require(actor, Perm.COUPONS_EDIT)
+    owner = _owner_for(session, actor=actor, requested=spec.owner_region)
+    _require_edit(actor, owner)
+    pattern = _validate_spec(spec)
+    scope = _resolve_scope(session, actor=actor, owner=owner, spec=spec)
+    now = clock.now()
+    batch = CouponBatch(
+        status=BatchStatus.DRAFT.value, created_by=actor.name, created_at=now, updated_at=now
+    )
+    _apply_spec(batch, spec, owner=owner, scope=scope, pattern=pattern)
+    session.add(batch)
+    try:
+        session.flush()  # the unique batch code decides duplicates; the id goes to the shards
+    except IntegrityError as exc:
+        raise Conflict(f"batch code {spec.code!r} is taken", field="code") from exc
+    repo.replace_shards(session, batch.id, split_stock(batch.stock_total, batch.shard_count))
+    org.record_audit(
+        session,
+        actor=actor,
+        action="coupon_batch.create",
+        target_type="coupon_batch",
+        target_id=str(batch.id),
+        details={"code": batch.code, "stock": batch.stock_total, "owner": owner},
+    )
+    return batch
+
+
+def update_batch(session: Session, *, actor: Actor, batch_id: int, spec: BatchSpec) -> CouponBatch:
+    """Change a draft batch; once active, only its status changes."""
+    batch = get_batch(session, actor=actor, batch_id=batch_id)
+    _require_edit(actor, batch.owner_region)
+    if batch.status != BatchStatus.DRAFT:
+        raise Conflict("only a draft batch can be edited", field="status")
+    owner = _owner_for(session, actor=actor, requested=spec.owner_region or batch.owner_region)
+    _require_edit(actor, owner)
+    pattern = _validate_spec(spec)
+    scope = _resolve_scope(session, actor=actor, owner=owner, spec=spec)
+    if batch.pool_size and (
+        spec.code_source.value != batch.code_source
+        or (pattern.charset, pattern.prefix, pattern.length)
+        != (batch.code_charset, batch.code_prefix, batch.code_length)
+    ):
+        raise Conflict("codes were already made; the code settings are fixed", field="code_source")
+    _apply_spec(batch, spec, owner=owner, scope=scope, pattern=pattern)
+    batch.updated_at = clock.now()
+    try:
+        session.flush()  # the unique batch code decides duplicates
+    except IntegrityError as exc:
+        raise Conflict(f"batch code {spec.code!r} is taken", field="code") from exc
+    repo.replace_shards(session, batch.id, split_stock(batch.stock_total, batch.shard_count))
+    org.record_audit(
+        session,
+        actor=actor,
+        action="coupon_batch.update",
+        target_type="coupon_batch",
+        target_id=str(batch.id),
+        details={"code": batch.code, "stock": batch.stock_total},
+    )
+    return batch
+
+
+def get_batch(session: Session, *, actor: Actor, batch_id: int) -> CouponBatch:
+    """A batch the actor's region may see (404/403)."""
+    batch = repo.get_batch(session, batch_id)
+    if batch is None:
+        raise NotFound(f"no coupon batch {batch_id}", field="batch_id")
+    limited = org.visible_province(actor)
+    if actor.kind == "staff" and limited is not None and batch.owner_region not in ("CN", limited):
+        raise Forbidden("this batch belongs to another region")
+    return batch
+
+
+def list_batches(session: Session, *, actor: Actor) -> Sequence[CouponBatch]:
+    """Batches the actor may edit: national staff see all, a province its own."""
+    org.require(actor, Perm.COUPONS_EDIT)
+    limited = org.visible_province(actor)
+    return repo.list_batches(session, owner_regions=[limited] if limited else None, statuses=None)
+
+
+def set_batch_status(
+    session: Session, *, actor: Actor, batch_id: int, status: BatchStatus
+) -> CouponBatch:
+    """Activate, pause, resume or end a batch; an active pool batch needs its codes first."""
+    batch = get_batch(session, actor=actor, batch_id=batch_id)
+    _require_edit(actor, batch.owner_region)
+    current = BatchStatus(batch.status)
+    if status not in BATCH_TRANSITIONS[current]:
+        raise Conflict(f"cannot go from {current.value} to {status.value}", field="status")
+    if (
+        status == BatchStatus.ACTIVE
+        and batch.code_source != CodeSource.AUTO
+        and batch.pool_size < batch.stock_total
+    ):
+        raise Conflict(
+            f"only {batch.pool_size:,} of {batch.stock_total:,} codes exist; make them first",
+            field="status",
+        )
+    # Compare-and-set: two editors cannot both move the batch from the same status.
+    if not repo.set_batch_status(
+        session, batch_id=batch.id, expected=current.value, target=status.value, at=clock.now()
+    ):
+        raise Conflict("the batch changed meanwhile; reload", field="status")
+    session.refresh(batch)
+    org.record_audit(
+        session,
+        actor=actor,
+        action="coupon_batch.status",
+        target_type="coupon_batch",
+        target_id=str(batch.id),
+        details={"from": current.value, "to": status.value},
+    )
+    return batch
+
+
+@dataclass(frozen=True)
+class StockView:
+    """Stock of a batch: total, remaining, per shard, and what became of the claimed units."""
+
+    total: int
+    remaining: int
+    shards: list[int]
+    claimed: int
+    redeemed: int
+
+
+def stock_of(session: Session, *, actor: Actor, batch_id: int) -> StockView:
+    """Stock levels of one batch."""
+    batch = get_batch(session, actor=actor, batch_id=batch_id)
+    _require_api_scope(actor, "coupons:read")
+    rows = repo.shards(session, batch.id)
+    return StockView(
+        total=sum(s.size for s in rows),
+        remaining=sum(s.remaining for s in rows),
+        shards=[s.remaining for s in rows],
+        claimed=repo.count_coupons(session, batch.id),
+        redeemed=repo.redemption_count(session, batch.id),
+    )
+
+
+def stock_levels(session: Session, *, batch_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """(remaining, total) per batch, for lists."""
+    return repo.stock_levels(session, batch_ids)
+
+
+def activity(
+    session: Session, *, actor: Actor, batch_id: int, minutes: int = 60
+) -> dict[str, list[int]]:
+    """Claims and redemptions per minute over the last minutes, for the live charts."""
+    batch = get_batch(session, actor=actor, batch_id=batch_id)
+    now = clock.now()
+    end = int(now.timestamp() // 60)
+    start = end - minutes + 1
+    since = datetime.fromtimestamp(start * 60, tz=now.tzinfo)
+    claims = dict(repo.per_minute(session, batch_id=batch.id, since=since, what="claims"))
+    redemptions = dict(repo.per_minute(session, batch_id=batch.id, since=since, what="redeem"))
+    minutes_axis = list(range(start, end + 1))
+    return {
+        "minutes": minutes_axis,
+        "claims": [claims.get(m, 0) for m in minutes_axis],
+        "redemptions": [redemptions.get(m, 0) for m in minutes_axis],
+    }
+
+
+# ---- claims -------------------------------------------------------------------------------
+
+# (database, batch id) -> monotonic time a process saw the batch sold out. Per process on
+# purpose: it only saves a round trip; the ledger stays the one truth on stock.
+_sold_out_seen: dict[tuple[str, int], float] = {}
+
+
+def _memo_key(session: Session, batch_id: int) -> tuple[str, int]:
+    bind = session.get_bind()
+    return (str(bind.engine.url), batch_id)
+
+
+def seen_sold_out(session: Session, *, batch_id: int) -> bool:
+    """Whether this process saw the batch sold out in the last moments (no database needed)."""
+    seen = _sold_out_seen.get(_memo_key(session, batch_id))
+    return seen is not None and time.monotonic() - seen < SOLD_OUT_MEMO_S
+
+
+def _code_key(vault: Vault, batch_id: int) -> bytes:
+    # A per-batch key derived from the vault: codes cannot be predicted from the slot number.
+    return bytes.fromhex(vault.lookup.digest(f"coupon-code-permutation:{batch_id}"))
+
+
+def code_hash(vault: Vault, code: str) -> str:
+    """The keyed lookup hash of a (normalized) coupon code."""
+    return vault.lookup.digest(f"coupon-code:{code}")
+
+
+def _encrypt_code(vault: Vault, code: str, hashed: str) -> bytes:
+    # Bound to the hash: a ciphertext moved onto another row does not decrypt.
+    return vault.pii.encrypt(code, f"coupon:{hashed}".encode())
+
+
+def decrypt_code(vault: Vault, *, code_enc: bytes, hashed: str) -> str:
+    """The clear code of a coupon, for its own subscriber's wallet."""
+    return vault.pii.decrypt(code_enc, f"coupon:{hashed}".encode())
+
+
+def _pattern_of(batch: CouponBatch) -> CodePattern:
+    return CodePattern(
+        charset=batch.code_charset, prefix=batch.code_prefix, length=batch.code_length
+    )
+
+
+def admit_claim_attempt(
+    session: Session, *, subscriber_id: int, device_id: str | None, batch_id: int
+) -> None:
+    """Count a claim attempt per subscriber and device; 429 past the limit (the caller commits)."""
+    limits = [(f"s:{subscriber_id}", RATE_PER_SUBSCRIBER)]
+    if device_id:
+        limits.append((f"d:{device_id[:64]}", RATE_PER_DEVICE))
+    window = rate_window(clock.now().timestamp())
+    admitted = repo.take_rate_tokens(session, window_start=window, limits=limits)
+    if len(admitted) < len(limits):
+        raise TooManyRequests(
+            f"too many attempts; try again in {RATE_WINDOW_S} seconds",
+            field="device_id" if f"s:{subscriber_id}" in admitted else "subscriber_id",
+            batch_id=batch_id,
+        )
+
+
+def prune_rate_buckets(session: Session) -> int:
+    """Drop finished rate windows."""
+    return repo.prune_rate_buckets(
+        session, before=rate_window(clock.now().timestamp()) - RATE_WINDOW_S
+    )
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    """A claim: the coupon in the wallet, and whether this call was a replay of an earlier one."""
+
+    coupon: Coupon
+    replayed: bool
+
+
+def _replay(coupon: Coupon, *, batch_id: int, subscriber_id: int) -> ClaimOutcome:
+    if coupon.batch_id != batch_id or coupon.subscriber_id != subscriber_id:
+        raise Conflict("this idempotency key was used for another claim", field="idempotency_key")
+    return ClaimOutcome(coupon=coupon, replayed=True)
+
+
+def _take_slot(session: Session, batch: CouponBatch) -> tuple[int, int] | None:
+    """(shard, slot) of one unit of stock, or None when the batch is sold out."""
+    first = random.randrange(batch.shard_count)
+    # A random shard first: concurrent claimers mostly land on different rows.
+    got = repo.take_from_shard(session, batch_id=batch.id, shard=first)
+    if got:
+        return first, slot_of(slot_base=got[0], size=got[1], remaining_after=got[2])
+    # That shard is empty: fall back across the shards that still have stock, in rotated
+    # order so late claimers do not all pile onto the lowest shard. Each try is the same
+    # conditional UPDATE, so a shard emptied meanwhile is simply skipped.
+    while True:
+        left = repo.shards_with_stock(session, batch.id)
+        if not left:
+            return None
+        for shard in sorted(left, key=lambda s: (s - first) % batch.shard_count):
+            got = repo.take_from_shard(session, batch_id=batch.id, shard=shard)
+            if got:
+                return shard, slot_of(slot_base=got[0], size=got[1], remaining_after=got[2])
+
+
+def _subscriber_for_claim(session: Session, *, batch: CouponBatch, subscriber_id: int) -> None:
+    # Share-locked: a churn committed meanwhile waits for this claim, never slips past it.
+    sub = subscribers.hold_active_subscriber(session, actor=SYSTEM, subscriber_id=subscriber_id)
+    if batch.owner_region != "CN" and sub.province_code != batch.owner_region:
+        raise Forbidden("this offer is for subscribers of another province", field="batch_id")
+
+
+def claim_coupon(
+    session: Session,
+    *,
+    actor: Actor,
+    vault: Vault,
+    batch_id: int,
+    subscriber_id: int,
+    idempotency_key: str,
+    channel: str,
+    device_id: str | None,
+    zone: str,
+) -> ClaimOutcome:
+    """Claim one coupon into a subscriber's wallet: stock, limits and the key decide atomically."""
+    if actor.kind == "subscriber" and actor.id != str(subscriber_id):
+        raise Forbidden("a subscriber claims only for themself")
+    _require_api_scope(actor, "coupons:claim")
+    if actor.kind == "staff":
+        raise Forbidden("staff do not claim coupons for subscribers")
+    key = f"{subscriber_id}:{idempotency_key}"
+    existing = repo.coupon_by_key(session, key)
+    if existing is not None:
+        return _replay(existing, batch_id=batch_id, subscriber_id=subscriber_id)
+    if seen_sold_out(session, batch_id=batch_id):
+        raise SoldOut("sold out", field="batch_id", batch_id=batch_id)
+    batch = repo.get_batch(session, batch_id)
+    if batch is None:
+        raise NotFound(f"no coupon batch {batch_id}", field="batch_id")
+    now = clock.now()
+    if batch.status != BatchStatus.ACTIVE:
+        raise NotClaimable(f"this offer is {batch.status}", field="batch_id")
+    if now < batch.claim_starts_at:
+        raise NotClaimable(
+            "this offer has not started yet",
+            field="batch_id",
+            starts_at=batch.claim_starts_at.isoformat(),
+        )
+    if batch.claim_ends_at is not None and now >= batch.claim_ends_at:
+        raise NotClaimable("this offer has ended", field="batch_id")
+    _subscriber_for_claim(session, batch=batch, subscriber_id=subscriber_id)
+
+    total, day = period_keys(clock.today(zone))
+    limits = [(total, batch.limit_total)]
+    if batch.limit_per_day is not None:
+        limits.append((day, batch.limit_per_day))
+    if not repo.bump_claim_counters(
+        session, batch_id=batch.id, subscriber_id=subscriber_id, limits=limits
+    ):
+        # A concurrent twin with our key may have taken the last allowance: replay it.
+        twin = repo.coupon_by_key(session, key)
+        if twin is not None:
+            return _replay(twin, batch_id=batch_id, subscriber_id=subscriber_id)
+        raise LimitReached("you have claimed as many as this offer allows", field="batch_id")
+    taken = _take_slot(session, batch)
+    if taken is None:
+        _sold_out_seen[_memo_key(session, batch.id)] = time.monotonic()
+        twin = repo.coupon_by_key(session, key)
+        if twin is not None:
+            return _replay(twin, batch_id=batch_id, subscriber_id=subscriber_id)
+        raise SoldOut("sold out", field="batch_id", batch_id=batch.id)
+    shard, slot = taken
+    valid_from, valid_until = coupon_validity(
+        kind=ValidityKind(batch.validity_kind),
+        claimed_at=now,
+        valid_from=batch.valid_from,
+        valid_until=batch.valid_until,
+        valid_days=batch.valid_days,
+    )
+    if batch.code_source == CodeSource.AUTO:
+        pattern = _pattern_of(batch)
+        code = pattern.spell(Permutation(_code_key(vault, batch.id), pattern.capacity)(slot))
+        hashed = code_hash(vault, code)
+        code_enc = _encrypt_code(vault, code, hashed)
+    else:
+        pooled = repo.pool_code(session, batch_id=batch.id, ordinal=slot)
+        if pooled is None:
+            raise Conflict("this batch's codes are missing; tell the operator", field="batch_id")
+        hashed, code_enc = pooled.code_hash, pooled.code_enc
+    values = {
+        "batch_id": batch.id,
+        "subscriber_id": subscriber_id,
+        "slot": slot,
+        "code_hash": hashed,
+        "code_enc": code_enc,
+        "idempotency_key": key,
+        "status": CouponStatus.CLAIMED.value,
+        "channel": channel,
+        "device_id": device_id[:64] if device_id else None,
+        "claimed_at": now,
+        "valid_from": valid_from,
+        "valid_until": valid_until,
+    }
+    coupon_id = repo.insert_coupon(session, values)
+    if coupon_id is None:
+        # A twin request with the same key committed while we worked. Undo our own stock and
+        # counter changes (their rows are still locked by us, so this is exact), then replay.
+        repo.give_back_to_shard(session, batch_id=batch.id, shard=shard)
+        repo.unbump_claim_counters(
+            session, batch_id=batch.id, subscriber_id=subscriber_id, periods=[p for p, _ in limits]
+        )
+        twin = repo.coupon_by_key(session, key)
+        assert twin is not None
+        return _replay(twin, batch_id=batch_id, subscriber_id=subscriber_id)
+    org.record_audit(
+        session,
+        actor=actor,
+        action="coupon.claim",
+        target_type="coupon",
+        target_id=str(coupon_id),
+        details={"batch": batch.id, "subscriber": subscriber_id, "channel": channel},
+    )
+    # A transient copy of the row just inserted: no second round trip to read it back.
+    return ClaimOutcome(coupon=Coupon(id=coupon_id, **values), replayed=False)
+
+
+@dataclass(frozen=True)
+class OfferView:
+    """A batch as the claim center shows it to one subscriber."""
+
+    batch: CouponBatch
+    remaining: int
+    total: int
+    claimed: int
+    starts_in_s: int
+
+
+def claim_center(session: Session, *, subscriber_id: int, horizon_h: int = 24) -> list[OfferView]:
+    """Active offers the subscriber may claim now or that start within the horizon."""
+    me = subscribers.hold_active_subscriber(session, actor=SYSTEM, subscriber_id=subscriber_id)
+    now = clock.now()
+    batches = [
+        b
+        for b in repo.list_batches(
+            session, owner_regions=["CN", me.province_code], statuses=[BatchStatus.ACTIVE.value]
+        )
+        if (b.claim_ends_at is None or b.claim_ends_at > now)
+        and b.claim_starts_at <= now + timedelta(hours=horizon_h)
+    ]
+    ids = [b.id for b in batches]
+    stock = repo.stock_levels(session, ids)
+    mine = repo.claimed_counts(session, subscriber_id=subscriber_id, batch_ids=ids)
+    return [
+        OfferView(
+            batch=b,
+            remaining=stock.get(b.id, (0, 0))[0],
+            total=stock.get(b.id, (0, 0))[1],
+            claimed=mine.get(b.id, 0),
+            starts_in_s=max(0, int((b.claim_starts_at - now).total_seconds())),
+        )
+        for b in sorted(batches, key=lambda b: (b.claim_starts_at, b.id))
+    ]
+
+
+@dataclass(frozen=True)
+class WalletItem:
+    """A coupon in its subscriber's wallet, with its clear code."""
+
+    coupon: Coupon
+    batch: CouponBatch
+    code: str
+    expired: bool
+
+
+def wallet(session: Session, *, actor: Actor, vault: Vault, subscriber_id: int) -> list[WalletItem]:
+    """A subscriber's coupons, newest first, codes in clear for that subscriber only."""
+    if actor.kind == "subscriber" and actor.id != str(subscriber_id):
+        raise Forbidden("a wallet is shown only to its subscriber")
+    if actor.kind == "staff":
+        raise Forbidden("staff do not see coupon codes")
+    _require_api_scope(actor, "coupons:claim")
+    now = clock.now()
+    return [
+        WalletItem(
+            coupon=c,
+            batch=b,
+            code=decrypt_code(vault, code_enc=c.code_enc, hashed=c.code_hash),
+            expired=c.valid_until <= now,
+        )
+        for c, b in repo.wallet(session, subscriber_id)
+    ]
+
+
+def wallet_item(session: Session, *, actor: Actor, vault: Vault, coupon_id: int) -> WalletItem:
+    """One coupon of the signed-in subscriber."""
+    coupon = repo.get_coupon(session, coupon_id)
+    if coupon is None or actor.kind != "subscriber" or str(coupon.subscriber_id) != actor.id:
+        raise NotFound("no such coupon in your wallet", field="coupon_id")
+    batch = repo.get_batch(session, coupon.batch_id)
+    assert batch is not None
+    return WalletItem(
+        coupon=coupon,
+        batch=batch,
+        code=decrypt_code(vault, code_enc=coupon.code_enc, hashed=coupon.code_hash),
+        expired=coupon.valid_until <= clock.now(),
+    )
+
+
+# ---- codes --------------------------------------------------------------------------------
+
+
+def start_code_job(session: Session, *, actor: Actor, batch_id: int) -> CodeJob:
+    """Queue generating the codes a pattern batch still lacks (one live job per batch)."""
+    batch = get_batch(session, actor=actor, batch_id=batch_id)
+    _require_edit(actor, batch.owner_region)
+    if batch.code_source != CodeSource.PATTERN:
+        raise Conflict("only a pattern batch has codes generated", field="code_source")
+    missing = batch.stock_total - batch.pool_size
+    if missing <= 0:
+        raise Conflict("every code of this batch exists", field="batch_id")
+    now = clock.now()
+    cursor = 0
+    previous = repo.jobs_of(session, batch.id)
+    if previous:
+        cursor = max(j.cursor for j in previous)
+    job = CodeJob(
+        batch_id=batch.id,
+        kind="generate",
+        status=JobStatus.QUEUED.value,
+        total=missing,
+        done=0,
+        cursor=cursor,
+        collisions=0,
+        created_by=actor.name,
+        created_at=now,
+        heartbeat_at=now,
+    )
+    session.add(job)
+    try:
+        session.flush()  # the partial unique index allows one live job per batch
+    except IntegrityError as exc:
+        raise Conflict("a code job of this batch is already running", field="batch_id") from exc
+    org.record_audit(
+        session,
+        actor=actor,
+        action="coupon_codes.start",
+        target_type="coupon_batch",
+        target_id=str(batch.id),
+        details={"job": job.id, "count": missing},
+    )
+    return job
+
+
+def get_job(session: Session, *, job_id: int) -> CodeJob:
+    """A code job by id, or 404."""
+    job = repo.get_job(session, job_id)
+    if job is None:
+        raise NotFound(f"no code job {job_id}", field="job_id")
+    return job
+
+
+def jobs_of(session: Session, *, batch_id: int) -> Sequence[CodeJob]:
+    """A batch's code jobs, newest first."""
+    return repo.jobs_of(session, batch_id)
+
+
+def job_is_stale(job: CodeJob, *, after_s: int = 30) -> bool:
+    """Whether a running job's worker stopped beating (crashed): it may be resumed."""
+    return job.status == JobStatus.RUNNING and clock.now() - job.heartbeat_at > timedelta(
+        seconds=after_s
+    )
+
+
+def run_code_chunk(session: Session, *, vault: Vault, job_id: int, size: int = 5000) -> CodeJob:
+    """Generate the next chunk of a job's codes; the caller commits after each chunk."""
+    job = get_job(session, job_id=job_id)
+    if job.status in (JobStatus.DONE, JobStatus.FAILED):
+        return job
+    batch = repo.get_batch(session, job.batch_id)
+    assert batch is not None
+    session.refresh(batch)  # pool_size moves by CAS statements: read the committed value
+    pattern = _pattern_of(batch)
+    perm = Permutation(_code_key(vault, batch.id), pattern.capacity)
+    want = min(size, job.total - job.done)
+    candidates: list[tuple[str, str]] = []
+    cursor = job.cursor
+    while len(candidates) < want and cursor < pattern.capacity:
+        code = pattern.spell(perm(cursor))
+        candidates.append((code, code_hash(vault, code)))
+        cursor += 1
+    # Within a batch the permutation cannot repeat a code; another batch with the same
+    # pattern can, so such codes are skipped (the unique index backs this up).
+    taken = repo.existing_hashes(session, [h for _, h in candidates])
+    fresh = [(c, h) for c, h in candidates if h not in taken]
+    base = batch.pool_size
+    repo.insert_pool_codes(
+        session,
+        [
+            {
+                "batch_id": batch.id,
+                "ordinal": base + i,
+                "code_hash": h,
+                "code_enc": _encrypt_code(vault, c, h),
+            }
+            for i, (c, h) in enumerate(fresh)
+        ],
+    )
+    # CAS on the pool size: a second worker on the same job would fail here, not interleave.
+    if not repo.advance_pool(session, batch_id=batch.id, expected=base, added=len(fresh)):
+        raise Conflict("another worker is filling this batch's pool", field="job_id")
+    job.done += len(fresh)
+    job.collisions += len(candidates) - len(fresh)
+    job.cursor = cursor
+    job.heartbeat_at = clock.now()
+    job.status = JobStatus.RUNNING.value
+    if job.done >= job.total:
+        job.status = JobStatus.DONE.value
+        job.finished_at = clock.now()
+        org.record_audit(
+            session,
+            actor=Actor(kind="system", id="job", name=f"code job {job.id}"),
+            action="coupon_codes.done",
+            target_type="coupon_batch",
+            target_id=str(batch.id),
+            details={"job": job.id, "done": job.done, "collisions": job.collisions},
+        )
+    elif cursor >= pattern.capacity:
+        job.status = JobStatus.FAILED.value
+        job.error = "the pattern ran out of codes"
+    session.flush()  # the caller's commit makes the chunk and the progress durable together
+    return job
+
+
+def fail_job(session: Session, *, job_id: int, error: str) -> None:
+    """Mark a job failed (it can be started again and continues where it stopped)."""
+    job = get_job(session, job_id=job_id)
+    job.status = JobStatus.FAILED.value
+    job.error = error[:500]
+    job.finished_at = clock.now()
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import of codes did."""
+
+    added: int
+    duplicates: int
+    invalid: list[tuple[int, str]]
+
+
+def import_codes(
+    session: Session, *, actor: Actor, vault: Vault, batch_id: int, codes: Sequence[str]
+) -> ImportReport:
+    """Append imported codes to a batch's pool; malformed lines are reported, duplicates skipped."""
+    batch = get_batch(session, actor=actor, batch_id=batch_id)
+    _require_edit(actor, batch.owner_region)
+    session.refresh(batch)  # pool_size moves by CAS statements: read the committed value
+    if batch.code_source != CodeSource.IMPORT:
+        raise Conflict("only an import batch takes imported codes", field="code_source")
+    seen: set[str] = set()
+    clean: list[tuple[str, str]] = []
+    invalid: list[tuple[int, str]] = []
+    duplicates = 0
+    for line_no, raw in enumerate(codes, start=1):
+        code = normalize_code(raw)
+        if not code:
+            continue
+        problem = imported_code_problem(code)
+        if problem:
+            invalid.append((line_no, problem))
+            continue
+        if code in seen:
+            duplicates += 1
+            continue
+        seen.add(code)
+        clean.append((code, code_hash(vault, code)))
+    taken = repo.existing_hashes(session, [h for _, h in clean])
+    fresh = [(c, h) for c, h in clean if h not in taken]
+    duplicates += len(clean) - len(fresh)
+    base = batch.pool_size
+    if fresh:
+        repo.insert_pool_codes(
+            session,
+            [
+                {
+                    "batch_id": batch.id,
+                    "ordinal": base + i,
+                    "code_hash": h,
+                    "code_enc": _encrypt_code(vault, c, h),
+                }
+                for i, (c, h) in enumerate(fresh)
+            ],
+        )
+        # CAS on the pool size: two imports at once cannot hand out the same ordinals.
+        if not repo.advance_pool(session, batch_id=batch.id, expected=base, added=len(fresh)):
+            raise Conflict("another import into this batch is running; retry", field="batch_id")
+        session.refresh(batch)
+    org.record_audit(
+        session,
+        actor=actor,
+        action="coupon_codes.import",
+        target_type="coupon_batch",
+        target_id=str(batch.id),
+        details={"added": len(fresh), "duplicates": duplicates, "invalid": len(invalid)},
+    )
+    return ImportReport(added=len(fresh), duplicates=duplicates, invalid=invalid)
+
+
+def export_codes(
+    session: Session, *, actor: Actor, vault: Vault, batch_id: int, after: int = -1, limit: int
+) -> list[tuple[int, str]]:
+    """(ordinal, clear code) of a pool, for printing; audited."""
+    batch = get_batch(session, actor=actor, batch_id=batch_id)
+    _require_edit(actor, batch.owner_region)
+    rows = repo.pool_codes_page(session, batch_id=batch.id, after_ordinal=after, limit=limit)
+    if after < 0:
+        org.record_audit(
+            session,
+            actor=actor,
+            action="coupon_codes.export",
+            target_type="coupon_batch",
+            target_id=str(batch.id),
+        )
+    return [(r.ordinal, decrypt_code(vault, code_enc=r.code_enc, hashed=r.code_hash)) for r in rows]
+
+
+# ---- redemption ---------------------------------------------------------------------------
+
+
+def _place_of(actor: Actor, *, category: str | None) -> Place:
+    """Where an actor redeems: a clerk's store, or a partner key's merchant."""
+    if actor.kind == "staff":
+        org.require(actor, Perm.REDEEM)
+        parts = actor.scope_path.split("/")
+        if len(parts) != 4:
+            raise Forbidden("redeem from a store account: your scope is not a store")
+        return Place(
+            store_code=parts[-1], store_path=actor.scope_path, partner_code=None, category=category
+        )
+    if actor.kind == "api_key":
+        _require_api_scope(actor, "coupons:redeem")
+        if actor.owner_kind != "partner" or not actor.owner_ref:
+            raise Forbidden("only a partner merchant's key redeems coupons")
+        return Place(
+            store_code=None, store_path=None, partner_code=actor.owner_ref, category=category
+        )
+    raise Forbidden("only store clerks and partner merchants redeem coupons")
+
+
+def _scope_of(batch: CouponBatch) -> Scope:
+    return Scope(
+        stores=tuple(batch.scope_stores),
+        region_paths=tuple(batch.scope_regions),
+        partners=tuple(batch.scope_partners),
+        categories=tuple(batch.scope_categories),
+    )
+
+
+def _find_coupon(session: Session, *, vault: Vault, code: str) -> Coupon:
+    normalized = normalize_code(code)
+    coupon = repo.coupon_by_hash(session, code_hash(vault, normalized)) if normalized else None
+    if coupon is None:
+        raise Refused(Refusal.NOT_FOUND, "no coupon has this code")
+    return coupon
+
+
+@dataclass(frozen=True)
+class CouponCard:
+    """A coupon as the clerk sees it before redeeming: the subscriber masked."""
+
+    coupon: Coupon
+    batch: CouponBatch
+    phone: str
+    refusal: tuple[Refusal, str] | None
+
+
+def look_up_coupon(
+    session: Session, *, actor: Actor, vault: Vault, code: str, order_fen: int | None = None
+) -> CouponCard:
+    """A coupon by its typed or scanned code, and whether it can be redeemed here now."""
+    place = _place_of(actor, category=None)
+    coupon = _find_coupon(session, vault=vault, code=code)
+    batch = repo.get_batch(session, coupon.batch_id)
+    assert batch is not None
+    me = subscribers.subscriber_home(session, vault=vault, subscriber_id=coupon.subscriber_id)
+    scope = _scope_of(batch)
+    refusal = redemption_refusal(
+        coupon_status=coupon.status,
+        batch_status=batch.status,
+        now=clock.now(),
+        valid_from=coupon.valid_from,
+        valid_until=coupon.valid_until,
+        # The purchase category is only known when redeeming; a lookup does not judge it.
+        scope=Scope(scope.stores, scope.region_paths, scope.partners, ()),
+        place=place,
+        min_spend_fen=batch.min_spend_fen,
+        order_fen=order_fen if order_fen is not None else batch.min_spend_fen,
+    )
+    return CouponCard(coupon=coupon, batch=batch, phone=me.phone, refusal=refusal)
+
+
+def redeem_coupon(
+    session: Session,
+    *,
+    actor: Actor,
+    vault: Vault,
+    code: str,
+    order_fen: int,
+    category: str | None = None,
+    source: str = "counter",
+    recorded_at: datetime | None = None,
+    client_ref: str | None = None,
+) -> Redemption:
+    """Redeem a coupon once, here and now; of two clerks at the same moment exactly one wins."""
+    place = _place_of(actor, category=category)
+    coupon = _find_coupon(session, vault=vault, code=code)
+    batch = repo.get_batch(session, coupon.batch_id)
+    assert batch is not None
+    now = clock.now()
+    when = recorded_at or now
+    refusal = redemption_refusal(
+        coupon_status=coupon.status,
+        batch_status=batch.status,
+        now=when,
+        valid_from=coupon.valid_from,
+        valid_until=coupon.valid_until,
+        scope=_scope_of(batch),
+        place=place,
+        min_spend_fen=batch.min_spend_fen,
+        order_fen=order_fen,
+    )
+    if refusal:
+        raise Refused(*refusal)
+    # Compare-and-set claimed -> redeemed: the second of two simultaneous clerks updates no row.
+    if not repo.cas_coupon(
+        session,
+        coupon_id=coupon.id,
+        expected=CouponStatus.CLAIMED.value,
+        target=CouponStatus.REDEEMED.value,
+        at=now,
+    ):
+        raise Refused(Refusal.ALREADY_REDEEMED, "this coupon was already redeemed")
+    off = discount_fen(
+        value_kind=ValueKind(batch.value_kind),
+        amount_fen=batch.amount_fen,
+        percent_off=batch.percent_off,
+        cap_fen=batch.cap_fen,
+        order_fen=order_fen,
+    )
+    redemption = Redemption(
+        coupon_id=coupon.id,
+        batch_id=batch.id,
+        store_code=place.store_code,
+        partner_code=place.partner_code,
+        category=category,
+        actor_kind=actor.kind,
+        actor_id=actor.id,
+        actor_name=actor.name,
+        source=source,
+        client_ref=client_ref,
+        order_fen=order_fen,
+        discount_fen=off,
+        recorded_at=when,
+        at=now,
+        status="done",
+    )
+    session.add(redemption)
+    try:
+        session.flush()  # the partial unique index backs the CAS; the id goes to the audit
+    except IntegrityError as exc:
+        raise Refused(Refusal.DUPLICATE_UPLOAD, "this entry was already uploaded") from exc
+    org.record_audit(
+        session,
+        actor=actor,
+        action="coupon.redeem",
+        target_type="coupon",
+        target_id=str(coupon.id),
+        details={
+            "redemption": redemption.id,
+            "store": place.store_code,
+            "partner": place.partner_code,
+            "order_fen": order_fen,
+            "discount_fen": off,
+            "source": source,
+        },
+    )
+    session.expire(coupon)
+    return redemption
+
+
+def reverse_redemption(
+    session: Session, *, actor: Actor, redemption_id: int, reason: str
+) -> Redemption:
+    """Undo a redemption within the batch's window: the coupon goes back to the wallet."""
+    place = _place_of(actor, category=None)
+    redemption = repo.get_redemption(session, redemption_id)
+    if redemption is None:
+        raise NotFound(f"no redemption {redemption_id}", field="redemption_id")
+    if (place.store_code or place.partner_code) not in (
+        redemption.store_code,
+        redemption.partner_code,
+    ):
+        raise Forbidden("only the store or partner that redeemed it can reverse it")
+    if not reason.strip():
+        raise ValidationFailed("a reason is required", field="reason")
+    batch = repo.get_batch(session, redemption.batch_id)
+    assert batch is not None
+    now = clock.now()
+    problem = reversal_problem(
+        status=redemption.status,
+        redeemed_at=redemption.at,
+        now=now,
+        window_s=batch.reversal_window_s,
+    )
+    if problem:
+        raise Conflict(problem, field="redemption_id")
+    # Coupon first, then the redemption: the same row order as redeeming, so no deadlock.
+    if not repo.cas_coupon(
+        session,
+        coupon_id=redemption.coupon_id,
+        expected=CouponStatus.REDEEMED.value,
+        target=CouponStatus.CLAIMED.value,
+        at=None,
+    ) or not repo.cas_reverse(
+        session, redemption_id=redemption.id, at=now, by=actor.name, reason=reason.strip()
+    ):
+        raise Conflict("this redemption changed meanwhile; reload", field="redemption_id")
+    session.refresh(redemption)
+    org.record_audit(
+        session,
+        actor=actor,
+        action="coupon.reverse",
+        target_type="coupon",
+        target_id=str(redemption.coupon_id),
+        details={"redemption": redemption.id, "reason": reason.strip()},
+    )
+    return redemption
+
+
+@dataclass(frozen=True)
+class OfflineResult:
+    """The fate of one offline entry: a redemption, or a refusal with its reason."""
+
+    client_ref: str
+    redemption_id: int | None
+    reason: str | None
+    message: str | None
+
+
+def redeem_offline(
+    session: Session, *, actor: Actor, vault: Vault, entries: Sequence[OfflineEntry]
+) -> list[OfflineResult]:
+    """Redeem a store's offline batch in the order the clerk took them; each entry on its own."""
+    place = _place_of(actor, category=None)
+    results: dict[str, OfflineResult] = {}
+    refs = [e.client_ref for e in entries]
+    if len(set(refs)) != len(refs):
+        raise ValidationFailed("client_ref must be unique within an upload", field="entries")
+    # The earliest entry of a code wins; later ones are refused as already redeemed.
+    for entry in sorted(entries, key=lambda e: (e.recorded_at, e.client_ref)):
+        if place.store_code is not None:
+            earlier = repo.redemption_by_ref(
+                session, store_code=place.store_code, client_ref=entry.client_ref
+            )
+            if earlier is not None:
+                results[entry.client_ref] = OfflineResult(
+                    entry.client_ref, earlier.id, None, "already recorded by an earlier upload"
+                )
+                continue
+        try:
+            # A savepoint per entry: a refused entry rolls back alone, the others stand.
+            with session.begin_nested():
+                redemption = redeem_coupon(
+                    session,
+                    actor=actor,
+                    vault=vault,
+                    code=entry.code,
+                    order_fen=entry.order_fen,
+                    category=entry.category,
+                    source="offline",
+                    recorded_at=entry.recorded_at,
+                    client_ref=entry.client_ref,
+                )
+            results[entry.client_ref] = OfflineResult(entry.client_ref, redemption.id, None, None)
+        except Refused as exc:
+            results[entry.client_ref] = OfflineResult(
+                entry.client_ref, None, exc.reason.value, exc.message
+            )
+    refused = [r for r in results.values() if r.redemption_id is None]
+    org.record_audit(
+        session,
+        actor=actor,
+        action="coupon.offline_upload",
+        target_type="store",
+        target_id=place.store_code or place.partner_code or "-",
+        details={
+            "entries": len(entries),
+            "refused": [{"ref": r.client_ref, "reason": r.reason} for r in refused][:200],
+        },
+    )
+    return [results[e.client_ref] for e in entries]
+
+
+@dataclass(frozen=True)
+class StoreRedemption:
+    """A redemption on the clerk's list of the day."""
+
+    redemption: Redemption
+    batch: CouponBatch
+    reversible: bool
+
+
+def store_today(session: Session, *, actor: Actor, zone: str) -> list[StoreRedemption]:
+    """The clerk's store's redemptions since local midnight."""
+    place = _place_of(actor, category=None)
+    if place.store_code is None:
+        return []
+    tz = ZoneInfo(zone)
+    midnight = datetime.combine(clock.today(zone), datetime.min.time(), tzinfo=tz)
+    now = clock.now()
+    return [
+        StoreRedemption(
+            redemption=r,
+            batch=b,
+            reversible=reversal_problem(
+                status=r.status, redeemed_at=r.at, now=now, window_s=b.reversal_window_s
+            )
+            is None,
+        )
+        for r, _c, b in repo.store_redemptions(session, store_code=place.store_code, since=midnight)
+    ]
+
+
+# ---- red envelopes ------------------------------------------------------------------------
+
+
+def create_program(session: Session, *, actor: Actor, spec: ProgramSpec) -> EnvelopeProgram:
+    """A draft red-envelope programme with its prize tiers; the lottery seed is logged here."""
+    org.require(actor, Perm.COUPONS_EDIT)
+    owner = _owner_for(session, actor=actor, requested=spec.owner_region)
+    _require_edit(actor, owner)
+    problem = slug_problem(spec.code)
+    if problem:
+        raise ValidationFailed(f"code: {problem}", field="code")
+    tiers = [Tier(t.tier, t.prize_fen, t.weight_ppm, t.max_count) for t in spec.tiers]
+    if spec.kind == ProgramKind.LOTTERY:
+        problem = tiers_problem(tiers)
+        if problem:
+            raise ValidationFailed(problem, field="tiers")
+    else:
+        if spec.share_amount_fen is None or spec.helpers_needed is None:
+            raise ValidationFailed(
+                "share-to-unlock needs an amount and a number of helpers", field="helpers_needed"
+            )
+        if spec.share_amount_fen > spec.budget_fen:
+            raise ValidationFailed("one envelope cannot exceed the budget", field="budget_fen")
+    now = clock.now()
+    program = EnvelopeProgram(
+        code=spec.code,
+        name_zh=spec.name_zh.strip(),
+        name_en=spec.name_en.strip(),
+        kind=spec.kind.value,
+        owner_region=owner,
+        budget_fen=spec.budget_fen,
+        spent_fen=0,
+        seed=spec.seed or secrets.token_hex(16),
+        draws=0,
+        limit_per_subscriber=spec.limit_per_subscriber,
+        share_amount_fen=spec.share_amount_fen if spec.kind == ProgramKind.SHARE else None,
+        helpers_needed=spec.helpers_needed if spec.kind == ProgramKind.SHARE else None,
+        starts_at=spec.starts_at or now,
+        ends_at=spec.ends_at,
+        status=ProgramStatus.DRAFT.value,
+        created_by=actor.name,
+        created_at=now,
+    )
+    session.add(program)
+    try:
+        session.flush()  # the unique programme code decides duplicates
+    except IntegrityError as exc:
+        raise Conflict(f"programme code {spec.code!r} is taken", field="code") from exc
+    if spec.kind == ProgramKind.LOTTERY:
+        session.add_all(
+            EnvelopeTier(
+                program_id=program.id,
+                tier=t.tier,
+                name_zh=t.name_zh,
+                name_en=t.name_en,
+                prize_fen=t.prize_fen,
+                weight_ppm=t.weight_ppm,
+                max_count=t.max_count,
+                won_count=0,
+            )
+            for t in spec.tiers
+        )
+    org.record_audit(
+        session,
+        actor=actor,
+        action="envelope_program.create",
+        target_type="envelope_program",
+        target_id=str(program.id),
+        details={
+            "code": program.code,
+            "kind": program.kind,
+            "budget_fen": program.budget_fen,
+            "seed": program.seed,
+        },
+    )
+    return program
+
+
+def get_program(session: Session, *, program_id: int) -> EnvelopeProgram:
+    """A programme by id, or 404."""
+    program = repo.get_program(session, program_id)
+    if program is None:
+        raise NotFound(f"no red-envelope programme {program_id}", field="program_id")
+    return program
+
+
+def program_for_edit(session: Session, *, actor: Actor, program_id: int) -> EnvelopeProgram:
+    """A programme the actor may manage (404/403)."""
+    program = get_program(session, program_id=program_id)
+    _require_edit(actor, program.owner_region)
+    return program
+
+
+def list_programs(session: Session, *, actor: Actor) -> Sequence[EnvelopeProgram]:
+    """Programmes the actor may manage."""
+    org.require(actor, Perm.COUPONS_EDIT)
+    limited = org.visible_province(actor)
+    return repo.list_programs(session, owner_regions=[limited] if limited else None, statuses=None)
+
+
+def program_tiers(session: Session, *, program_id: int) -> Sequence[EnvelopeTier]:
+    """A lottery's tiers in tier order."""
+    return repo.tiers(session, program_id)
+
+
+def set_program_status(
+    session: Session, *, actor: Actor, program_id: int, status: ProgramStatus
+) -> EnvelopeProgram:
+    """Start or end a programme."""
+    program = get_program(session, program_id=program_id)
+    _require_edit(actor, program.owner_region)
+    allowed = {
+        ProgramStatus.DRAFT: {ProgramStatus.ACTIVE, ProgramStatus.ENDED},
+        ProgramStatus.ACTIVE: {ProgramStatus.ENDED},
+        ProgramStatus.ENDED: set(),
+    }[ProgramStatus(program.status)]
+    if status not in allowed:
+        raise Conflict(f"cannot go from {program.status} to {status.value}", field="status")
+    before = program.status
+    program.status = status.value
+    org.record_audit(
+        session,
+        actor=actor,
+        action="envelope_program.status",
+        target_type="envelope_program",
+        target_id=str(program.id),
+        details={"from": before, "to": status.value},
+    )
+    return program
+
+
+def _require_running(program: EnvelopeProgram, kind: ProgramKind) -> None:
+    now = clock.now()
+    if program.kind != kind:
+        raise Conflict(f"this programme is not a {kind.value}", field="program_id")
+    if program.status != ProgramStatus.ACTIVE or now < program.starts_at:
+        raise NotClaimable("this red-envelope programme is not running", field="program_id")
+    if program.ends_at is not None and now >= program.ends_at:
+        raise NotClaimable("this red-envelope programme has ended", field="program_id")
+
+
+def _require_participant(
+    session: Session, *, actor: Actor, program: EnvelopeProgram, subscriber_id: int
+) -> None:
+    if actor.kind == "subscriber" and actor.id != str(subscriber_id):
+        raise Forbidden("a subscriber plays only for themself")
+    if actor.kind == "staff":
+        raise Forbidden("staff do not play for subscribers")
+    _require_api_scope(actor, "coupons:claim")
+    sub = subscribers.hold_active_subscriber(session, actor=SYSTEM, subscriber_id=subscriber_id)
+    if program.owner_region != "CN" and sub.province_code != program.owner_region:
+        raise Forbidden("this programme is for subscribers of another province")
+
+
+def draw_lottery(
+    session: Session, *, actor: Actor, program_id: int, subscriber_id: int, count: int = 1
+) -> list[DrawResult]:
+    """Draw `count` times for a subscriber: reproducible from the seed, never past the budget."""
+    if not 1 <= count <= MAX_DRAWS_PER_CALL:
+        raise ValidationFailed(f"draw 1-{MAX_DRAWS_PER_CALL} at a time", field="count")
+    if actor.kind == "subscriber" and count > 10:
+        raise ValidationFailed("at most ten draws at a time", field="count")
+    program = get_program(session, program_id=program_id)
+    _require_running(program, ProgramKind.LOTTERY)
+    _require_participant(session, actor=actor, program=program, subscriber_id=subscriber_id)
+    # Lock order everywhere: the subscriber's counter, then the programme row, then its tiers.
+    if not repo.bump_envelope_counter(
+        session,
+        program_id=program.id,
+        subscriber_id=subscriber_id,
+        n=count,
+        limit=program.limit_per_subscriber,
+    ):
+        raise LimitReached("you have used all your draws", field="count")
+    reserved = repo.reserve_draws(session, program_id=program.id, n=count)
+    assert reserved is not None
+    last, spent, budget, seed = reserved
+    tiers = repo.tiers(session, program.id, lock=True)
+    rule_tiers = [Tier(t.tier, t.prize_fen, t.weight_ppm, t.max_count) for t in tiers]
+    results, new_spent, won = settle_draws(
+        seed=seed,
+        first_draw_no=last - count + 1,
+        count=count,
+        tiers=rule_tiers,
+        won_counts={t.tier: t.won_count for t in tiers},
+        spent_fen=spent,
+        budget_fen=budget,
+    )
+    # We hold the programme row since reserve_draws, so nobody moved spent_fen meanwhile;
+    # the CHECK constraint (spent <= budget) would reject any arithmetic slip.
+    if new_spent != spent:
+        repo.set_spent(session, program_id=program.id, spent_fen=new_spent)
+    for t in tiers:
+        if won.get(t.tier, 0) != t.won_count:
+            repo.set_won_count(session, program_id=program.id, tier=t.tier, won=won[t.tier])
+    at = clock.now()
+    repo.insert_draws(
+        session,
+        [
+            {
+                "program_id": program.id,
+                "draw_no": r.draw_no,
+                "subscriber_id": subscriber_id,
+                "u": r.u,
+                "tier": r.tier,
+                "outcome": r.outcome.value,
+                "prize_fen": r.prize_fen,
+                "at": at,
+            }
+            for r in results
+        ],
+    )
+    org.record_audit(
+        session,
+        actor=actor,
+        action="envelope.draw",
+        target_type="envelope_program",
+        target_id=str(program.id),
+        details={
+            "subscriber": subscriber_id,
+            "draws": [results[0].draw_no, results[-1].draw_no],
+            "paid_fen": new_spent - spent,
+        },
+    )
+    return results
+
+
+def verify_draw(
+    session: Session, *, program_id: int, draw_no: int
+) -> tuple[EnvelopeDraw, int, int | None]:
+    """A logged draw beside its recomputation from the seed: (draw, u again, tier again)."""
+    program = get_program(session, program_id=program_id)
+    draw = repo.get_draw(session, program_id=program.id, draw_no=draw_no)
+    if draw is None:
+        raise NotFound(f"no draw {draw_no}", field="draw_no")
+    tiers = [
+        Tier(t.tier, t.prize_fen, t.weight_ppm, t.max_count)
+        for t in repo.tiers(session, program.id)
+    ]
+    u = draw_number(program.seed, draw_no)
+    picked = pick_tier(u, tiers)
+    return draw, u, picked.tier if picked else None
+
+
+def draw_summary(session: Session, *, program_id: int) -> list[tuple[int | None, str, int, int]]:
+    """(tier, outcome, count, paid) of a lottery's draws."""
+    return repo.draw_summary(session, program_id)
+
+
+def draws_of(session: Session, *, subscriber_id: int) -> Sequence[EnvelopeDraw]:
+    """A subscriber's latest draws."""
+    return repo.draws_of(session, subscriber_id=subscriber_id)
+
+
+def start_share(
+    session: Session, *, actor: Actor, program_id: int, subscriber_id: int
+) -> ShareEnvelope:
+    """Start (or return) a subscriber's share-to-unlock envelope; its amount is reserved now."""
+    program = get_program(session, program_id=program_id)
+    existing = repo.envelope_of(session, program_id=program.id, owner_id=subscriber_id)
+    if existing is not None:
+        return existing
+    _require_running(program, ProgramKind.SHARE)
+    _require_participant(session, actor=actor, program=program, subscriber_id=subscriber_id)
+    amount = program.share_amount_fen or 0
+    # Reserved when started, so every envelope that opens can be paid within the cap.
+    if not repo.reserve_budget(session, program_id=program.id, amount_fen=amount):
+        raise SoldOut("all red envelopes of this programme are taken", field="program_id")
+    envelope_id = repo.insert_envelope(
+        session,
+        {
+            "program_id": program.id,
+            "owner_id": subscriber_id,
+            "amount_fen": amount,
+            "helpers_needed": program.helpers_needed or 1,
+            "helpers_count": 0,
+            "status": EnvelopeStatus.LOCKED.value,
+            "created_at": clock.now(),
+        },
+    )
+    if envelope_id is None:
+        # A twin request started it first; hand our reservation back (we hold the row lock).
+        repo.release_budget(session, program_id=program.id, amount_fen=amount)
+        twin = repo.envelope_of(session, program_id=program.id, owner_id=subscriber_id)
+        assert twin is not None
+        return twin
+    org.record_audit(
+        session,
+        actor=actor,
+        action="envelope.share_start",
+        target_type="share_envelope",
+        target_id=str(envelope_id),
+        details={"program": program.id, "subscriber": subscriber_id, "amount_fen": amount},
+    )
+    envelope = repo.get_envelope(session, envelope_id)
+    assert envelope is not None
+    return envelope
+
+
+_SHARE_SALT = "perkflow.share-envelope"
+
+
+def share_token(vault: Vault, *, envelope_id: int, via_id: int) -> str:
+    """A help link's token: which envelope, through whose share (signed, not secret)."""
+    return URLSafeSerializer(vault.link_key, salt=_SHARE_SALT).dumps([envelope_id, via_id])
+
+
+def read_share_token(vault: Vault, token: str) -> tuple[int, int]:
+    """(envelope id, via subscriber id) of a help link, or 404 for a forged one."""
+    try:
+        envelope_id, via_id = URLSafeSerializer(vault.link_key, salt=_SHARE_SALT).loads(token)
+    except (BadSignature, ValueError, TypeError) as exc:
+        raise NotFound("this help link is not valid", field="token") from exc
+    return int(envelope_id), int(via_id)
+
+
+def get_envelope(session: Session, *, envelope_id: int) -> ShareEnvelope:
+    """A share envelope by id, or 404."""
+    envelope = repo.get_envelope(session, envelope_id)
+    if envelope is None:
+        raise NotFound("no such red envelope", field="envelope_id")
+    return envelope
+
+
+def help_open(
+    session: Session,
+    *,
+    actor: Actor,
+    envelope_id: int,
+    helper_id: int,
+    via_id: int,
+    device_id: str | None,
+) -> ShareEnvelope:
+    """A friend helps open an envelope: once per friend, never the owner, never past N."""
+    if actor.kind == "subscriber" and actor.id != str(helper_id):
+        raise Forbidden("a subscriber helps only as themself")
+    envelope = get_envelope(session, envelope_id=envelope_id)
+    problem = help_problem(owner_id=envelope.owner_id, helper_id=helper_id, status=envelope.status)
+    if problem:
+        raise Conflict(problem, field="envelope_id")
+    program = get_program(session, program_id=envelope.program_id)
+    _require_running(program, ProgramKind.SHARE)
+    _require_participant(session, actor=actor, program=program, subscriber_id=helper_id)
+    if via_id != envelope.owner_id and not repo.is_helper(
+        session, envelope_id=envelope.id, subscriber_id=via_id
+    ):
+        via_id = envelope.owner_id  # a link from outside the chain counts as the owner's
+    at = clock.now()
+    # The unique (envelope, helper) row decides "a friend counts once", even at the same moment.
+    if not repo.insert_help(
+        session,
+        {
+            "envelope_id": envelope.id,
+            "owner_id": envelope.owner_id,
+            "helper_id": helper_id,
+            "via_id": via_id,
+            "device_id": device_id[:64] if device_id else None,
+            "ip": actor.ip[:64],
+            "at": at,
+        },
+    ):
+        raise Conflict("you have already helped this red envelope", field="envelope_id")
+    counted = repo.count_help(session, envelope_id=envelope.id, at=at)
+    if counted is None:
+        raise Conflict("this red envelope is already open", field="envelope_id")
+    org.record_audit(
+        session,
+        actor=actor,
+        action="envelope.help",
+        target_type="share_envelope",
+        target_id=str(envelope.id),
+        details={"helper": helper_id, "via": via_id, "count": counted[0], "status": counted[1]},
+    )
+    session.refresh(envelope)
+    return envelope
+
+
+def my_envelopes(session: Session, *, subscriber_id: int) -> Sequence[ShareEnvelope]:
+    """A subscriber's share envelopes."""
+    return repo.envelopes_of(session, subscriber_id)
+
+
+def helps_of(session: Session, *, envelope_id: int) -> Sequence[ShareHelp]:
+    """Who helped an envelope, in order."""
+    return repo.helps_of(session, envelope_id)
+
+
+def running_programs(session: Session, *, subscriber_id: int) -> Sequence[EnvelopeProgram]:
+    """Programmes a subscriber can take part in now."""
+    me = subscribers.hold_active_subscriber(session, actor=SYSTEM, subscriber_id=subscriber_id)
+    now = clock.now()
+    return [
+        p
+        for p in repo.list_programs(
+            session, owner_regions=["CN", me.province_code], statuses=[ProgramStatus.ACTIVE.value]
+        )
+        if p.starts_at <= now and (p.ends_at is None or p.ends_at > now)
+    ]
+
+
+@dataclass(frozen=True)
+class HelpReview:
+    """A help for anti-abuse review: its chain depth and signals."""
+
+    help: ShareHelp
+    envelope: ShareEnvelope
+    depth: int
+    device_helps: int
+    flags: list[str]
+
+
+def review_helps(
+    session: Session, *, actor: Actor, program_id: int, limit: int = 200
+) -> list[HelpReview]:
+    """Recent helps of a share programme with chain depth and abuse signals."""
+    program = get_program(session, program_id=program_id)
+    _require_edit(actor, program.owner_region)
+    rows = repo.recent_helps(session, program_id=program.id, limit=limit)
+    devices = sorted({h.device_id for h, _ in rows if h.device_id})
+    per_device = repo.device_help_counts(session, devices)
+    by_envelope: dict[int, dict[int, int]] = {}
+    for env_id in {e.id for _, e in rows}:
+        by_envelope[env_id] = {h.helper_id: h.via_id for h in repo.helps_of(session, env_id)}
+    out = []
+    for h, e in rows:
+        chain = by_envelope[e.id]
+        depth, node, hops = 1, h.via_id, 0
+        while node in chain and hops < 50:
+            depth, node, hops = depth + 1, chain[node], hops + 1
+        flags = []
+        if h.device_id and per_device.get(h.device_id, 0) > 3:
+            flags.append("device helps many envelopes")
+        if depth > 3:
+            flags.append("long chain")
+        same_device = [
+            x for x in repo.helps_of(session, e.id) if x.device_id and x.device_id == h.device_id
+        ]
+        if len(same_device) > 1:
+            flags.append("one device, several helpers")
+        out.append(
+            HelpReview(
+                help=h,
+                envelope=e,
+                depth=depth,
+                device_helps=per_device.get(h.device_id or "", 0),
+                flags=flags,
+            )
+        )
+    return out
+
+
+def masked_phone(session: Session, *, vault: Vault, subscriber_id: int) -> str:
+    """A subscriber's phone, masked for display."""
+    return subscribers.subscriber_home(session, vault=vault, subscriber_id=subscriber_id).phone

@@ -1,0 +1,53 @@
+"""Background work of coupons: code generation in committed chunks (an entry point, it commits)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from perkflow.coupons import service as coupons
+from perkflow.coupons.rules import JobStatus
+from perkflow.db import unit_of_work
+from perkflow.errors import PerkflowError
+from perkflow.kit.crypto import Vault
+
+Progress = Callable[[int, int], None]
+CHUNK = 10_000
+
+
+def run_code_job(
+    sessions: sessionmaker[Session],
+    *,
+    vault: Vault,
+    job_id: int,
+    progress: Progress | None = None,
+    chunk: int = CHUNK,
+) -> str:
+    """Generate a job's codes chunk by chunk, each chunk committed with the job's progress."""
+    while True:
+        try:
+            with unit_of_work(sessions) as session:
+                job = coupons.run_code_chunk(session, vault=vault, job_id=job_id, size=chunk)
+                done, total, status = job.done, job.total, job.status
+                session.commit()
+        except PerkflowError as exc:
+            with unit_of_work(sessions) as session:
+                coupons.fail_job(session, job_id=job_id, error=exc.message)
+                session.commit()
+            return JobStatus.FAILED.value
+        if progress is not None:
+            progress(done, total)
+        if status != JobStatus.RUNNING:
+            return status
+
+
+def start_in_background(sessions: sessionmaker[Session], *, vault: Vault, job_id: int) -> None:
+    """Run a job on a daemon thread of this process (a crash leaves it resumable)."""
+    threading.Thread(
+        target=run_code_job,
+        kwargs={"sessions": sessions, "vault": vault, "job_id": job_id},
+        name=f"coupon-code-job-{job_id}",
+        daemon=True,
+    ).start()

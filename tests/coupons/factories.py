@@ -1,0 +1,89 @@
+"""Coupon test data through the same services as production."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from perkflow.coupons import service as coupons
+from perkflow.coupons.models import CouponBatch, EnvelopeProgram
+from perkflow.coupons.rules import BatchStatus, ProgramKind, ProgramStatus
+from perkflow.coupons.schemas import BatchSpec, ProgramSpec, TierSpec
+from perkflow.org.rules import SYSTEM
+
+ZONE = "Asia/Shanghai"
+_n = itertools.count(1)
+
+
+def make_batch(session: Session, *, activate: bool = True, **fields: Any) -> CouponBatch:
+    """A coupon batch (active by default), committed."""
+    values: dict[str, Any] = {
+        "code": f"batch-{next(_n)}",
+        "name_zh": "满50减10",
+        "name_en": "10 off 50",
+        "amount_fen": 1000,
+        "min_spend_fen": 5000,
+        "stock_total": 100,
+    }
+    values.update(fields)
+    batch = coupons.create_batch(session, actor=SYSTEM, spec=BatchSpec(**values))
+    if activate:
+        coupons.set_batch_status(
+            session, actor=SYSTEM, batch_id=batch.id, status=BatchStatus.ACTIVE
+        )
+    session.commit()
+    return batch
+
+
+def make_lottery(
+    session: Session, *, budget_fen: int, tiers: list[tuple[int, int, int]], limit: int = 10**6
+) -> EnvelopeProgram:
+    """An active lottery from (tier, prize fen, ppm) triples, committed."""
+    program = coupons.create_program(
+        session,
+        actor=SYSTEM,
+        spec=ProgramSpec(
+            code=f"lottery-{next(_n)}",
+            name_zh="抽红包",
+            name_en="Lucky draw",
+            kind=ProgramKind.LOTTERY,
+            budget_fen=budget_fen,
+            limit_per_subscriber=limit,
+            tiers=[
+                TierSpec(tier=t, name_zh=f"{t}等奖", name_en=f"Tier {t}", prize_fen=p, weight_ppm=w)
+                for t, p, w in tiers
+            ],
+            seed="seed-for-tests-0001",
+        ),
+    )
+    coupons.set_program_status(
+        session, actor=SYSTEM, program_id=program.id, status=ProgramStatus.ACTIVE
+    )
+    session.commit()
+    return program
+
+
+def make_share(
+    session: Session, *, amount_fen: int = 888, helpers: int = 3, budget_fen: int = 100_000
+) -> EnvelopeProgram:
+    """An active share-to-unlock programme, committed."""
+    program = coupons.create_program(
+        session,
+        actor=SYSTEM,
+        spec=ProgramSpec(
+            code=f"share-{next(_n)}",
+            name_zh="分享拆红包",
+            name_en="Share to open",
+            kind=ProgramKind.SHARE,
+            budget_fen=budget_fen,
+            share_amount_fen=amount_fen,
+            helpers_needed=helpers,
+        ),
+    )
+    coupons.set_program_status(
+        session, actor=SYSTEM, program_id=program.id, status=ProgramStatus.ACTIVE
+    )
+    session.commit()
+    return program
