@@ -64,7 +64,9 @@ async def _client(
         while cursor[0] < len(ids) and time.perf_counter() < deadline:
             sid = ids[cursor[0]]
             cursor[0] += 1
-            body = json.dumps({"subscriber_id": sid, "idempotency_key": f"bench-{sid}"}).encode()
+            body = json.dumps(
+                {"subscriber_id": sid, "idempotency_key": f"bench-{sid:08d}"}
+            ).encode()
             request = (
                 head + f"X-Device-Id: dev-{sid}\r\nContent-Length: {len(body)}\r\n\r\n"
             ).encode() + body

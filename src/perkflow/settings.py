@@ -25,6 +25,21 @@ class Settings(BaseSettings):
     login_window_s: int = 15 * 60
     host: str = "127.0.0.1"
     port: int = 8000
+    # Channels (docs/channels.md): a channel whose peer is not configured is not opened.
+    smpp_host: str | None = None
+    smpp_port: int = 2775
+    smpp_system_id: str = "perkflow"
+    smpp_password: str = ""
+    smpp_source_addr: str = "10086"
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_sender: str = "benefits@mail.example.net"
+    email_domain: str = "mail.example.net"
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    channel_rate_per_s: dict[str, float] = Field(
+        default_factory=lambda: {"sms": 50.0, "email": 20.0, "webhook": 50.0, "in_app": 1000.0}
+    )
 
     @cached_property
     def home_dir(self) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from perkflow.audience.models import (
@@ -153,3 +153,17 @@ def universal_control(session: Session) -> UniversalControlSetting | None:
 
 def contact_policy(session: Session) -> ContactPolicySetting | None:
     return session.get(ContactPolicySetting, 1)
+
+
+def list_kinds_for(session: Session, ids: Sequence[int], *, channel: str) -> list[tuple[int, str]]:
+    """(subscriber, kind) of the opt-outs on the channel or all channels, and of complaints."""
+    rows = session.execute(
+        select(ContactListEntry.subscriber_id, ContactListEntry.kind).where(
+            ContactListEntry.subscriber_id.in_(list(ids)),
+            or_(
+                ContactListEntry.kind == "complaint",
+                ContactListEntry.channel.in_([channel, "all"]),
+            ),
+        )
+    )
+    return [(int(s), str(k)) for s, k in rows]

@@ -1217,3 +1217,23 @@ def _plain_schema(schema: pa.Schema) -> pa.Schema:
             t = t.value_type
         fields.append(pa.field(f.name, t))
     return pa.schema(fields)
+
+
+# ---- reads for campaign dispatch -----------------------------------------------------------------
+
+
+def opted_out(session: Session, *, subscriber_ids: Sequence[int], channel: str) -> dict[int, str]:
+    """Which of the subscribers may not be contacted on a channel now, and why (ledger lists).
+
+    `opted_out` for an opt-out on the channel or on all channels, `complaint` for the complaint
+    list; the same first-reason order as a target list's policy pass.
+    """
+    ids = sorted(set(subscriber_ids))
+    found: dict[int, str] = {}
+    for start in range(0, len(ids), 5_000):
+        for sid, kind in repo.list_kinds_for(session, ids[start : start + 5_000], channel=channel):
+            if kind == "opted_out":
+                found[sid] = rules.Reason.OPTED_OUT.value
+            else:
+                found.setdefault(sid, rules.Reason.COMPLAINT.value)
+    return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -116,6 +117,25 @@ def status(batch_id: int, to: Annotated[BatchStatus, typer.Option(help="the new 
         batch = coupons.set_batch_status(session, actor=SYSTEM, batch_id=batch_id, status=to)
         session.commit()
         console.print(f"batch {batch.id}: {batch.status}")
+
+
+@coupons_app.command("prune-rate-limits")
+@handles_errors
+def prune_rate_limits(
+    every: Annotated[
+        float, typer.Option(help="keep running, pruning every N seconds (0: once and exit)")
+    ] = 0.0,
+) -> None:
+    """Drop finished claim-rate windows (run from cron, or keep it running with --every)."""
+    ctx = get_context()
+    if every <= 0:
+        console.print(f"dropped {tasks.prune_rate_limits(ctx.sessions):,} finished rate windows")
+        return
+    stop = threading.Event()
+    try:
+        tasks.run_rate_pruner(ctx.sessions, every_s=every, stop=stop)
+    except KeyboardInterrupt:
+        stop.set()
 
 
 @coupons_app.command("generate-codes")

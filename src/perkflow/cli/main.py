@@ -11,6 +11,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from perkflow.catalog import service as catalog
+from perkflow.cli import insights as _insights  # noqa: F401  (registers report commands)
 from perkflow.cli import migrate
 from perkflow.cli.audience import (
     control_app,
@@ -20,10 +21,14 @@ from perkflow.cli.audience import (
     segment_app,
     target_list_app,
 )
+from perkflow.cli.campaigns import campaign_app
 from perkflow.cli.catalog import catalog_app
+from perkflow.cli.channels import channels_app
 from perkflow.cli.context import Context, console, get_context, handles_errors
 from perkflow.cli.coupons import coupons_app
+from perkflow.cli.demo import print_result, run_demo_campaign
 from perkflow.cli.grants import binding_app, grants_app, partner_sim_command
+from perkflow.cli.membership import member_app
 from perkflow.cli.synth import synth
 from perkflow.errors import NotFound, ValidationFailed
 from perkflow.grants import service as grants
@@ -54,10 +59,15 @@ app.add_typer(policy_app, name="contact-policy")
 app.add_typer(grants_app, name="grants")
 app.add_typer(binding_app, name="binding")
 app.add_typer(coupons_app, name="coupons")
+app.add_typer(member_app, name="member")
+app.add_typer(channels_app, name="channels")
+app.add_typer(campaign_app, name="campaign")
 app.command("partner-sim")(partner_sim_command)
 
 DEMO_STAFF = [
     ("admin", "集团管理员 HQ Admin", Role.HQ_ADMIN, "CN"),
+    # A second HQ person: campaigns are approved by someone other than their author.
+    ("hq.approver", "集团审批 HQ Approver", Role.HQ_ADMIN, "CN"),
     ("gd.marketer", "广东营销 Guangdong Marketer", Role.PROVINCE_MARKETER, "GD"),
     ("zj.marketer", "浙江营销 Zhejiang Marketer", Role.PROVINCE_MARKETER, "ZJ"),
     ("analyst", "分析师 Analyst", Role.ANALYST, "CN"),
@@ -101,8 +111,11 @@ def demo(
     ] = 200_000,
     seed: Annotated[int, typer.Option(help="random seed of the synthetic operator")] = 7,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve")] = True,
+    campaign: Annotated[
+        bool, typer.Option("--campaign/--no-campaign", help="run the demo campaign loop")
+    ] = True,
 ) -> None:
-    """Set up the home: migrate, generate an operator on first run, create demo staff, serve."""
+    """Set up the home: migrate, generate an operator, demo staff, run the demo campaign, serve."""
     ctx = get_context()
     migrate.upgrade(ctx.engine)
     with ctx.uow() as session:
@@ -140,6 +153,9 @@ def demo(
         console.print(table)
     else:
         console.print("demo accounts exist; forgot a password? `perkflow staff set-password NAME`")
+    if campaign:
+        base = f"http://{ctx.settings.host}:{ctx.settings.port}"
+        print_result(run_demo_campaign(ctx, seed=seed), base_url=base)
     _print_h5_link(ctx)
     if serve_after:
         serve(host=None, port=None)

@@ -499,31 +499,114 @@ def _replay(coupon: Coupon, *, batch_id: int, subscriber_id: int) -> ClaimOutcom
     return ClaimOutcome(coupon=coupon, replayed=True)
 
 
-def _take_slot(session: Session, batch: CouponBatch) -> tuple[int, int] | None:
-    """(shard, slot) of one unit of stock, or None when the batch is sold out."""
-    first = random.randrange(batch.shard_count)
+@dataclass(frozen=True)
+class _ClaimTerms:
+    """What a claim needs of a batch that left draft: none of it changes after that."""
+
+    owner_region: str
+    shard_count: int
+    claim_starts_at: datetime
+    claim_ends_at: datetime | None
+    limit_total: int
+    limit_per_day: int | None
+    validity_kind: ValidityKind
+    valid_from: datetime | None
+    valid_until: datetime | None
+    valid_days: int | None
+    code_source: str
+    pattern: CodePattern
+    loaded_at: float
+
+
+# (database, batch id) -> the batch's claim terms, per process. Safe to cache because
+# `update_batch` edits drafts only and claims need an active batch; the status itself is never
+# taken from here: the statement that takes a unit of stock checks it (repo._TAKE_ACTIVE).
+# Refreshed after CLAIM_TERMS_TTL_S so shards added to a running sale are picked first soon.
+_claim_terms: dict[tuple[str, int], _ClaimTerms] = {}
+CLAIM_TERMS_TTL_S = 5.0
+# (database, batch id, vault key) -> the code permutation (four derived keys) of an `auto` batch.
+_permutations: dict[tuple[str, int, bytes], Permutation] = {}
+
+
+def _terms_for_claim(session: Session, batch_id: int) -> _ClaimTerms:
+    memo = _memo_key(session, batch_id)
+    now = time.monotonic()
+    terms = _claim_terms.get(memo)
+    if terms is not None and now - terms.loaded_at < CLAIM_TERMS_TTL_S:
+        return terms
+    row = repo.batch_terms(session, batch_id)
+    if row is None:
+        raise NotFound(f"no coupon batch {batch_id}", field="batch_id")
+    if row.status != BatchStatus.ACTIVE:
+        raise NotClaimable(f"this offer is {row.status}", field="batch_id")
+    terms = _ClaimTerms(
+        owner_region=row.owner_region,
+        shard_count=row.shard_count,
+        claim_starts_at=clock.as_utc(row.claim_starts_at),
+        claim_ends_at=clock.as_utc(row.claim_ends_at) if row.claim_ends_at else None,
+        limit_total=row.limit_total,
+        limit_per_day=row.limit_per_day,
+        validity_kind=ValidityKind(row.validity_kind),
+        valid_from=row.valid_from,
+        valid_until=row.valid_until,
+        valid_days=row.valid_days,
+        code_source=row.code_source,
+        pattern=CodePattern(
+            charset=row.code_charset, prefix=row.code_prefix, length=row.code_length
+        ),
+        loaded_at=now,
+    )
+    if len(_claim_terms) > 10_000:  # bounded: batches are few, but a process lives long
+        _claim_terms.clear()
+    _claim_terms[memo] = terms
+    return terms
+
+
+def _permutation(session: Session, vault: Vault, batch_id: int, capacity: int) -> Permutation:
+    key = _code_key(vault, batch_id)
+    memo = (*_memo_key(session, batch_id), key)
+    perm = _permutations.get(memo)
+    if perm is None:
+        if len(_permutations) > 10_000:
+            _permutations.clear()
+        perm = _permutations[memo] = Permutation(key, capacity)
+    return perm
+
+
+def _take_slot(session: Session, *, batch_id: int, shard_count: int) -> tuple[int, int] | None:
+    """(shard, slot) of one unit of stock, or None when the batch is sold out (409 if inactive)."""
+    first = random.randrange(shard_count)
     # A random shard first: concurrent claimers mostly land on different rows.
-    got = repo.take_from_shard(session, batch_id=batch.id, shard=first)
+    got = repo.take_from_active_shard(session, batch_id=batch_id, shard=first)
     if got:
         return first, slot_of(slot_base=got[0], size=got[1], remaining_after=got[2])
-    # That shard is empty: fall back across the shards that still have stock, in rotated
-    # order so late claimers do not all pile onto the lowest shard. Each try is the same
-    # conditional UPDATE, so a shard emptied meanwhile is simply skipped.
+    # That shard is empty (or the batch stopped): fall back across the shards that still have
+    # stock, in rotated order so late claimers do not all pile onto the lowest shard. Each try
+    # is the same conditional UPDATE, so a shard emptied meanwhile is simply skipped.
     while True:
-        left = repo.shards_with_stock(session, batch.id)
+        status = repo.batch_status(session, batch_id)
+        if status != BatchStatus.ACTIVE:
+            raise NotClaimable(f"this offer is {status}", field="batch_id")
+        left = repo.shards_left(session, batch_id)
         if not left:
             return None
-        for shard in sorted(left, key=lambda s: (s - first) % batch.shard_count):
-            got = repo.take_from_shard(session, batch_id=batch.id, shard=shard)
+        for shard in sorted(left, key=lambda s: (s - first) % max(shard_count, max(left) + 1)):
+            got = repo.take_from_active_shard(session, batch_id=batch_id, shard=shard)
             if got:
                 return shard, slot_of(slot_base=got[0], size=got[1], remaining_after=got[2])
 
 
-def _subscriber_for_claim(session: Session, *, batch: CouponBatch, subscriber_id: int) -> None:
+def _subscriber_for_claim(session: Session, *, owner_region: str, subscriber_id: int) -> None:
     # Share-locked: a churn committed meanwhile waits for this claim, never slips past it.
     sub = subscribers.hold_active_subscriber(session, actor=SYSTEM, subscriber_id=subscriber_id)
-    if batch.owner_region != "CN" and sub.province_code != batch.owner_region:
+    if owner_region != "CN" and sub.province_code != owner_region:
         raise Forbidden("this offer is for subscribers of another province", field="batch_id")
+
+
+def _replay_key(session: Session, key: str, *, batch_id: int, subscriber_id: int) -> ClaimOutcome:
+    twin = repo.coupon_by_key(session, key)
+    assert twin is not None
+    return _replay(twin, batch_id=batch_id, subscriber_id=subscriber_id)
 
 
 def claim_coupon(
@@ -545,66 +628,59 @@ def claim_coupon(
     if actor.kind == "staff":
         raise Forbidden("staff do not claim coupons for subscribers")
     key = f"{subscriber_id}:{idempotency_key}"
-    existing = repo.coupon_by_key(session, key)
-    if existing is not None:
-        return _replay(existing, batch_id=batch_id, subscriber_id=subscriber_id)
+    if repo.claim_id_by_key(session, key) is not None:
+        return _replay_key(session, key, batch_id=batch_id, subscriber_id=subscriber_id)
     if seen_sold_out(session, batch_id=batch_id):
         raise SoldOut("sold out", field="batch_id", batch_id=batch_id)
-    batch = repo.get_batch(session, batch_id)
-    if batch is None:
-        raise NotFound(f"no coupon batch {batch_id}", field="batch_id")
+    terms = _terms_for_claim(session, batch_id)
     now = clock.now()
-    if batch.status != BatchStatus.ACTIVE:
-        raise NotClaimable(f"this offer is {batch.status}", field="batch_id")
-    if now < batch.claim_starts_at:
+    if now < terms.claim_starts_at:
         raise NotClaimable(
             "this offer has not started yet",
             field="batch_id",
-            starts_at=batch.claim_starts_at.isoformat(),
+            starts_at=terms.claim_starts_at.isoformat(),
         )
-    if batch.claim_ends_at is not None and now >= batch.claim_ends_at:
+    if terms.claim_ends_at is not None and now >= terms.claim_ends_at:
         raise NotClaimable("this offer has ended", field="batch_id")
-    _subscriber_for_claim(session, batch=batch, subscriber_id=subscriber_id)
+    _subscriber_for_claim(session, owner_region=terms.owner_region, subscriber_id=subscriber_id)
 
     total, day = period_keys(clock.today(zone))
-    limits = [(total, batch.limit_total)]
-    if batch.limit_per_day is not None:
-        limits.append((day, batch.limit_per_day))
+    limits = [(total, terms.limit_total)]
+    if terms.limit_per_day is not None:
+        limits.append((day, terms.limit_per_day))
     if not repo.bump_claim_counters(
-        session, batch_id=batch.id, subscriber_id=subscriber_id, limits=limits
+        session, batch_id=batch_id, subscriber_id=subscriber_id, limits=limits
     ):
         # A concurrent twin with our key may have taken the last allowance: replay it.
-        twin = repo.coupon_by_key(session, key)
-        if twin is not None:
-            return _replay(twin, batch_id=batch_id, subscriber_id=subscriber_id)
+        if repo.claim_id_by_key(session, key) is not None:
+            return _replay_key(session, key, batch_id=batch_id, subscriber_id=subscriber_id)
         raise LimitReached("you have claimed as many as this offer allows", field="batch_id")
-    taken = _take_slot(session, batch)
+    taken = _take_slot(session, batch_id=batch_id, shard_count=terms.shard_count)
     if taken is None:
-        _sold_out_seen[_memo_key(session, batch.id)] = time.monotonic()
-        twin = repo.coupon_by_key(session, key)
-        if twin is not None:
-            return _replay(twin, batch_id=batch_id, subscriber_id=subscriber_id)
-        raise SoldOut("sold out", field="batch_id", batch_id=batch.id)
+        _sold_out_seen[_memo_key(session, batch_id)] = time.monotonic()
+        if repo.claim_id_by_key(session, key) is not None:
+            return _replay_key(session, key, batch_id=batch_id, subscriber_id=subscriber_id)
+        raise SoldOut("sold out", field="batch_id", batch_id=batch_id)
     shard, slot = taken
     valid_from, valid_until = coupon_validity(
-        kind=ValidityKind(batch.validity_kind),
+        kind=terms.validity_kind,
         claimed_at=now,
-        valid_from=batch.valid_from,
-        valid_until=batch.valid_until,
-        valid_days=batch.valid_days,
+        valid_from=terms.valid_from,
+        valid_until=terms.valid_until,
+        valid_days=terms.valid_days,
     )
-    if batch.code_source == CodeSource.AUTO:
-        pattern = _pattern_of(batch)
-        code = pattern.spell(Permutation(_code_key(vault, batch.id), pattern.capacity)(slot))
+    if terms.code_source == CodeSource.AUTO:
+        pattern = terms.pattern
+        code = pattern.spell(_permutation(session, vault, batch_id, pattern.capacity)(slot))
         hashed = code_hash(vault, code)
         code_enc = _encrypt_code(vault, code, hashed)
     else:
-        pooled = repo.pool_code(session, batch_id=batch.id, ordinal=slot)
+        pooled = repo.pool_code(session, batch_id=batch_id, ordinal=slot)
         if pooled is None:
             raise Conflict("this batch's codes are missing; tell the operator", field="batch_id")
         hashed, code_enc = pooled.code_hash, pooled.code_enc
     values = {
-        "batch_id": batch.id,
+        "batch_id": batch_id,
         "subscriber_id": subscriber_id,
         "slot": slot,
         "code_hash": hashed,
@@ -617,24 +693,23 @@ def claim_coupon(
         "valid_from": valid_from,
         "valid_until": valid_until,
     }
-    coupon_id = repo.insert_coupon(session, values)
+    coupon_id = repo.insert_claim(session, values)
     if coupon_id is None:
         # A twin request with the same key committed while we worked. Undo our own stock and
         # counter changes (their rows are still locked by us, so this is exact), then replay.
-        repo.give_back_to_shard(session, batch_id=batch.id, shard=shard)
+        repo.give_back_to_shard(session, batch_id=batch_id, shard=shard)
         repo.unbump_claim_counters(
-            session, batch_id=batch.id, subscriber_id=subscriber_id, periods=[p for p, _ in limits]
+            session, batch_id=batch_id, subscriber_id=subscriber_id, periods=[p for p, _ in limits]
         )
-        twin = repo.coupon_by_key(session, key)
-        assert twin is not None
-        return _replay(twin, batch_id=batch_id, subscriber_id=subscriber_id)
-    org.record_audit(
+        return _replay_key(session, key, batch_id=batch_id, subscriber_id=subscriber_id)
+    # Sent at once through a cached Core INSERT (no ORM flush at commit); same transaction.
+    org.append_audit(
         session,
         actor=actor,
         action="coupon.claim",
         target_type="coupon",
         target_id=str(coupon_id),
-        details={"batch": batch.id, "subscriber": subscriber_id, "channel": channel},
+        details={"batch": batch_id, "subscriber": subscriber_id, "channel": channel},
     )
     # A transient copy of the row just inserted: no second round trip to read it back.
     return ClaimOutcome(coupon=Coupon(id=coupon_id, **values), replayed=False)
@@ -1701,3 +1776,33 @@ def review_helps(
 def masked_phone(session: Session, *, vault: Vault, subscriber_id: int) -> str:
     """A subscriber's phone, masked for display."""
     return subscribers.subscriber_home(session, vault=vault, subscriber_id=subscriber_id).phone
+
+
+# ---- reads for campaign responses ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerFact:
+    """Something a subscriber did in the ledger that a campaign may count as a response."""
+
+    id: int
+    subscriber_id: int
+    at: datetime
+    value_fen: int
+    ref: str  # what it was about: "coupon_batch:<id>"
+
+
+def claims_since(session: Session, *, after_id: int, limit: int = 5_000) -> list[LedgerFact]:
+    """Coupon claims after a coupon id, oldest first."""
+    return [
+        LedgerFact(i, s, at, 0, f"coupon_batch:{b}")
+        for i, s, b, at in repo.claims_after(session, after_id=after_id, limit=limit)
+    ]
+
+
+def redemptions_since(session: Session, *, after_id: int, limit: int = 5_000) -> list[LedgerFact]:
+    """Standing redemptions after a redemption id (value: the order amount), oldest first."""
+    return [
+        LedgerFact(i, s, at, v, f"coupon_batch:{b}")
+        for i, s, b, at, v in repo.redemptions_after(session, after_id=after_id, limit=limit)
+    ]

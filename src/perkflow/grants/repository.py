@@ -396,3 +396,17 @@ def live_statuses(session: Session, subscriber_ids: Sequence[int]) -> dict[int, 
     for sid, status in rows:
         found.setdefault(int(sid), set()).add(str(status))
     return found
+
+
+def uses_after(
+    session: Session, *, after_id: int, limit: int
+) -> list[tuple[int, int, int, datetime]]:
+    """(event id, subscriber, benefit, at) of grants moved to used after an event id."""
+    rows = session.execute(
+        select(GrantEvent.id, Grant.subscriber_id, Grant.benefit_id, GrantEvent.at)
+        .join(Grant, Grant.id == GrantEvent.grant_id)
+        .where(GrantEvent.id > after_id, GrantEvent.to_status == "used")
+        .order_by(GrantEvent.id)
+        .limit(limit)
+    )
+    return [(int(i), int(s), int(b), at) for i, s, b, at in rows]

@@ -1341,3 +1341,25 @@ def redrive(session: Session, *, actor: Actor, message_id: int, zone: str) -> Ou
         details={"dead_message": message.id, "new_message": new.id, "kind": message.kind},
     )
     return new
+
+
+# ---- reads for campaign responses ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GrantUse:
+    """A grant the subscriber used: a response a campaign of that benefit may count."""
+
+    id: int  # the grant event's id (the cursor)
+    subscriber_id: int
+    at: datetime
+    value_fen: int
+    ref: str  # "benefit:<id>"
+
+
+def uses_since(session: Session, *, after_id: int, limit: int = 5_000) -> list[GrantUse]:
+    """Grant uses after a grant-event id, oldest first."""
+    return [
+        GrantUse(i, s, at, 0, f"benefit:{b}")
+        for i, s, b, at in repo.uses_after(session, after_id=after_id, limit=limit)
+    ]

@@ -69,3 +69,5 @@ class Vault:
         self.link_key = derive_key(master, "h5-link-signing").hex()
         # Keys control-group hashes: cells are reproducible with it, guessable without it.
         self.assignment_key = derive_key(master, "audience-assignment").hex()
+        # Signs outgoing webhook pushes when no shared secret is configured for the receiver.
+        self.webhook_key = derive_key(master, "webhook-signing").hex()

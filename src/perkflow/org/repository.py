@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from perkflow.org.models import ApiKey, AuditEntry, LoginAttempt, Region, StaffUser
+
+# On the Table, not the mapped class: a plain Core insert, no ORM bulk-persistence layer.
+_AUDIT = insert(cast(Table, AuditEntry.__table__))
 
 
 def get_region(session: Session, code: str) -> Region | None:
@@ -79,3 +83,20 @@ def audit_page(
         count = count.where(AuditEntry.action == action)
     rows = session.scalars(stmt.order_by(AuditEntry.id.desc()).offset(offset).limit(limit)).all()
     return rows, session.scalar(count) or 0
+
+
+def insert_audit(session: Session, values: dict[str, Any]) -> None:
+    """One audit row through a cached Core INSERT (hot paths: no ORM object, no flush)."""
+    session.execute(_AUDIT, values)
+
+
+def audit_of_target(
+    session: Session, *, target_type: str, target_id: str, limit: int
+) -> Sequence[AuditEntry]:
+    stmt = (
+        select(AuditEntry)
+        .where(AuditEntry.target_type == target_type, AuditEntry.target_id == target_id)
+        .order_by(AuditEntry.id.desc())
+        .limit(limit)
+    )
+    return session.scalars(stmt).all()

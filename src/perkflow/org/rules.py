@@ -36,6 +36,16 @@ class Perm(StrEnum):
     EXTRACT_TEMPLATES = "extract.templates"
     COUPONS_EDIT = "coupons.edit"
     REDEEM = "coupons.redeem"
+    MEMBERSHIP_READ = "membership.read"
+    MEMBERSHIP_EDIT = "membership.edit"
+    POINTS_ADJUST = "points.adjust"
+    CAMPAIGNS_READ = "campaigns.read"
+    CAMPAIGNS_EDIT = "campaigns.edit"
+    # Approval is a second person's: the service refuses an approval by the campaign's author.
+    CAMPAIGNS_APPROVE = "campaigns.approve"
+    CAMPAIGNS_RUN = "campaigns.run"
+    EVENTS_WRITE = "events.write"
+    RESPONSES_WRITE = "responses.write"
 
 
 ROLE_PERMS: dict[Role, frozenset[Perm]] = {
@@ -55,11 +65,17 @@ ROLE_PERMS: dict[Role, frozenset[Perm]] = {
             Perm.OPTOUTS_MANAGE,
             # Coupons: a marketer edits their own province's batches and red envelopes.
             Perm.COUPONS_EDIT,
+            # Campaigns: a marketer runs their province's campaigns; approval stays at HQ.
+            Perm.CAMPAIGNS_READ,
+            Perm.CAMPAIGNS_EDIT,
+            Perm.CAMPAIGNS_RUN,
         }
     ),
     Role.ANALYST: frozenset(
         {Perm.DASHBOARD, Perm.SUBSCRIBERS_READ, Perm.GRANTS_READ, Perm.CATALOG_READ}
-        | {Perm.SEGMENTS_READ, Perm.EXTRACT, Perm.EXTRACT_TEMPLATES}
+        | {Perm.SEGMENTS_READ, Perm.EXTRACT, Perm.EXTRACT_TEMPLATES, Perm.CAMPAIGNS_READ}
+        # Membership reports are national figures: provincial analysts are refused by scope.
+        | {Perm.MEMBERSHIP_READ}
     ),
     Role.CLERK: frozenset({Perm.STORE_VIEW, Perm.REDEEM}),
 }
@@ -84,6 +100,11 @@ API_SCOPES: frozenset[str] = frozenset(
         "coupons:read",
         "coupons:claim",
         "coupons:redeem",
+        "members:read",
+        "members:write",
+        "campaigns:read",
+        "events:write",
+        "responses:write",
     }
 )
 OWNER_KINDS: frozenset[str] = frozenset({"partner", "channel"})

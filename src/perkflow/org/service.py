@@ -170,12 +170,47 @@ def record_audit(
     return entry
 
 
+def append_audit(
+    session: Session,
+    *,
+    actor: Actor,
+    action: str,
+    target_type: str,
+    target_id: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """`record_audit` for hot paths: the same row in the caller's transaction, sent at once."""
+    repo.insert_audit(
+        session,
+        {
+            "at": clock.now(),
+            "actor_kind": actor.kind,
+            "actor_id": actor.id,
+            "actor_name": actor.name,
+            "action": action,
+            "target_type": target_type,
+            "target_id": target_id,
+            "details": details or {},
+            "ip": actor.ip,
+        },
+    )
+
+
 def list_audit(
     session: Session, *, actor: Actor, offset: int, limit: int, action: str | None = None
 ) -> tuple[Sequence[AuditEntry], int]:
     """A page of the audit log, newest first; hq_admin only."""
     require(actor, Perm.AUDIT_READ)
     return repo.audit_page(session, offset=offset, limit=limit, action=action)
+
+
+def audit_of_target(
+    session: Session, *, target_type: str, target_id: str, limit: int = 100
+) -> Sequence[AuditEntry]:
+    """The newest audit entries about one thing; the caller has checked the reader may see it."""
+    return repo.audit_of_target(
+        session, target_type=target_type, target_id=target_id, limit=min(max(limit, 1), 1000)
+    )
 
 
 def create_staff(

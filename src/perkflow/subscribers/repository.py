@@ -112,3 +112,33 @@ def phones_and_provinces(session: Session, ids: Sequence[int]) -> list[tuple[int
         )
     )
     return [(int(i), bytes(p), str(c)) for i, p, c in rows]
+
+
+def plan_facts(session: Session, ids: Sequence[int]) -> list[tuple[int, int, Any, str, str]]:
+    """(id, plan fee, joined on, status, province) of the known subscribers among the ids."""
+    rows = session.execute(
+        select(
+            Subscriber.id,
+            Subscriber.plan_fee_fen,
+            Subscriber.joined_on,
+            Subscriber.status,
+            Subscriber.province_code,
+        ).where(Subscriber.id.in_(ids))
+    )
+    return [(int(i), int(f), j, str(s), str(p)) for i, f, j, s, p in rows]
+
+
+def set_plan_fee(session: Session, *, subscriber_id: int, plan_fee_fen: int) -> int | None:
+    """Set a subscriber's plan fee; the previous fee, or None if there is no such subscriber."""
+    before = session.scalar(
+        select(Subscriber.plan_fee_fen).where(Subscriber.id == subscriber_id).with_for_update()
+    )
+    if before is None:
+        return None
+    session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id)
+        .values(plan_fee_fen=plan_fee_fen)
+        .execution_options(synchronize_session=False)
+    )
+    return int(before)

@@ -387,3 +387,49 @@ def phones_for(
             details={"count": len(found), "purpose": purpose},
         )
     return found
+
+
+@dataclass(frozen=True)
+class PlanFacts:
+    """What membership tiers are derived from in the subscriber master."""
+
+    subscriber_id: int
+    plan_fee_fen: int
+    joined_on: date
+    status: Status
+    province_code: str
+
+
+def plan_facts(session: Session, *, subscriber_ids: Sequence[int]) -> dict[int, PlanFacts]:
+    """Plan fee, join date, status and province of each known subscriber among the ids (bulk)."""
+    ids = list(subscriber_ids)
+    found: dict[int, PlanFacts] = {}
+    for start in range(0, len(ids), LOOKUP_BATCH):
+        for sid, fee, joined, status, province in repo.plan_facts(
+            session, ids[start : start + LOOKUP_BATCH]
+        ):
+            found[sid] = PlanFacts(sid, fee, joined, Status(status), province)
+    return found
+
+
+def change_plan_fee(
+    session: Session, *, actor: Actor, subscriber_id: int, plan_fee_fen: int, reason: str
+) -> int:
+    """Move a subscriber to a plan with another monthly fee; returns the previous fee; audited."""
+    if actor.kind == "staff":
+        org.require(actor, Perm.SUBSCRIBERS_STATUS)
+    if not 0 <= plan_fee_fen <= 10_000_000:
+        raise ValidationFailed("plan fee must be between 0 and 100,000 yuan", field="plan_fee_fen")
+    _get_in_scope(session, actor=actor, subscriber_id=subscriber_id)
+    before = repo.set_plan_fee(session, subscriber_id=subscriber_id, plan_fee_fen=plan_fee_fen)
+    if before is None:
+        raise NotFound(f"no subscriber {subscriber_id}", field="subscriber_id")
+    org.record_audit(
+        session,
+        actor=actor,
+        action="subscriber.plan",
+        target_type="subscriber",
+        target_id=str(subscriber_id),
+        details={"from_fen": before, "to_fen": plan_fee_fen, "reason": reason.strip()[:255]},
+    )
+    return before

@@ -449,3 +449,42 @@ def generate(
         if progress is not None:
             progress(done, n)
     return concat(parts)
+
+
+@dataclass(frozen=True)
+class Simulated:
+    """Who responded after a campaign, drawn from the truth, and the effect that was planted."""
+
+    responded: Bool
+    # Mean planted effect of a contact over the target cell: what an evaluation should recover.
+    true_uplift: float
+
+
+def simulate_responses(
+    truth: pa.Table,
+    *,
+    subscriber_ids: I64,
+    treated: Bool,
+    category: str,
+    seed: int,
+) -> Simulated:
+    """Draw each subscriber's response: base propensity, plus the contact effect when treated."""
+    if category not in CATEGORIES:
+        raise ValueError(f"category is one of {', '.join(CATEGORIES)}")
+    if subscriber_ids.shape != treated.shape:
+        raise ValueError("subscriber_ids and treated differ in length")
+    ids = truth.column("subscriber_id").to_numpy()
+    order = np.argsort(ids)
+    pos = np.searchsorted(ids, subscriber_ids, sorter=order)
+    pos = np.clip(pos, 0, len(ids) - 1)
+    rows = order[pos]
+    if len(ids) == 0 or not np.array_equal(ids[rows], subscriber_ids):
+        raise ValueError("some subscribers are not in the truth")
+    base = truth.column(f"base_{category}").to_numpy().astype(np.float64)[rows]
+    effect = truth.column(f"effect_{category}").to_numpy().astype(np.float64)[rows]
+    p = np.clip(base + np.where(treated, effect, 0.0), 0.0, 1.0)
+    # The draw depends only on the seed and the subscriber, not on the order of the rows.
+    rng = np.random.default_rng([seed, 0x5EED])
+    u = rng.random(len(ids))[rows]
+    true_uplift = float(effect[treated].mean()) if treated.any() else 0.0
+    return Simulated(responded=u < p, true_uplift=true_uplift)

@@ -170,3 +170,22 @@ def generate_operator(
         truth_file=truth_file,
         seconds=time.perf_counter() - started,
     )
+
+
+def simulate_responses(
+    truth_dir: Path,
+    *,
+    subscriber_ids: rules.I64,
+    treated: rules.Bool,
+    category: str,
+    seed: int,
+) -> rules.Simulated:
+    """Who of these subscribers responds to an offer of the category, by the hidden truth."""
+    truth = load_truth(truth_dir)
+    try:
+        return rules.simulate_responses(
+            truth, subscriber_ids=subscriber_ids, treated=treated, category=category, seed=seed
+        )
+    except ValueError as exc:
+        field = "category" if "category" in str(exc) else "subscriber_ids"
+        raise ValidationFailed(str(exc), field=field) from exc

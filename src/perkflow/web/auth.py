@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,7 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from perkflow.errors import Forbidden, Unauthenticated
-from perkflow.kit.crypto import Vault
+from perkflow.kit import clock
+from perkflow.kit.crypto import Vault, sha256_hex
 from perkflow.kit.ids import token
 from perkflow.mart import Mart
 from perkflow.org import service as org
@@ -45,7 +46,7 @@ def _request_session(request: Request) -> Iterator[Session]:
 DbSession = Annotated[Session, Depends(_request_session, scope="function")]
 
 
-def vault_of(request: Request) -> Vault:
+async def vault_of(request: Request) -> Vault:
     """The app's key vault."""
     vault: Vault = request.app.state.vault
     return vault
@@ -54,7 +55,7 @@ def vault_of(request: Request) -> Vault:
 VaultDep = Annotated[Vault, Depends(vault_of)]
 
 
-def mart_of(request: Request) -> Mart:
+async def mart_of(request: Request) -> Mart:
     """The app's mart."""
     mart: Mart = request.app.state.mart
     return mart
@@ -124,29 +125,72 @@ def current_staff(request: Request, session: DbSession) -> StaffContext:
 Staff = Annotated[StaffContext, Depends(current_staff)]
 
 
-async def api_actor(request: Request, session: DbSession) -> Actor:
+# A known API key's actor is reused for this long in each process, sparing a query (and a
+# thread hop) per call: a revoked or re-scoped key keeps working here for at most this long.
+# Unknown keys are never cached.
+API_KEY_CACHE_S = 5.0
+_API_KEY_CACHE_MAX = 4096
+
+
+def _api_key_cache(request: Request) -> dict[str, tuple[Actor, float]]:
+    cache: dict[str, tuple[Actor, float]] | None = getattr(request.app.state, "api_actors", None)
+    if cache is None:
+        cache = request.app.state.api_actors = {}
+    return cache
+
+
+def _lookup_key(request: Request, presented: str) -> Actor | None:
+    # Its own short read-only transaction: the request's transaction need not exist yet.
+    with request.app.state.sessions() as session:
+        return org.actor_for_api_key(session, presented=presented, ip=client_ip(request))
+
+
+def _lookup_staff(request: Request, staff_id: int) -> Actor | None:
+    with request.app.state.sessions() as session:
+        user = org.get_staff(session, staff_id=staff_id)
+        return (
+            None if user is None else org.actor_for_staff(session, user=user, ip=client_ip(request))
+        )
+
+
+async def _actor_for_key(request: Request, presented: str) -> Actor | None:
+    cache = _api_key_cache(request)
+    digest = sha256_hex(presented)
+    now = clock.now().timestamp()
+    hit = cache.get(digest)
+    if hit is not None and now - hit[1] < API_KEY_CACHE_S:
+        return replace(hit[0], ip=client_ip(request))
+    # Database calls go to a worker thread: a blocking query on the event loop stalls every
+    # request, and with the pool exhausted it deadlocks against the requests' own teardowns.
+    actor = await run_in_threadpool(_lookup_key, request, presented)
+    if actor is not None:
+        if len(cache) >= _API_KEY_CACHE_MAX:
+            cache.clear()
+        cache[digest] = (actor, now)
+    else:
+        cache.pop(digest, None)
+    return actor
+
+
+async def api_actor(request: Request) -> Actor:
     """The caller of a /v1 endpoint: an API key (Bearer), or a signed-in staff member."""
+    # No DbSession here: a hot endpoint need not open the request's transaction (and pay the
+    # thread hops of its set-up and tear-down) just to learn who is calling.
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        # Database calls go to a worker thread: a blocking query on the event loop stalls every
-        # request, and with the pool exhausted it deadlocks against the requests' own teardowns.
-        actor = await run_in_threadpool(
-            org.actor_for_api_key, session, presented=auth[7:].strip(), ip=client_ip(request)
-        )
+        actor = await _actor_for_key(request, auth[7:].strip())
         if actor is None:
             raise Unauthenticated("unknown or revoked API key", field="authorization")
         return actor
     staff_id = request.session.get("staff_id")
-    user = None
-    if staff_id:
-        user = await run_in_threadpool(org.get_staff, session, staff_id=int(staff_id))
-    if user is None:
+    staff = await run_in_threadpool(_lookup_staff, request, int(staff_id)) if staff_id else None
+    if staff is None:
         raise Unauthenticated(
             "send an API key as 'Authorization: Bearer …' or sign in", field="authorization"
         )
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         await csrf_protect(request)
-    return await run_in_threadpool(org.actor_for_staff, session, user=user, ip=client_ip(request))
+    return staff
 
 
 ApiActor = Annotated[Actor, Depends(api_actor)]

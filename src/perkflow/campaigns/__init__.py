@@ -1,0 +1,1 @@
+"""Campaigns: definitions, approval, waves, dispatch, responses and event triggers."""

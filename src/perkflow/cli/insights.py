@@ -1,0 +1,196 @@
+"""`perkflow campaign import-history | report | sync-history | write-back`: evaluations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from perkflow.cli.audience import AsOption, _actor
+from perkflow.cli.campaigns import campaign_app
+from perkflow.cli.context import console, err_console, get_context, handles_errors
+from perkflow.insights import service as insights
+from perkflow.kit.money import format_fen
+
+__all__ = ["campaign_app"]
+
+
+def _spinner(text: str) -> Progress:
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn(text),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    progress.add_task(text, total=None)
+    return progress
+
+
+@campaign_app.command("import-history")
+@handles_errors
+def import_history(
+    file: Annotated[Path, typer.Argument(help="CSV: subscriber_id,cell,variant,contacted_at,…")],
+    name: Annotated[str, typer.Option("--name", help="the campaign's name")],
+    as_user: AsOption = None,
+) -> None:
+    """Load a past campaign's contacts and responses; prints {"campaign_id": N}."""
+    ctx = get_context()
+    with _spinner(f"importing {file.name}"), ctx.uow() as session:
+        campaign = insights.import_history_csv(
+            session,
+            actor=_actor(session, as_user),
+            path=file,
+            name=name,
+            zone=ctx.settings.timezone,
+        )
+        session.commit()
+        campaign_id = campaign.id
+    typer.echo(json.dumps({"campaign_id": campaign_id}))
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:.2f}%"
+
+
+def _pts(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:+.2f} pts"
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "—" if ci is None else f"[{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]"
+
+
+def _p(p: float | None) -> str:
+    return "—" if p is None else (f"{p:.4f}" if p >= 1e-4 else "<0.0001")
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    return (
+        "[green]significant[/green]" if row["significant"] else "[yellow]not significant[/yellow]"
+    )
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    wave = f" · {report['wave']} wave" if report["wave"] else ""
+    console.print(f"[bold]Campaign {report['campaign_id']}[/bold] {report['name']}{wave}")
+    cells = Table(title="Cells (intent-to-treat)")
+    for col in ("cell", "contacts", "responses", "rate", "revenue"):
+        cells.add_column(col, justify="left" if col == "cell" else "right")
+    for cell in ("target", "control"):
+        c = report["cells"][cell]
+        cells.add_row(
+            cell,
+            f"{c['contacts']:,}",
+            f"{c['responses']:,}",
+            _pct(c["rate"]),
+            format_fen(c["revenue_fen"]),
+        )
+    console.print(cells)
+    groups = Table(title="Uplift against the control group (95% CI, pooled z-test)")
+    for col in ("group", "contacts", "rate", "uplift", "95% CI", "relative", "p-value", ""):
+        groups.add_column(col, justify="left" if col in ("group", "") else "right")
+    u = report["uplift"]
+    groups.add_row(
+        "all",
+        f"{report['cells']['target']['contacts']:,}",
+        _pct(report["cells"]["target"]["rate"]),
+        _pts(u["absolute"]),
+        _ci(u["ci95"]),
+        _pct(u["relative"]),
+        _p(u["p_value"]),
+        _verdict(report),
+    )
+    for v in report["variants"]:
+        vu = v["uplift"]
+        groups.add_row(
+            f"variant {v['variant'] or '—'}",
+            f"{v['contacts']:,}",
+            _pct(v["rate"]),
+            _pts(vu["absolute"]),
+            _ci(vu["ci95"]),
+            _pct(vu["relative"]),
+            _p(vu["p_value"]),
+            _verdict(v),
+        )
+    for p in report["provinces"]:
+        pu = p["uplift"]
+        groups.add_row(
+            f"province {p['province_code']}",
+            f"{p['target']['contacts']:,}",
+            _pct(p["target"]["rate"]),
+            _pts(pu["absolute"]),
+            _ci(pu["ci95"]),
+            _pct(pu["relative"]),
+            _p(pu["p_value"]),
+            _verdict(p),
+        )
+    console.print(groups)
+    inc = report["incremental"]
+    responses = "—" if inc["responses"] is None else f"{inc['responses']:,.0f}"
+    revenue = "—" if inc["revenue_fen"] is None else format_fen(inc["revenue_fen"])
+    cost = report["cost_per_incremental_fen"]
+    console.print(
+        f"incremental responses {responses} {_ci_count(inc['responses_ci95'])}, "
+        f"incremental revenue {revenue}, cost per incremental response "
+        + (
+            format_fen(cost)
+            if cost is not None
+            else ("not significant" if not report["significant"] else "unknown")
+        )
+    )
+
+
+def _ci_count(ci: list[float] | None) -> str:
+    return "" if ci is None else f"(95% CI {ci[0]:,.0f} to {ci[1]:,.0f})"
+
+
+@campaign_app.command("report")
+@handles_errors
+def report(
+    campaign_id: Annotated[int, typer.Argument(help="the campaign's id")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    wave: Annotated[
+        str | None, typer.Option("--wave", help="only the test or the rollout wave")
+    ] = None,
+    as_user: AsOption = None,
+) -> None:
+    """Target against control: rates, uplift with its 95% CI, p-value, per variant and province."""
+    ctx = get_context()
+    with ctx.uow() as session:
+        evaluation = insights.evaluate(
+            session,
+            actor=_actor(session, as_user),
+            campaign_id=campaign_id,
+            wave=wave,
+            zone=ctx.settings.timezone,
+        )
+        out = insights.report_dict(evaluation)
+    if as_json:
+        typer.echo(json.dumps(out, ensure_ascii=False))
+    else:
+        _print_report(out)
+
+
+@campaign_app.command("sync-history")
+@handles_errors
+def sync_history(as_user: AsOption = None) -> None:
+    """Export every campaign's contacts and responses to the mart (idempotent)."""
+    ctx = get_context()
+    with _spinner("exporting contact and response history"), ctx.uow() as session:
+        n = insights.sync_history(session, actor=_actor(session, as_user), mart=ctx.mart)
+    typer.echo(json.dumps({"contacts": n}))
+
+
+@campaign_app.command("write-back")
+@handles_errors
+def write_back(as_user: AsOption = None) -> None:
+    """Compute per-subscriber response features into the mart's response_features."""
+    ctx = get_context()
+    with _spinner("computing response features"), ctx.uow() as session:
+        n = insights.write_back_features(session, actor=_actor(session, as_user), mart=ctx.mart)
+    typer.echo(json.dumps({"subscribers": n, "table": insights.RESPONSE_FEATURES}))

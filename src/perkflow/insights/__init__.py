@@ -1,0 +1,1 @@
+"""Insights: campaign evaluation (uplift with its uncertainty), imported histories, write-back."""

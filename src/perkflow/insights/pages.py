@@ -1,0 +1,62 @@
+"""Console page of a campaign's evaluation: cells, uplift with its interval, charts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from perkflow.insights import service as insights
+from perkflow.web.auth import DbSession, Staff
+from perkflow.web.render import render
+
+router = APIRouter(include_in_schema=False)
+
+WaveQuery = Annotated[str | None, Query(pattern="^(test|rollout)$")]
+
+
+def _pts(x: float | None) -> float | None:
+    return None if x is None else round(x * 100, 4)
+
+
+def _uplift_chart(report: dict[str, Any], all_label: str) -> dict[str, Any]:
+    """Uplift in percentage points with its 95% interval: the whole campaign, then each variant."""
+    rows: list[tuple[str, dict[str, Any]]] = [(all_label, report["uplift"])]
+    rows += [(str(v["variant"] or "—"), v["uplift"]) for v in report["variants"]]
+    return {
+        "kind": "uplift",
+        "unit": "pts",
+        "categories": [name for name, _ in rows],
+        "uplift": [_pts(u["absolute"]) for _, u in rows],
+        "low": [_pts(u["ci95"][0]) if u["ci95"] else None for _, u in rows],
+        "high": [_pts(u["ci95"][1]) if u["ci95"] else None for _, u in rows],
+        "significant": [bool(u["significant"]) for _, u in rows],
+    }
+
+
+@router.get("/console/campaigns/{campaign_id}/evaluation")
+def evaluation_page(
+    request: Request,
+    campaign_id: int,
+    staff: Staff,
+    session: DbSession,
+    wave: WaveQuery = None,
+) -> Response:
+    evaluation = insights.evaluate(
+        session,
+        actor=staff.actor,
+        campaign_id=campaign_id,
+        wave=wave,
+        zone=str(request.app.state.settings.timezone),
+    )
+    report = insights.report_dict(evaluation)
+    return render(
+        request,
+        "insights/evaluation.html",
+        {
+            "report": report,
+            "wave": wave,
+            "uplift_chart": _uplift_chart(report, "all"),
+        },
+    )

@@ -1,0 +1,429 @@
+"""Evaluation use cases: what a campaign did against its control, history import, write-back."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import ibis
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy.orm import Session
+
+from perkflow.audience import marts
+from perkflow.campaigns import service as campaigns
+from perkflow.campaigns.models import Campaign
+from perkflow.campaigns.rules import POLICY_CHANNEL, Cell, CellCount
+from perkflow.catalog.rules import Category
+from perkflow.errors import Forbidden, NotFound, ValidationFailed
+from perkflow.insights import repository as repo
+from perkflow.insights import rules
+from perkflow.insights.rules import Arm, Comparison, Timeline
+from perkflow.kit import clock
+from perkflow.mart import Mart
+from perkflow.org import service as org
+from perkflow.org.rules import Actor, Perm
+
+DEFAULT_ZONE = "Asia/Shanghai"
+WAVES = ("test", "rollout")
+RESPONSE_FEATURES = "response_features"
+# Channels and categories that get a column in response_features: the contact policy's channels
+# (a campaign's webhook is a push) and the catalog's benefit categories. Fixed, so segments and
+# models see the same columns whatever the history holds.
+FEATURE_CHANNELS = ("sms", "email", "push", "in_app")
+FEATURE_CATEGORIES = tuple(c.value for c in Category)
+# Ledger campaigns in the mart's history tables are named "c<id>"; other sources use other names.
+_LEDGER_CAMPAIGN = re.compile(r"^c\d+$")
+_SYNC_BATCH = 50_000
+_PROBLEMS_SHOWN = 20
+
+
+# ---- evaluation ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Group:
+    """One comparison of a sub-group: a content variant or a province."""
+
+    key: str | None
+    comparison: Comparison
+    cost_fen: int | None
+    cost_per_incremental_fen: int | None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A campaign's evaluation: cells, uplift, sub-groups, cost and the timeline for charts."""
+
+    campaign_id: int
+    name: str
+    wave: str | None
+    overall: Comparison
+    cost_fen: int | None
+    cost_per_incremental_fen: int | None
+    variants: list[Group]
+    provinces: list[Group]
+    timeline: Timeline
+    zone: str
+
+    @property
+    def cells(self) -> dict[str, Arm]:
+        """Target and control counts."""
+        return {Cell.TARGET.value: self.overall.target, Cell.CONTROL.value: self.overall.control}
+
+
+def _arm(rows: Iterable[CellCount]) -> Arm:
+    contacts = responders = revenue = 0
+    for r in rows:
+        contacts += r.contacts
+        responders += r.responders
+        revenue += r.revenue_fen
+    return Arm(contacts=contacts, responders=responders, revenue_fen=revenue)
+
+
+def _offer_cost(campaign: Campaign) -> int | None:
+    offer = campaign.offer or {}
+    if offer.get("kind", "none") == "none":
+        return 0
+    cost = offer.get("cost_fen")
+    return int(cost) if isinstance(cost, int) and not isinstance(cost, bool) else None
+
+
+def _cost(campaign: Campaign, rows: Sequence[CellCount]) -> int | None:
+    """Offers taken up by target responders, plus sending to every target contact."""
+    channel_of = {v.get("key"): v.get("channel") for v in campaign.variants or []}
+    sends: dict[str, int] = defaultdict(int)
+    for r in rows:
+        if r.cell == Cell.TARGET.value:
+            sends[str(channel_of.get(r.variant) or "unknown")] += r.contacts
+    target = [r for r in rows if r.cell == Cell.TARGET.value]
+    return rules.campaign_cost_fen(
+        offer_cost_fen=_offer_cost(campaign),
+        offers_issued=sum(r.responders for r in target),
+        sends=sends,
+    )
+
+
+def _group(
+    key: str | None, campaign: Campaign, target: list[CellCount], control: list[CellCount]
+) -> Group:
+    comparison = rules.compare(_arm(target), _arm(control))
+    cost = _cost(campaign, target)
+    return Group(
+        key=key,
+        comparison=comparison,
+        cost_fen=cost,
+        cost_per_incremental_fen=rules.cost_per_incremental_fen(cost, comparison),
+    )
+
+
+def evaluate(
+    session: Session,
+    *,
+    actor: Actor,
+    campaign_id: int,
+    wave_ids: Sequence[int] | None = None,
+    wave: str | None = None,
+    zone: str = DEFAULT_ZONE,
+) -> Evaluation:
+    """Target against control for a campaign (or one wave), per variant and per province.
+
+    Intent-to-treat: every assigned contact counts, sent or not. Variants share the campaign's
+    control group (all control rows, whatever variant they were given).
+    """
+    campaign = campaigns.get_campaign(session, actor=actor, campaign_id=campaign_id)
+    if wave is not None:
+        if wave not in WAVES:
+            raise ValidationFailed(f"wave is one of {', '.join(WAVES)}", field="wave")
+        wave_ids = campaigns.wave_ids(session, actor=actor, campaign_id=campaign_id, kind=wave)
+        if not wave_ids:
+            raise NotFound(f"campaign {campaign_id} has no {wave} wave", field="wave")
+    counts = campaigns.contact_counts(
+        session, actor=actor, campaign_id=campaign_id, wave_ids=wave_ids
+    )
+    target = [r for r in counts if r.cell == Cell.TARGET.value]
+    control = [r for r in counts if r.cell == Cell.CONTROL.value]
+    overall = _group(None, campaign, target, control)
+
+    by_variant: dict[str | None, list[CellCount]] = defaultdict(list)
+    for r in target:
+        by_variant[r.variant].append(r)
+    variants = [
+        _group(key, campaign, rows, control)
+        for key, rows in sorted(by_variant.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
+    ]
+
+    # Control is drawn per province, so each province is a fair experiment of its own.
+    provinces = []
+    codes = sorted({r.province_code for r in counts if r.province_code is not None})
+    for code in codes:
+        provinces.append(
+            _group(
+                code,
+                campaign,
+                [r for r in target if r.province_code == code],
+                [r for r in control if r.province_code == code],
+            )
+        )
+
+    firsts = campaigns.response_times(
+        session, actor=actor, campaign_id=campaign_id, wave_ids=wave_ids
+    )
+    timeline = rules.cumulative_timeline(
+        ((f.cell, f.responded_at) for f in firsts),
+        {Cell.TARGET.value: overall.comparison.target.contacts}
+        | {Cell.CONTROL.value: overall.comparison.control.contacts},
+        zone=zone,
+    )
+    return Evaluation(
+        campaign_id=campaign.id,
+        name=campaign.name,
+        wave=wave,
+        overall=overall.comparison,
+        cost_fen=overall.cost_fen,
+        cost_per_incremental_fen=overall.cost_per_incremental_fen,
+        variants=variants,
+        provinces=provinces,
+        timeline=timeline,
+        zone=zone,
+    )
+
+
+def _pair(ci: tuple[float, float] | None) -> list[float] | None:
+    return [ci[0], ci[1]] if ci is not None else None
+
+
+def _cell_dict(arm: Arm) -> dict[str, Any]:
+    return {
+        "contacts": arm.contacts,
+        "responses": arm.responders,
+        "rate": arm.rate,
+        "revenue_fen": arm.revenue_fen,
+    }
+
+
+def _uplift_dict(c: Comparison) -> dict[str, Any]:
+    return {
+        "absolute": c.absolute,
+        "relative": c.relative,
+        "ci95": _pair(c.ci95),
+        "relative_ci95": _pair(c.relative_ci95),
+        "z": c.z,
+        "p_value": c.p_value,
+        "significant": c.significant,
+    }
+
+
+def _incremental_dict(c: Comparison) -> dict[str, Any]:
+    return {
+        "responses": c.incremental_responses,
+        "responses_ci95": _pair(c.incremental_ci95),
+        "revenue_fen": c.incremental_revenue_fen,
+    }
+
+
+def verdict(c: Comparison) -> str:
+    """``significant`` or ``not significant`` at alpha 0.05."""
+    return "significant" if c.significant else "not significant"
+
+
+def report_dict(evaluation: Evaluation) -> dict[str, Any]:
+    """The evaluation as plain JSON: cells, uplift, variants, provinces, cost, timeline."""
+    o = evaluation.overall
+    return {
+        "campaign_id": evaluation.campaign_id,
+        "name": evaluation.name,
+        "wave": evaluation.wave,
+        "alpha": rules.ALPHA,
+        "cells": {
+            Cell.TARGET.value: _cell_dict(o.target),
+            Cell.CONTROL.value: _cell_dict(o.control),
+        },
+        "uplift": _uplift_dict(o),
+        "significant": o.significant,
+        "verdict": verdict(o),
+        "incremental": _incremental_dict(o),
+        "cost_fen": evaluation.cost_fen,
+        "cost_per_incremental_fen": evaluation.cost_per_incremental_fen,
+        "variants": [
+            {
+                "variant": g.key,
+                **_cell_dict(g.comparison.target),
+                "uplift": _uplift_dict(g.comparison),
+                "significant": g.comparison.significant,
+                "verdict": verdict(g.comparison),
+                "incremental": _incremental_dict(g.comparison),
+                "cost_fen": g.cost_fen,
+                "cost_per_incremental_fen": g.cost_per_incremental_fen,
+            }
+            for g in evaluation.variants
+        ],
+        "provinces": [
+            {
+                "province_code": g.key,
+                "target": _cell_dict(g.comparison.target),
+                "control": _cell_dict(g.comparison.control),
+                "uplift": _uplift_dict(g.comparison),
+                "significant": g.comparison.significant,
+                "verdict": verdict(g.comparison),
+                "incremental": _incremental_dict(g.comparison),
+            }
+            for g in evaluation.provinces
+        ],
+        "timeline": {
+            "zone": evaluation.zone,
+            "days": evaluation.timeline.days,
+            "rates": evaluation.timeline.rates,
+            "responses": evaluation.timeline.responders,
+        },
+    }
+
+
+# ---- imported histories -------------------------------------------------------------------
+
+
+def import_history_csv(
+    session: Session, *, actor: Actor, path: Path, name: str, zone: str = DEFAULT_ZONE
+) -> Campaign:
+    """Load a history CSV as a finished campaign; any bad line refuses the whole file."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            rows, problems = rules.parse_history(fh, zone=zone)
+    except FileNotFoundError as exc:
+        raise NotFound(f"no file {path}", field="file") from exc
+    except UnicodeDecodeError as exc:
+        raise ValidationFailed("the file is not UTF-8 text", field="file") from exc
+    if problems:
+        raise ValidationFailed(
+            f"{len(problems)} problem(s) in {path.name}, nothing loaded:\n"
+            + rules.summarize_problems(problems, limit=_PROBLEMS_SHOWN),
+            field="file",
+            problems=[dataclasses.asdict(p) for p in problems[:100]],
+        )
+    return campaigns.import_history(session, actor=actor, name=name, rows=rows)
+
+
+# ---- the mart: contact and response history, response features ----------------------------
+
+
+def _require_national_reader(actor: Actor) -> None:
+    """The mart's history spans every province: only a national reader may sync it."""
+    org.require(actor, Perm.CAMPAIGNS_READ)
+    if org.visible_province(actor) is not None:
+        raise Forbidden("the mart's history spans every province; a national role syncs it")
+
+
+def _ledger_rows_replaced(mart: Mart, name: str, schema: pa.Schema, new: pa.Table) -> int:
+    """The table with every ledger campaign's rows replaced by ``new`` (one atomic rewrite)."""
+    fresh = marts.conform(new, schema)
+    if mart.has(name):
+        old = marts.conform(mart.table(name).to_pyarrow(), schema)
+        keep = pc.invert(pc.match_substring_regex(old["campaign_id"], _LEDGER_CAMPAIGN.pattern))
+        fresh = pa.concat_tables([old.filter(keep), fresh])
+    mart.write(name, fresh)
+    return int(new.num_rows)
+
+
+def sync_history(session: Session, *, actor: Actor, mart: Mart) -> int:
+    """Export every campaign's contacts and responses to the mart's history; returns contacts.
+
+    Idempotent: the ledger's campaigns (``c<id>`` in the mart) are rewritten whole on each sync,
+    so a second run changes nothing and rows from other sources are kept.
+    """
+    _require_national_reader(actor)
+    contacts: dict[str, list[Any]] = defaultdict(list)
+    after = 0
+    while batch := campaigns.history_contacts(
+        session, actor=actor, after_id=after, limit=_SYNC_BATCH
+    ):
+        for _id, cid, sid, channel, cell, at, target_list in batch:
+            contacts["subscriber_id"].append(sid)
+            contacts["campaign_id"].append(f"c{cid}")
+            contacts["channel"].append(POLICY_CHANNEL.get(channel, channel))
+            contacts["cell"].append(cell)
+            contacts["contacted_at"].append(at)
+            contacts["target_list_id"].append(target_list)
+        after = batch[-1][0]
+    responses: dict[str, list[Any]] = defaultdict(list)
+    after = 0
+    while rbatch := campaigns.history_responses(
+        session, actor=actor, after_id=after, limit=_SYNC_BATCH
+    ):
+        for _id, cid, sid, channel, kind, at, value in rbatch:
+            responses["subscriber_id"].append(sid)
+            responses["campaign_id"].append(f"c{cid}")
+            responses["channel"].append(POLICY_CHANNEL.get(channel, channel))
+            responses["kind"].append(kind)
+            responses["responded_at"].append(at)
+            responses["value_fen"].append(value)
+        after = rbatch[-1][0]
+    n = _ledger_rows_replaced(
+        mart,
+        marts.CONTACT_HISTORY,
+        marts.CONTACT_HISTORY_SCHEMA,
+        pa.table(
+            {f.name: contacts[f.name] for f in marts.CONTACT_HISTORY_SCHEMA},
+            schema=marts.CONTACT_HISTORY_SCHEMA,
+        ),
+    )
+    _ledger_rows_replaced(
+        mart,
+        marts.RESPONSE_HISTORY,
+        marts.RESPONSE_HISTORY_SCHEMA,
+        pa.table(
+            {f.name: responses[f.name] for f in marts.RESPONSE_HISTORY_SCHEMA},
+            schema=marts.RESPONSE_HISTORY_SCHEMA,
+        ),
+    )
+    return n
+
+
+def _history(mart: Mart, name: str, schema: pa.Schema) -> Any:
+    if mart.has(name):
+        return mart.table(name)
+    return ibis.memtable(marts.empty(schema))
+
+
+def write_back_features(
+    session: Session, *, actor: Actor, mart: Mart, as_of: datetime | None = None
+) -> int:
+    """Per-subscriber response features from the mart's history into ``response_features``.
+
+    Response rate overall, by channel, by local time slot and by offer category; contacts in the
+    last 30 days (fatigue); last contact and response. Returns the number of subscribers.
+    """
+    _require_national_reader(actor)
+    as_of = as_of or clock.now()
+    offers = campaigns.offers(session, actor=actor)
+    offer_table = pa.table(
+        {
+            "campaign_id": [f"c{cid}" for cid in offers],
+            "category": [
+                str(o["category"]) if o.get("category") is not None else None
+                for o in offers.values()
+            ],
+        },
+        schema=pa.schema([("campaign_id", pa.string()), ("category", pa.string())]),
+    )
+    offset = ZoneInfo(DEFAULT_ZONE).utcoffset(as_of)
+    expr = repo.response_features(
+        _history(mart, marts.CONTACT_HISTORY, marts.CONTACT_HISTORY_SCHEMA),
+        _history(mart, marts.RESPONSE_HISTORY, marts.RESPONSE_HISTORY_SCHEMA),
+        ibis.memtable(offer_table),
+        channels=FEATURE_CHANNELS,
+        categories=FEATURE_CATEGORIES,
+        # The operator's zone (Asia/Shanghai) keeps one offset all year.
+        utc_offset_hours=int(offset.total_seconds() // 3600) if offset else 0,
+        as_of=as_of,
+    )
+    schema = repo.features_schema(FEATURE_CHANNELS, FEATURE_CATEGORIES)
+    table = marts.conform(mart.con.to_pyarrow(expr), schema)
+    mart.write(RESPONSE_FEATURES, table)
+    return int(table.num_rows)

@@ -1,0 +1,1 @@
+"""Membership: plan-based tiers, their benefit bundles, and the points ledger."""

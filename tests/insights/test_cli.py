@@ -1,0 +1,141 @@
+"""`perkflow campaign import-history | report` on a real home, and the Hillstrom experiment."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from perkflow.campaigns.models import Campaign, CampaignContact
+from perkflow.cli.main import app
+from perkflow.db import make_engine, make_session_factory
+
+ROOT = Path(__file__).resolve().parents[2]
+HILLSTROM = ROOT / ".." / "shared" / "datasets" / "hillstrom.csv"
+runner = CliRunner()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "home"
+    monkeypatch.setenv("PERKFLOW_HOME", str(path))
+    monkeypatch.delenv("PERKFLOW_DATABASE_URL", raising=False)
+    monkeypatch.delenv("PERKFLOW_SECRET_KEY", raising=False)
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def _converter() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "hillstrom_to_history", ROOT / "examples" / "hillstrom_to_history.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _campaigns(home: Path) -> tuple[int, int]:
+    sessions = make_session_factory(make_engine(f"sqlite:///{home / 'ledger.sqlite3'}"))
+    with sessions() as s:
+        return (
+            s.scalar(select(func.count()).select_from(Campaign)) or 0,
+            s.scalar(select(func.count()).select_from(CampaignContact)) or 0,
+        )
+
+
+def test_import_prints_the_id_and_report_prints_the_json_shape(home: Path, tmp_path: Path) -> None:
+    history = tmp_path / "h.csv"
+    rows = ["subscriber_id,cell,variant,contacted_at,responded,revenue"]
+    rows += [f"{i},target,A,2026-03-01T10:00:00+08:00,{int(i % 4 == 0)},9.9" for i in range(1, 401)]
+    rows += [
+        f"{i},control,A,2026-03-01T10:00:00+08:00,{int(i % 10 == 0)}," for i in range(401, 601)
+    ]
+    history.write_text("\n".join(rows).replace(",0,9.9", ",0,") + "\n")
+    result = runner.invoke(app, ["campaign", "import-history", str(history), "--name", "t"])
+    assert result.exit_code == 0, result.output
+    campaign_id = json.loads(result.stdout)["campaign_id"]
+
+    report = runner.invoke(app, ["campaign", "report", str(campaign_id), "--json"])
+    assert report.exit_code == 0, report.output
+    data = json.loads(report.stdout)
+    assert set(data["cells"]) == {"target", "control"}
+    for cell in data["cells"].values():
+        assert {"contacts", "responses", "rate"} <= set(cell)
+    assert data["cells"]["target"] == {
+        "contacts": 400,
+        "responses": 100,
+        "rate": 0.25,
+        "revenue_fen": 100 * 990,
+    }
+    assert {"absolute", "relative", "ci95", "p_value"} <= set(data["uplift"])
+    assert len(data["uplift"]["ci95"]) == 2
+    assert data["uplift"]["absolute"] == pytest.approx(0.15)
+    [variant] = data["variants"]
+    assert variant["variant"] == "A"
+    assert {"variant", "contacts", "responses", "rate", "uplift"} <= set(variant)
+    assert {"absolute", "relative", "ci95", "p_value"} <= set(variant["uplift"])
+
+    table = runner.invoke(app, ["campaign", "report", str(campaign_id)], env={"COLUMNS": "160"})
+    assert table.exit_code == 0, table.output
+    assert "significant" in table.stdout and "+15.00 pts" in table.stdout
+
+    missing = runner.invoke(app, ["campaign", "report", "999", "--json"])
+    assert missing.exit_code == 2 and "no campaign 999" in missing.output
+    no_wave = runner.invoke(app, ["campaign", "report", str(campaign_id), "--wave", "test"])
+    assert no_wave.exit_code == 2 and "no test wave" in no_wave.output
+
+
+def test_bad_rows_exit_2_with_their_line_numbers_and_load_nothing(
+    home: Path, tmp_path: Path
+) -> None:
+    history = tmp_path / "bad.csv"
+    history.write_text(
+        "subscriber_id,cell,variant,contacted_at,responded,revenue\n"
+        "1,target,A,2026-03-01,1,\n"
+        "2,target,A,soon,1,\n"
+        "3,placebo,A,2026-03-01,1,\n"
+        "1,control,,2026-03-01,0,\n"
+    )
+    result = runner.invoke(app, ["campaign", "import-history", str(history), "--name", "bad"])
+    assert result.exit_code == 2
+    for expected in ("line 3 [contacted_at]", "line 4 [cell]", "line 5 [subscriber_id]"):
+        assert expected in result.output
+    assert result.stdout == ""  # nothing that a pipe would take for an id
+    assert _campaigns(home) == (0, 0)
+
+
+def test_hillstrom_email_experiment_end_to_end(home: Path, tmp_path: Path) -> None:
+    assert HILLSTROM.exists(), f"the shared dataset is missing: {HILLSTROM}"
+    history = tmp_path / "hillstrom_history.csv"
+    assert _converter().convert(str(HILLSTROM), str(history)) == 64_000
+    result = runner.invoke(
+        app, ["campaign", "import-history", str(history), "--name", "Hillstrom e-mail"]
+    )
+    assert result.exit_code == 0, result.output
+    campaign_id = json.loads(result.stdout)["campaign_id"]
+    report = runner.invoke(app, ["campaign", "report", str(campaign_id), "--json"])
+    assert report.exit_code == 0, report.output
+    data = json.loads(report.stdout)
+    assert data["cells"]["target"]["contacts"] == 42_694
+    assert data["cells"]["control"] == {
+        "contacts": 21_306,
+        "responses": 2_262,
+        "rate": pytest.approx(2_262 / 21_306),
+        "revenue_fen": 1_390_833,
+    }
+    variants = {v["variant"]: v for v in data["variants"]}
+    # The classic result: a visit uplift of about 7.7 points (men's) and 4.5 points (women's).
+    assert variants["mens"]["uplift"]["absolute"] == pytest.approx(0.0766, abs=5e-4)
+    assert variants["womens"]["uplift"]["absolute"] == pytest.approx(0.0452, abs=5e-4)
+    for v in variants.values():
+        low, high = v["uplift"]["ci95"]
+        assert 0 < low < v["uplift"]["absolute"] < high
+        assert v["uplift"]["p_value"] < 1e-10 and v["verdict"] == "significant"
+    assert variants["mens"]["responses"] == 3_894 and variants["womens"]["responses"] == 3_238

@@ -1,0 +1,98 @@
+"""The evaluation page (tables, verdict, chart data) and its JSON twin under /v1."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from perkflow.org.rules import Role
+from tests.factories import make_api_key, make_staff
+from tests.insights.test_service import _run_campaign
+from tests.web.helpers import sign_in
+
+
+def _chart(html: str, name: str) -> dict:  # type: ignore[type-arg]
+    found = re.search(rf'<script type="application/json" id="{name}">(.*?)</script>', html, re.S)
+    assert found, f"no {name}"
+    return json.loads(found.group(1))  # type: ignore[no-any-return]
+
+
+def test_evaluation_page_shows_cells_uplift_verdicts_and_charts(
+    client: TestClient, web_sessions: sessionmaker[Session]
+) -> None:
+    with web_sessions() as s:
+        campaign_id = _run_campaign(s).id
+        s.commit()
+        make_staff(s, username="analyst", role=Role.ANALYST, region="CN")
+        make_staff(s, username="zj", role=Role.PROVINCE_MARKETER, region="ZJ")
+        key = make_api_key(s, scopes=["campaigns:read"])
+        weak = make_api_key(s, scopes=["coupons:read"])
+    url = f"/console/campaigns/{campaign_id}/evaluation"
+    assert client.get(url, follow_redirects=False).status_code == 303  # sign in first
+
+    sign_in(client, "analyst")
+    page = client.get(url)
+    assert page.status_code == 200, page.text
+    html = page.text
+    assert 'id="cell-target"' in html and "100" in html
+    assert "/static/insights.js" in html
+    cumulative = _chart(html, "chart-cumulative-data")
+    assert cumulative["days"] == ["2026-03-02", "2026-03-03", "2026-03-04"]
+    assert cumulative["series"][0]["data"][-1] == 0.29
+    uplift = _chart(html, "chart-uplift-data")
+    assert uplift["categories"][1:] == ["A", "B"]  # after "All", in the page's language
+    bars = zip(uplift["uplift"], uplift["low"], uplift["high"], strict=True)
+    assert all(lo < u < hi for u, lo, hi in bars)
+    assert uplift["significant"] == [True, True, False]
+    # Variant B's uplift is noise, and the page says so next to it.
+    assert html.count("not-significant") == 2  # variant B and province ZJ
+    assert 'id="provinces"' in html
+
+    rollout = client.get(url + "?wave=rollout")
+    assert rollout.status_code == 200 and "not-significant" in rollout.text
+    assert client.get(url + "?wave=later").status_code == 422
+
+    api = client.get(f"/v1/campaigns/{campaign_id}/evaluation")  # the signed-in browser
+    assert api.status_code == 200
+    assert api.json()["cells"]["target"]["contacts"] == 100
+
+    client.cookies.clear()
+    keyed = client.get(
+        f"/v1/campaigns/{campaign_id}/evaluation?wave=test",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert keyed.status_code == 200, keyed.text
+    body = keyed.json()
+    assert body["wave"] == "test" and body["cells"]["control"]["contacts"] == 10
+    assert set(body["uplift"]) >= {"absolute", "relative", "ci95", "p_value"}
+    refused = client.get(
+        f"/v1/campaigns/{campaign_id}/evaluation", headers={"Authorization": f"Bearer {weak}"}
+    )
+    assert refused.status_code == 403
+    assert client.get(f"/v1/campaigns/{campaign_id}/evaluation").status_code == 401
+
+    sign_in(client, "zj")  # a national campaign is not a province marketer's
+    assert client.get(url).status_code == 403
+
+
+def test_the_page_speaks_chinese_and_english(
+    client: TestClient, web_sessions: sessionmaker[Session]
+) -> None:
+    with web_sessions() as s:
+        campaign_id = _run_campaign(s).id
+        s.commit()
+        make_staff(s, username="admin", role=Role.HQ_ADMIN, region="CN")
+    sign_in(client, "admin")
+    client.get("/lang/zh_CN?next=/console")
+    html = client.get(f"/console/campaigns/{campaign_id}/evaluation").text
+    assert "效果评估" in html and "不显著" in html and "目标组" in html
+    client.get("/lang/en?next=/console")
+    html = client.get(f"/console/campaigns/{campaign_id}/evaluation").text
+    assert (
+        "Evaluation" in html
+        and "not significant" in html
+        and "Uplift with its 95% interval" in html
+    )
