@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -115,6 +115,10 @@ def _rowcount(result: Any) -> int:
     return int(result.rowcount)
 
 
+# The contacts table for Core statements on the dispatch hot path (no ORM bookkeeping per row).
+_CONTACTS = cast(Table, CampaignContact.__table__)
+
+
 def _insert(session: Session, model: Any) -> Any:
     """The dialect's INSERT … ON CONFLICT construct (PostgreSQL and SQLite spell it alike)."""
     if session.get_bind().dialect.name == "postgresql":
@@ -220,11 +224,13 @@ def insert_contacts_ignore(session: Session, rows: Sequence[dict[str, Any]]) -> 
     if not rows:
         return 0
     # RETURNING names only the rows inserted (rowcount is not reliable for ON CONFLICT on psycopg).
-    inserted = session.execute(
-        _insert(session, CampaignContact)
-        .values(list(rows))
+    # One cached statement run over the rows (insertmanyvalues), not a fresh multi-row VALUES
+    # statement compiled per chunk.
+    inserted = session.connection().execute(
+        _insert(session, CampaignContact.__table__)
         .on_conflict_do_nothing(index_elements=["campaign_id", "subscriber_id"])
-        .returning(CampaignContact.id)
+        .returning(CampaignContact.__table__.c.id),
+        list(rows),
     )
     return len(inserted.all())
 
@@ -342,15 +348,15 @@ def lease_contact(
     session: Session, *, contact_id: int, status: str, attempts: int, now: datetime, until: datetime
 ) -> bool:
     """Take a contact for sending if it is still what we saw (status and attempts)."""
-    c = CampaignContact
+    # Core on the table, not the ORM: this runs once per contact on the dispatch hot path.
+    c = _CONTACTS.c
     cond = [c.id == contact_id, c.status == status, c.attempts == attempts]
     if status == ContactStatus.SENDING.value:
         cond.append(c.lease_until < now)
-    result = session.execute(
-        update(c)
+    result = session.connection().execute(
+        update(_CONTACTS)
         .where(*cond)
         .values(status=ContactStatus.SENDING.value, lease_until=until, attempts=attempts + 1)
-        .execution_options(synchronize_session=False)
     )
     return bool(_rowcount(result))
 
@@ -359,16 +365,15 @@ def settle_contact(
     session: Session, *, contact_id: int, attempts: int, target: str, **values: Any
 ) -> bool:
     """Record the outcome of the attempt this worker holds (a lost lease changes nothing)."""
-    c = CampaignContact
-    result = session.execute(
-        update(c)
+    c = _CONTACTS.c
+    result = session.connection().execute(
+        update(_CONTACTS)
         .where(
             c.id == contact_id,
             c.status == ContactStatus.SENDING.value,
             c.attempts == attempts,
         )
         .values(status=target, lease_until=None, **values)
-        .execution_options(synchronize_session=False)
     )
     return bool(_rowcount(result))
 

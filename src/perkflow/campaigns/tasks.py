@@ -489,6 +489,7 @@ def dispatch_batch(
     for name, items in sorted(by_channel.items()):
         channel = dispatcher.channels.get(name)
         ready = [i for i in items if i.error is None and channel is not None]
+        ready_ids = {i.contact_id for i in ready}
         results: dict[int, SendResult] = {
             i.contact_id: SendResult(
                 i.contact_id,
@@ -497,7 +498,7 @@ def dispatch_batch(
                 retryable=False,
             )
             for i in items
-            if i not in ready
+            if i.contact_id not in ready_ids
         }
         with unit_of_work(sessions) as session:
             if ready and channel is not None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -24,8 +24,15 @@ def insert_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> dict[in
     """Insert inbox rows keyed by contact id, skipping contacts already there; contact → row id."""
     if not rows:
         return {}
-    session.execute(
-        _insert(session).values(list(rows)).on_conflict_do_nothing(index_elements=["contact_id"])
+    # One cached statement over the rows (executemany), not a multi-row VALUES compiled each time.
+    table = cast(Table, InboxMessage.__table__)
+    stmt = (
+        postgresql.insert(table)
+        if session.get_bind().dialect.name == "postgresql"
+        else sqlite.insert(table)
+    )
+    session.connection().execute(
+        stmt.on_conflict_do_nothing(index_elements=["contact_id"]), list(rows)
     )
     # Read back new and pre-existing rows alike: a resend gets the ref of the first delivery.
     found = session.execute(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from perkflow.kit import crypto
 
 # The channels a campaign may use; the audience's contact policy knows the same names.
 CHANNELS = ("sms", "email", "webhook", "in_app")
@@ -181,38 +181,9 @@ def message_id(message: Message) -> str:
 
 SIGNATURE_HEADER = "X-Perkflow-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-SIGNATURE_TOLERANCE_S = 300
-
-
-def sign_body(secret: str, body: bytes, *, timestamp: int) -> str:
-    """`t=<unix>,v1=<HMAC-SHA256 of "t.body">`: the timestamp is signed, so a replay ages out."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
-
-
-def signature_problem(
-    secret: str,
-    body: bytes,
-    header: str | None,
-    *,
-    now_ts: int,
-    tolerance_s: int = SIGNATURE_TOLERANCE_S,
-) -> str | None:
-    """Why a signature header does not vouch for the body, or None when it does."""
-    if not header:
-        return "signature header missing"
-    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
-    try:
-        timestamp = int(parts["t"])
-        given = parts["v1"]
-    except (KeyError, ValueError):
-        return "signature header malformed"
-    if abs(now_ts - timestamp) > tolerance_s:
-        return "signature too old"
-    expected = sign_body(secret, body, timestamp=timestamp).split("v1=", 1)[1]
-    if not hmac.compare_digest(expected, given):
-        return "signature does not match"
-    return None
+# The same signature scheme as partner callbacks (kit/crypto.py).
+sign_body = crypto.sign_body
+signature_problem = crypto.signature_problem
 
 
 def webhook_retryable(status_code: int) -> bool:

@@ -266,6 +266,10 @@ def run_demo_campaign(ctx: Context, *, seed: int) -> DemoResult:
     )
 
 
+def _rate(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2%}"
+
+
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:+.2f} pt"
 
@@ -278,7 +282,7 @@ def print_result(result: DemoResult, *, base_url: str) -> None:
         table.add_column(col, justify="right" if col != "group" else "left")
     for cell in ("target", "control"):
         c = r["cells"][cell]
-        table.add_row(cell, f"{c['contacts']:,}", f"{c['responses']:,}", f"{c['rate']:.2%}")
+        table.add_row(cell, f"{c['contacts']:,}", f"{c['responses']:,}", _rate(c["rate"]))
     u = r["uplift"]
     ci = u["ci95"]
     table.add_row(
@@ -297,7 +301,7 @@ def print_result(result: DemoResult, *, base_url: str) -> None:
             f"variant {v['variant']}",
             f"{v['contacts']:,}",
             f"{v['responses']:,}",
-            f"{v['rate']:.2%}",
+            _rate(v["rate"]),
             _pct(vu["absolute"]),
             f"{_pct(vci[0])} … {_pct(vci[1])}" if vci else "—",
             f"{vu['p_value']:.2g}" if vu["p_value"] is not None else "—",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from perkflow.kit import crypto
 
 
 class GrantStatus(StrEnum):
@@ -88,37 +88,9 @@ def resume_to(paused_from: str | None) -> GrantStatus:
 
 SIGNATURE_HEADER = "X-Perkflow-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-SIGNATURE_TOLERANCE_S = 300
-
-
-def sign(secret: str, body: bytes, *, timestamp: int) -> str:
-    """`t=<unix>,v1=<HMAC-SHA256 of "t.body">`: the timestamp is signed, so a replay ages out."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
-
-
-def signature_problem(
-    secret: str,
-    body: bytes,
-    header: str | None,
-    *,
-    now_ts: int,
-    tolerance_s: int = SIGNATURE_TOLERANCE_S,
-) -> str | None:
-    """Why a signature header does not vouch for the body, or None when it does."""
-    if not header:
-        return "signature header missing"
-    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
-    try:
-        timestamp = int(parts.get("t", ""))
-    except ValueError:
-        return "signature timestamp missing"
-    if abs(now_ts - timestamp) > tolerance_s:
-        return "signature timestamp too old or in the future"
-    expected = sign(secret, body, timestamp=timestamp).split(",", 1)[1].removeprefix("v1=")
-    if not hmac.compare_digest(expected, parts.get("v1", "")):
-        return "signature does not match"
-    return None
+# Partner callbacks are signed like webhook pushes: one scheme, in the kit.
+sign = crypto.sign_body
+signature_problem = crypto.signature_problem
 
 
 class OutcomeKind(StrEnum):

@@ -71,3 +71,38 @@ class Vault:
         self.assignment_key = derive_key(master, "audience-assignment").hex()
         # Signs outgoing webhook pushes when no shared secret is configured for the receiver.
         self.webhook_key = derive_key(master, "webhook-signing").hex()
+
+
+# ---- signed HTTP bodies (partner callbacks, webhook pushes) -------------------------------------
+
+SIGNATURE_TOLERANCE_S = 300
+
+
+def sign_body(secret: str, body: bytes, *, timestamp: int) -> str:
+    """`t=<unix>,v1=<HMAC-SHA256 of "t.body">`: the timestamp is signed, so a replay ages out."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def signature_problem(
+    secret: str,
+    body: bytes,
+    header: str | None,
+    *,
+    now_ts: int,
+    tolerance_s: int = SIGNATURE_TOLERANCE_S,
+) -> str | None:
+    """Why a signature header does not vouch for the body, or None when it does."""
+    if not header:
+        return "signature header missing"
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    try:
+        timestamp = int(parts.get("t", ""))
+    except ValueError:
+        return "signature timestamp missing"
+    if abs(now_ts - timestamp) > tolerance_s:
+        return "signature timestamp too old or in the future"
+    expected = sign_body(secret, body, timestamp=timestamp).split(",", 1)[1].removeprefix("v1=")
+    if not hmac.compare_digest(expected, parts.get("v1", "")):
+        return "signature does not match"
+    return None
