@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -16,7 +17,19 @@ from perkflow.cli.main import app
 from perkflow.db import make_engine, make_session_factory
 
 ROOT = Path(__file__).resolve().parents[2]
-HILLSTROM = ROOT / ".." / "shared" / "datasets" / "hillstrom.csv"
+
+
+def _hillstrom() -> Path:
+    """The shared dataset: beside the checkout (`../shared`), or where PERKFLOW_DATASETS says."""
+    candidates = [ROOT / ".." / "shared" / "datasets" / "hillstrom.csv"]
+    if os.environ.get("PERKFLOW_DATASETS"):
+        candidates.insert(0, Path(os.environ["PERKFLOW_DATASETS"]) / "hillstrom.csv")
+    # A clone elsewhere (CI clones main into a temporary directory) still finds the workspace's.
+    candidates.append(Path("/work/shared/datasets/hillstrom.csv"))
+    return next((p for p in candidates if p.exists()), candidates[0])
+
+
+HILLSTROM = _hillstrom()
 runner = CliRunner()
 
 
