@@ -846,42 +846,32 @@ def campaign_rollout(
     )
 
 
-@router.post("/console/campaigns/{campaign_id}/pause", dependencies=[CsrfProtected])
-def campaign_pause(
-    request: Request, campaign_id: int, staff: Staff, session: DbSession
-) -> Response:
-    return _act(
-        request,
-        staff,
-        session,
-        campaign_id,
-        lambda: campaigns.pause_campaign(session, actor=staff.actor, campaign_id=campaign_id),
-    )
+def _simple_step(step: Callable[..., object]) -> Callable[..., Response]:
+    """A lifecycle step that needs only the campaign (pause, resume, finish) as a form handler."""
+
+    def handler(request: Request, campaign_id: int, staff: Staff, session: DbSession) -> Response:
+        return _act(
+            request,
+            staff,
+            session,
+            campaign_id,
+            lambda: step(session, actor=staff.actor, campaign_id=campaign_id),
+        )
+
+    return handler
 
 
-@router.post("/console/campaigns/{campaign_id}/resume", dependencies=[CsrfProtected])
-def campaign_resume(
-    request: Request, campaign_id: int, staff: Staff, session: DbSession
-) -> Response:
-    return _act(
-        request,
-        staff,
-        session,
-        campaign_id,
-        lambda: campaigns.resume_campaign(session, actor=staff.actor, campaign_id=campaign_id),
-    )
-
-
-@router.post("/console/campaigns/{campaign_id}/finish", dependencies=[CsrfProtected])
-def campaign_finish(
-    request: Request, campaign_id: int, staff: Staff, session: DbSession
-) -> Response:
-    return _act(
-        request,
-        staff,
-        session,
-        campaign_id,
-        lambda: campaigns.finish_campaign(session, actor=staff.actor, campaign_id=campaign_id),
+for _name, _step in (
+    ("pause", campaigns.pause_campaign),
+    ("resume", campaigns.resume_campaign),
+    ("finish", campaigns.finish_campaign),
+):
+    router.add_api_route(
+        f"/console/campaigns/{{campaign_id}}/{_name}",
+        _simple_step(_step),
+        methods=["POST"],
+        dependencies=[CsrfProtected],
+        name=f"campaign_{_name}",
     )
 
 
