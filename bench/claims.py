@@ -106,8 +106,34 @@ def _load(args: tuple[str, int, str, str, list[int], int, float]) -> dict[str, A
         )
         out["end"] = time.perf_counter()
 
+    cpu = time.process_time()
     asyncio.run(main())
+    out["cpu_s"] = time.process_time() - cpu
     return out
+
+
+# ---- CPU accounting (Linux /proc) ---------------------------------------------------------
+
+
+def _tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds of a process, its live descendants and its reaped children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, stack = 0.0, [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            # utime, stime, cutime, cstime are fields 14-17 (11-14 after the name).
+            total += sum(int(f) for f in fields[11:15]) / tick
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def _postmaster_pid(server: Any) -> int:
+    return int((server.data / "postmaster.pid").read_text().split()[0])
 
 
 # ---- setup --------------------------------------------------------------------------------
@@ -295,10 +321,12 @@ def main() -> None:
                 ids = list(range(first, first + args.stock + extra))
                 path = f"/v1/coupon-batches/{batch_id}/claims"
                 ctx = multiprocessing.get_context("spawn")
+                cpu_before = (_tree_cpu_s(proc.pid), _tree_cpu_s(_postmaster_pid(server)))
                 with ctx.Pool(1) as pool:
                     out = pool.apply(
                         _load, (("127.0.0.1", port, path, key, ids, clients, args.max_seconds),)
                     )
+                cpu_after = (_tree_cpu_s(proc.pid), _tree_cpu_s(_postmaster_pid(server)))
                 ok = out["codes"].get(201, 0)
                 span = (out["last_ok"] or out["end"]) - out["start"]
                 lat = sorted(out["latencies"])
@@ -311,6 +339,18 @@ def main() -> None:
                     "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
                     "p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 1) if lat else None,
                     "sold_out": out["sold_out"],
+                    # CPU per answered request, whatever else the machine was doing meanwhile.
+                    "server_cpu_ms": round(
+                        1000 * (cpu_after[0] - cpu_before[0]) / max(1, sum(out["codes"].values())),
+                        3,
+                    ),
+                    "db_cpu_ms": round(
+                        1000 * (cpu_after[1] - cpu_before[1]) / max(1, sum(out["codes"].values())),
+                        3,
+                    ),
+                    "load_cpu_ms": round(
+                        1000 * out["cpu_s"] / max(1, sum(out["codes"].values())), 3
+                    ),
                     "codes": out["codes"],
                     **check,
                 }

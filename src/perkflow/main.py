@@ -25,6 +25,7 @@ from perkflow.catalog import pages as catalog_pages
 from perkflow.channels import pages as channels_pages
 from perkflow.coupons import api as coupons_api
 from perkflow.coupons import pages as coupons_pages
+from perkflow.coupons.claim_lane import ClaimLane
 from perkflow.db import make_engine, make_session_factory
 from perkflow.errors import PerkflowError
 from perkflow.grants import api as grants_api
@@ -156,6 +157,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         https_only=False,
     )
     app.add_middleware(SecurityHeaders)
+    if settings.claim_fast_lane:
+        # Outermost: the flash-sale claims skip the framework (coupons/claim_lane.py).
+        app.add_middleware(ClaimLane)
     _install_error_handlers(app)
 
     static = str(resources.files("perkflow").joinpath("web/static"))

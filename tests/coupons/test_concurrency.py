@@ -211,7 +211,12 @@ def test_100000_lottery_draws_match_probabilities_and_respect_the_budget(
         for _ in range(calls_each):
             with wide() as s:
                 coupons.draw_lottery(
-                    s, actor=SYSTEM, program_id=program.id, subscriber_id=sid, count=per_call
+                    s,
+                    actor=SYSTEM,
+                    vault=vault,
+                    program_id=program.id,
+                    subscriber_id=sid,
+                    count=per_call,
                 )
                 s.commit()
 

@@ -310,7 +310,7 @@ def test_lottery_never_passes_its_budget_and_draws_reproduce(
     [a, *_] = make_subscribers(session, vault, GD)
     program = make_lottery(session, budget_fen=5000, tiers=[(1, 1000, 500_000), (2, 100, 400_000)])
     results = coupons.draw_lottery(
-        session, actor=SYSTEM, program_id=program.id, subscriber_id=a, count=50
+        session, actor=SYSTEM, vault=vault, program_id=program.id, subscriber_id=a, count=50
     )
     session.commit()
     paid = sum(r.prize_fen for r in results)

@@ -138,11 +138,51 @@ def prune_rate_limits(
         stop.set()
 
 
+@coupons_app.command("housekeeping")
+@handles_errors
+def housekeeping(
+    every: Annotated[
+        float, typer.Option(help="keep running, a round every N seconds (0: one round and exit)")
+    ] = 0.0,
+) -> None:
+    """Prune finished rate windows and expire unopened share envelopes (cron, or --every)."""
+    ctx = get_context()
+
+    def show(done: tasks.Housekeeping) -> None:
+        console.print(
+            f"dropped {done.rate_windows:,} rate windows; expired {done.envelopes:,} envelopes, "
+            f"{format_fen(done.returned_fen)} back to budgets"
+        )
+
+    if every <= 0:
+        show(tasks.housekeep(ctx.sessions))
+        return
+    stop = threading.Event()
+    try:
+        tasks.run_housekeeping(ctx.sessions, every_s=every, stop=stop, on_round=show)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@coupons_app.command("add-stock")
+@handles_errors
+def add_stock(batch_id: int, quantity: Annotated[int, typer.Option(help="units to add")]) -> None:
+    """Add stock to an active or paused batch (new shards after the existing slots)."""
+    ctx = get_context()
+    with ctx.uow() as session:
+        view = coupons.add_stock(session, actor=SYSTEM, batch_id=batch_id, quantity=quantity)
+        session.commit()
+    console.print(f"batch {batch_id}: {view.remaining:,} of {view.total:,} left")
+
+
 @coupons_app.command("generate-codes")
 @handles_errors
 def generate_codes(
     batch_id: int,
     chunk: Annotated[int, typer.Option(help="codes per committed chunk")] = tasks.CHUNK,
+    count: Annotated[
+        int | None, typer.Option(help="make this many more codes (for stock to add later)")
+    ] = None,
 ) -> None:
     """Generate a pattern batch's missing codes with progress; re-run to resume a stopped job."""
     ctx = get_context()
@@ -155,7 +195,11 @@ def generate_codes(
         if live and not coupons.job_is_stale(live[0]) and live[0].status == "running":
             console.print(f"job {live[0].id} is running elsewhere; watch it in the console")
             raise typer.Exit(code=1)
-        job = live[0] if live else coupons.start_code_job(session, actor=SYSTEM, batch_id=batch_id)
+        job = (
+            live[0]
+            if live
+            else coupons.start_code_job(session, actor=SYSTEM, batch_id=batch_id, count=count)
+        )
         job_id, done, total = job.id, job.done, job.total
         session.commit()
     with _bar() as bar:

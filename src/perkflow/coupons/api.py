@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
-from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.orm import Session, sessionmaker
 
 from perkflow.coupons import service as coupons
+from perkflow.coupons.claim_gate import ClaimGate, ClaimRequest, settle
 from perkflow.coupons.rules import BatchStatus
 from perkflow.coupons.schemas import (
     BatchOut,
@@ -23,12 +22,11 @@ from perkflow.coupons.schemas import (
     RedemptionOut,
     ReverseIn,
     StatusIn,
+    StockAdditionIn,
     StockOut,
     WalletItemOut,
 )
-from perkflow.errors import PerkflowError, TooManyRequests, ValidationFailed
-from perkflow.kit.crypto import Vault
-from perkflow.org.rules import Actor
+from perkflow.errors import ValidationFailed
 from perkflow.web.auth import ApiActor, DbSession, VaultDep
 
 router = APIRouter(prefix="/v1", tags=["coupons"])
@@ -38,6 +36,21 @@ DeviceId = Annotated[str | None, Header(alias="X-Device-Id", max_length=64)]
 
 def _zone(request: Request) -> str:
     return str(request.app.state.settings.timezone)
+
+
+def gate_of(app: Any) -> ClaimGate:
+    """The app's claim gate, made on first use (one per process and app)."""
+    gate = getattr(app.state, "claim_gate", None)
+    if gate is None:
+        sessions, settings, vault = app.state.sessions, app.state.settings, app.state.vault
+        gate = ClaimGate(
+            lambda group: settle(sessions, vault=vault, requests=group),
+            max_group=settings.claim_max_group,
+            lanes=settings.claim_lanes,
+        )
+        app.state.claim_gate = gate
+    assert isinstance(gate, ClaimGate)
+    return gate
 
 
 @router.post("/coupon-batches", response_model=BatchOut, status_code=201)
@@ -76,50 +89,13 @@ def stock(batch_id: int, actor: ApiActor, session: DbSession) -> StockOut:
     return StockOut(batch_id=batch_id, **view.__dict__)
 
 
-def _claim_in_transaction(
-    sessions: sessionmaker[Session],
-    *,
-    actor: Actor,
-    vault: Vault,
-    batch_id: int,
-    body: ClaimIn,
-    device_id: str | None,
-    zone: str,
-) -> coupons.ClaimOutcome:
-    """The claim's own transaction: the attempt is counted in it, one commit on success."""
-    with sessions() as session:
-
-        def count_attempt() -> None:
-            coupons.admit_claim_attempt(
-                session, subscriber_id=body.subscriber_id, device_id=device_id, batch_id=batch_id
-            )
-
-        try:
-            count_attempt()
-            outcome = coupons.claim_coupon(
-                session,
-                actor=actor,
-                vault=vault,
-                batch_id=batch_id,
-                subscriber_id=body.subscriber_id,
-                idempotency_key=body.idempotency_key,
-                channel="api",
-                device_id=device_id,
-                zone=zone,
-            )
-            session.commit()
-            return outcome
-        except PerkflowError as exc:
-            # A refused claim still counts as an attempt: drop the claim's changes, count it
-            # again on its own and commit that. (Refused by the rate limit: nothing to keep.)
-            session.rollback()
-            if not isinstance(exc, TooManyRequests):
-                count_attempt()
-                session.commit()
-            raise
-        except BaseException:
-            session.rollback()
-            raise
+@router.post("/coupon-batches/{batch_id}/stock-additions", response_model=StockOut, status_code=201)
+def add_stock(
+    batch_id: int, body: StockAdditionIn, actor: ApiActor, session: DbSession
+) -> StockOut:
+    """Add units to an active or paused batch (new shards, new slots); the stock after."""
+    view = coupons.add_stock(session, actor=actor, batch_id=batch_id, quantity=body.quantity)
+    return StockOut(batch_id=batch_id, **view.__dict__)
 
 
 @router.post("/coupon-batches/{batch_id}/claims", response_model=ClaimOut, status_code=201)
@@ -129,24 +105,33 @@ async def claim(
     request: Request,
     response: Response,
     actor: ApiActor,
-    vault: VaultDep,
     device_id: DeviceId = None,
 ) -> ClaimOut:
-    """Claim a coupon into a subscriber's wallet; a repeated idempotency key returns that claim."""
-    # The flash-sale hot path: one hop to a worker thread for the whole transaction (committed
-    # there, before the response), instead of one per dependency and one for the handler.
-    outcome = await run_in_threadpool(
-        _claim_in_transaction,
-        request.app.state.sessions,
-        actor=actor,
-        vault=vault,
-        batch_id=batch_id,
-        body=body,
-        device_id=device_id,
-        zone=_zone(request),
+    """Claim a coupon into a subscriber's wallet; a repeated idempotency key returns that claim.
+
+    201 with the new claim, 200 when the idempotency key had already claimed (a replay).
+    Well-formed calls with an API key are answered by the claim lane in front of the app
+    (coupons/claim_lane.py) with the same answers; this route answers everything else.
+    """
+    # The flash-sale hot path: concurrent claims are settled in groups, one transaction each,
+    # committed before any of them answers (coupons/claim_gate.py).
+    outcome = await gate_of(request.app).claim(
+        ClaimRequest(
+            actor=actor,
+            batch_id=batch_id,
+            subscriber_id=body.subscriber_id,
+            idempotency_key=body.idempotency_key,
+            device_id=device_id,
+            zone=_zone(request),
+        )
     )
     if outcome.replayed:
         response.status_code = 200
+    return claim_out(outcome)
+
+
+def claim_out(outcome: coupons.ClaimOutcome) -> ClaimOut:
+    """The answer to a claim."""
     return ClaimOut(
         coupon_id=outcome.coupon.id,
         batch_id=outcome.coupon.batch_id,
@@ -221,18 +206,33 @@ def reverse(
 
 
 @router.post("/envelope-programs/{program_id}/draws", response_model=list[DrawOut])
-def draw(program_id: int, body: DrawIn, actor: ApiActor, session: DbSession) -> list[DrawOut]:
-    """Draw a lottery for a subscriber; each result can be recomputed from the logged seed."""
+def draw(
+    program_id: int, body: DrawIn, actor: ApiActor, session: DbSession, vault: VaultDep
+) -> list[DrawOut]:
+    """Draw a lottery for a subscriber; won prizes are credited (cash balance or a coupon)."""
     results = coupons.draw_lottery(
         session,
         actor=actor,
+        vault=vault,
         program_id=program_id,
         subscriber_id=body.subscriber_id,
         count=body.count,
     )
-    return [
-        DrawOut(
-            draw_no=r.draw_no, u=r.u, tier=r.tier, outcome=r.outcome.value, prize_fen=r.prize_fen
+    prizes = coupons.draw_prizes(
+        session, program_id=program_id, draw_nos=[r.draw_no for r in results]
+    )
+    out = []
+    for r in results:
+        prize = prizes.get(r.draw_no)
+        out.append(
+            DrawOut(
+                draw_no=r.draw_no,
+                u=r.u,
+                tier=r.tier,
+                outcome=r.outcome.value,
+                prize_fen=r.prize_fen,
+                credited=prize.credit.kind if prize else None,
+                coupon_id=prize.credit.coupon_id if prize else None,
+            )
         )
-        for r in results
-    ]
+    return out

@@ -260,6 +260,11 @@ class EnvelopeTier(Base):
     weight_ppm: Mapped[int] = mapped_column(Integer)
     max_count: Mapped[int | None] = mapped_column(Integer, default=None)
     won_count: Mapped[int] = mapped_column(Integer, default=0)
+    # A coupon batch the tier pays out (one coupon per win); None = cash of prize_fen. For a
+    # coupon tier prize_fen is what a win costs the budget (typically the coupon's face value).
+    prize_batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("coupon_batches.id"), default=None
+    )
 
 
 class EnvelopeDraw(Base):
@@ -312,6 +317,35 @@ class ShareEnvelope(Base):
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
+class EnvelopeCredit(Base):
+    """A red-envelope prize credited to its subscriber: cash to their balance, or a coupon."""
+
+    # One row per won draw or opened envelope: the unique constraints make crediting idempotent.
+
+    __tablename__ = "envelope_credits"
+    __table_args__ = (
+        UniqueConstraint("program_id", "draw_no"),
+        UniqueConstraint("envelope_id"),
+        CheckConstraint("(draw_no IS NULL) <> (envelope_id IS NULL)", name="one_source"),
+        CheckConstraint("(kind = 'coupon') = (coupon_id IS NOT NULL)", name="coupon"),
+        Index("ix_envelope_credits_subscriber", "subscriber_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(_FK_BIGINT, ForeignKey("subscribers.id"))
+    program_id: Mapped[int] = mapped_column(ForeignKey("envelope_programs.id"))
+    draw_no: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    envelope_id: Mapped[int | None] = mapped_column(
+        _FK_BIGINT, ForeignKey("share_envelopes.id"), default=None
+    )
+    kind: Mapped[str] = mapped_column(String(8))  # cash | coupon
+    amount_fen: Mapped[int] = mapped_column(Integer)
+    coupon_id: Mapped[int | None] = mapped_column(
+        _FK_BIGINT, ForeignKey("coupons.id"), default=None
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class ShareHelp(Base):
     """A friend's help; `via_id` is whose link they came through, so chains can be reviewed."""
 
@@ -338,6 +372,7 @@ __all__ = [
     "Coupon",
     "CouponBatch",
     "EnvelopeCounter",
+    "EnvelopeCredit",
     "EnvelopeDraw",
     "EnvelopeProgram",
     "EnvelopeTier",

@@ -182,9 +182,15 @@ def wallet(request: Request, sid: SubscriberId, session: DbSession, vault: Vault
         session, actor=coupons.subscriber_actor(sid), vault=vault, subscriber_id=sid
     )
     envelopes = coupons.my_envelopes(session, subscriber_id=sid)
-    draws = [d for d in coupons.draws_of(session, subscriber_id=sid) if d.prize_fen > 0]
     return render(
-        request, "h5/wallet.html", {"items": items, "envelopes": envelopes, "draws": draws}
+        request,
+        "h5/wallet.html",
+        {
+            "items": items,
+            "envelopes": envelopes,
+            "prizes": coupons.prizes_of(session, subscriber_id=sid),
+            "balance": coupons.cash_balance(session, subscriber_id=sid),
+        },
     )
 
 
@@ -217,6 +223,7 @@ def _envelopes(
     sid: int,
     *,
     results: list[Any] | None = None,
+    prizes: dict[int, Any] | None = None,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
@@ -244,6 +251,7 @@ def _envelopes(
             "links": links,
             "tiers": tiers,
             "results": results,
+            "prizes": prizes or {},
             "error": error,
         },
         status_code=status_code,
@@ -264,6 +272,7 @@ def draw(
         results = coupons.draw_lottery(
             session,
             actor=coupons.subscriber_actor(sid, ip=client_ip(request)),
+            vault=vault,
             program_id=program_id,
             subscriber_id=sid,
         )
@@ -275,7 +284,10 @@ def draw(
         return _envelopes(
             request, session, vault, sid, error=exc.message, status_code=exc.status_code
         )
-    return _envelopes(request, session, vault, sid, results=results)
+    prizes = coupons.draw_prizes(
+        session, program_id=program_id, draw_nos=[r.draw_no for r in results]
+    )
+    return _envelopes(request, session, vault, sid, results=results, prizes=prizes)
 
 
 @router.post("/h5/envelopes/{program_id}/share", dependencies=[CsrfProtected])
@@ -885,17 +897,51 @@ def batch_status(
     return RedirectResponse(f"/console/coupons/{batch_id}", status_code=303)
 
 
+@router.post("/console/coupons/{batch_id}/stock-additions", dependencies=[CsrfProtected])
+def add_stock(
+    request: Request,
+    batch_id: int,
+    staff: Staff,
+    session: DbSession,
+    quantity: Annotated[str, Form(max_length=12)] = "",
+) -> Response:
+    _require_editor(staff)
+    try:
+        text = quantity.strip().replace(",", "")
+        if not text.isdigit():
+            raise ValidationFailed("a whole number of units", field="quantity")
+        coupons.add_stock(session, actor=staff.actor, batch_id=batch_id, quantity=int(text))
+    except PerkflowError as exc:
+        if exc.status_code in (403, 404):
+            raise
+        session.rollback()
+        return _batch_page(
+            request, staff, session, batch_id, error=_error_text(exc), status_code=exc.status_code
+        )
+    return RedirectResponse(f"/console/coupons/{batch_id}", status_code=303)
+
+
 @router.post("/console/coupons/{batch_id}/codes/generate", dependencies=[CsrfProtected])
 def generate_codes(
-    request: Request, batch_id: int, staff: Staff, session: DbSession, vault: VaultDep
+    request: Request,
+    batch_id: int,
+    staff: Staff,
+    session: DbSession,
+    vault: VaultDep,
+    count: Annotated[str, Form(max_length=12)] = "",
 ) -> Response:
     _require_editor(staff)
     stale = [j for j in coupons.jobs_of(session, batch_id=batch_id) if coupons.job_is_stale(j)]
     try:
+        more = count.strip().replace(",", "")
+        if more and not more.isdigit():
+            raise ValidationFailed("a whole number of codes", field="count")
         if stale:
             job_id = stale[0].id  # a crashed worker's job: resume it where it stopped
         else:
-            job_id = coupons.start_code_job(session, actor=staff.actor, batch_id=batch_id).id
+            job_id = coupons.start_code_job(
+                session, actor=staff.actor, batch_id=batch_id, count=int(more) if more else None
+            ).id
         session.commit()  # the job must exist before its worker looks for it
     except PerkflowError as exc:
         if exc.status_code in (403, 404):
@@ -979,6 +1025,9 @@ def _program_spec(request: Request, form: dict[str, str]) -> ProgramSpec:
             ppm = round(float(pct) * 10_000)
         except ValueError as exc:
             raise ValidationFailed("a probability in percent", field=f"tier{i}_percent") from exc
+        batch = form.get(f"tier{i}_batch", "").strip()
+        if batch and not batch.isdigit():
+            raise ValidationFailed("a coupon batch id", field=f"tier{i}_batch")
         tiers.append(
             TierSpec(
                 tier=i,
@@ -986,6 +1035,7 @@ def _program_spec(request: Request, form: dict[str, str]) -> ProgramSpec:
                 name_en=form.get(f"tier{i}_name", "").strip() or f"Tier {i}",
                 prize_fen=yuan_to_fen(prize, field=f"tier{i}_yuan"),
                 weight_ppm=max(ppm, 1),
+                prize_batch_id=int(batch) if batch else None,
             )
         )
     helpers = form.get("helpers_needed", "").strip()

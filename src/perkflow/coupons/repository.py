@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy import (
     Integer,
+    String,
     Table,
     and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -30,6 +33,7 @@ from perkflow.coupons.models import (
     Coupon,
     CouponBatch,
     EnvelopeCounter,
+    EnvelopeCredit,
     EnvelopeDraw,
     EnvelopeProgram,
     EnvelopeTier,
@@ -40,6 +44,7 @@ from perkflow.coupons.models import (
     ShareHelp,
     StockShard,
 )
+from perkflow.db import UTCDateTime
 
 
 def _upsert(session: Session, model: Any) -> Any:
@@ -102,6 +107,52 @@ def stock_levels(session: Session, batch_ids: Sequence[int]) -> dict[int, tuple[
         .group_by(StockShard.batch_id)
     )
     return {int(b): (int(r or 0), int(t or 0)) for b, r, t in rows}
+
+
+def grow_stock(
+    session: Session,
+    *,
+    batch_id: int,
+    quantity: int,
+    shards: int,
+    max_total: int,
+    pooled: bool,
+    at: datetime,
+) -> tuple[int, int] | None:
+    """Grow an active or paused batch within its limits: (new total, new shard count) or None."""
+    conditions = [
+        CouponBatch.id == batch_id,
+        CouponBatch.status.in_(["active", "paused"]),
+        CouponBatch.stock_total + quantity <= max_total,
+    ]
+    if pooled:
+        # Slot n takes pool code n: every new slot needs a code already in the pool.
+        conditions.append(CouponBatch.stock_total + quantity <= CouponBatch.pool_size)
+    # One conditional UPDATE: the batch row's lock serialises additions, so the slot range
+    # and the shard numbers after the returned values are this call's alone.
+    row = session.execute(
+        update(CouponBatch)
+        .where(*conditions)
+        .values(
+            stock_total=CouponBatch.stock_total + quantity,
+            shard_count=CouponBatch.shard_count + shards,
+            updated_at=at,
+        )
+        .returning(CouponBatch.stock_total, CouponBatch.shard_count)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return (int(row[0]), int(row[1])) if row else None
+
+
+def add_shards(session: Session, batch_id: int, shards: Sequence[tuple[int, int, int]]) -> None:
+    """Insert new full shards given as (shard number, slot base, size)."""
+    session.execute(
+        insert(StockShard),
+        [
+            {"batch_id": batch_id, "shard": n, "slot_base": b, "size": k, "remaining": k}
+            for n, b, k in shards
+        ],
+    )
 
 
 def set_batch_status(
@@ -316,6 +367,250 @@ def take_rate_tokens(
         params[f"key{i}"] = key
         params[f"limit{i}"] = limit
     return {str(k) for k in session.execute(_RATE_UPSERT[len(limits)], params).scalars()}
+
+
+# ---- claims in bulk (the claim gate: many requests, one transaction) ----------------------
+
+
+def _counter_upsert_many(rows: int) -> Any:
+    """The counters' conditional upsert for many subscribers of one batch at once."""
+    values = ", ".join(f"(:batch_id, :sub{i}, :period{i}, 1)" for i in range(rows))
+    # Built from a row count only, never from input; one cached text per size.
+    sql = (
+        "INSERT INTO coupon_claim_counters (batch_id, subscriber_id, period, count) "  # noqa: S608
+        f"VALUES {values} ON CONFLICT (batch_id, subscriber_id, period) "
+        "DO UPDATE SET count = coupon_claim_counters.count + 1 "
+        "WHERE coupon_claim_counters.count < CASE coupon_claim_counters.period "
+        "WHEN 'total' THEN :limit_total ELSE :limit_day END "
+        "RETURNING subscriber_id, period"
+    )
+    return text(sql)
+
+
+_MANY: dict[tuple[str, int], Any] = {}
+
+
+def _many(kind: str, rows: int) -> Any:
+    stmt = _MANY.get((kind, rows))
+    if stmt is None:
+        if kind == "rate":
+            stmt = _conditional_upsert("coupon_rate_buckets", ("key", "window_start"), "key", rows)
+        else:
+            stmt = _counter_upsert_many(rows)
+        _MANY[(kind, rows)] = stmt
+    return stmt
+
+
+# PostgreSQL gets the bulk statements with arrays: one short text whatever the group size,
+# which the driver parses and prepares once (a VALUES list per size was parsed on every call).
+_RATE_UNNEST = text(
+    "INSERT INTO coupon_rate_buckets (key, window_start, count)"
+    " SELECT k, :window_start, 1 FROM unnest(CAST(:keys AS varchar[])) AS u(k)"
+    " ON CONFLICT (key, window_start) DO UPDATE SET count = coupon_rate_buckets.count + 1"
+    " WHERE coupon_rate_buckets.count < (SELECT l FROM unnest(CAST(:keys AS varchar[]),"
+    " CAST(:limits AS int[])) AS v(k, l) WHERE v.k = coupon_rate_buckets.key)"
+    " RETURNING key"
+)
+_COUNTERS_UNNEST = text(
+    "INSERT INTO coupon_claim_counters (batch_id, subscriber_id, period, count)"
+    " SELECT :batch_id, s, p, 1"
+    " FROM unnest(CAST(:subs AS bigint[]), CAST(:periods AS varchar[])) AS u(s, p)"
+    " ON CONFLICT (batch_id, subscriber_id, period)"
+    " DO UPDATE SET count = coupon_claim_counters.count + 1"
+    " WHERE coupon_claim_counters.count < CASE coupon_claim_counters.period"
+    " WHEN 'total' THEN :limit_total ELSE :limit_day END"
+    " RETURNING subscriber_id, period"
+)
+
+
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def take_rate_tokens_many(
+    session: Session, *, window_start: int, limits: Sequence[tuple[str, int]]
+) -> set[str]:
+    """`take_rate_tokens` for many distinct keys in one statement (sorted: lock order)."""
+    ordered = sorted(limits)
+    if _postgres(session):
+        got = session.execute(
+            _RATE_UNNEST,
+            {
+                "window_start": window_start,
+                "keys": [k for k, _ in ordered],
+                "limits": [n for _, n in ordered],
+            },
+        )
+        return {str(k) for k in got.scalars()}
+    params: dict[str, Any] = {"window_start": window_start}
+    for i, (key, limit) in enumerate(ordered):
+        params[f"key{i}"] = key
+        params[f"limit{i}"] = limit
+    return {str(k) for k in session.execute(_many("rate", len(ordered)), params).scalars()}
+
+
+def give_back_rate_tokens(session: Session, *, window_start: int, keys: Sequence[str]) -> None:
+    """Undo this transaction's own attempt counts (rows it has locked, so this is exact)."""
+    if keys:
+        session.execute(
+            text(
+                "UPDATE coupon_rate_buckets SET count = count - 1"
+                " WHERE key = :key AND window_start = :window_start"
+            ),
+            [{"key": k, "window_start": window_start} for k in sorted(keys)],
+        )
+
+
+def bump_claim_counters_many(
+    session: Session,
+    *,
+    batch_id: int,
+    rows: Sequence[tuple[int, str]],
+    limit_total: int,
+    limit_day: int,
+) -> set[tuple[int, str]]:
+    """Count one claim per (subscriber, period) below its limit; the pairs that were counted."""
+    ordered = sorted(rows)
+    params: dict[str, Any] = {
+        "batch_id": batch_id,
+        "limit_total": limit_total,
+        "limit_day": limit_day,
+    }
+    if _postgres(session):
+        params["subs"] = [sub for sub, _ in ordered]
+        params["periods"] = [period for _, period in ordered]
+        got = session.execute(_COUNTERS_UNNEST, params).all()
+        return {(int(s), str(p)) for s, p in got}
+    for i, (sub, period) in enumerate(ordered):
+        params[f"sub{i}"] = sub
+        params[f"period{i}"] = period
+    got = session.execute(_many("counters", len(ordered)), params).all()
+    return {(int(s), str(p)) for s, p in got}
+
+
+_UNBUMP = (
+    update(_table(ClaimCounter))
+    .where(
+        _table(ClaimCounter).c.batch_id == bindparam("b_batch"),
+        _table(ClaimCounter).c.subscriber_id == bindparam("b_sub"),
+        _table(ClaimCounter).c.period == bindparam("b_period"),
+    )
+    .values(count=_table(ClaimCounter).c.count - 1)
+)
+
+
+def unbump_claim_counters_many(
+    session: Session, *, batch_id: int, rows: Sequence[tuple[int, str]]
+) -> None:
+    """Undo this transaction's own counts (their rows are locked by it, so this is exact)."""
+    if rows:
+        session.execute(
+            _UNBUMP, [{"b_batch": batch_id, "b_sub": s, "b_period": p} for s, p in sorted(rows)]
+        )
+
+
+_TAKE_MANY = (
+    update(_SHARDS)
+    .where(
+        _SHARDS.c.batch_id == bindparam("b_batch"),
+        _SHARDS.c.shard == bindparam("b_shard"),
+        _SHARDS.c.remaining >= bindparam("b_k"),
+        _IS_ACTIVE,
+    )
+    .values(remaining=_SHARDS.c.remaining - bindparam("b_k"))
+    .returning(_SHARDS.c.slot_base, _SHARDS.c.size, _SHARDS.c.remaining)
+)
+
+
+def take_many_from_active_shard(
+    session: Session, *, batch_id: int, shard: int, k: int
+) -> tuple[int, int, int] | None:
+    """Take k units of one shard at once, all or none: (base, size, remaining after)."""
+    row = session.execute(_TAKE_MANY, {"b_batch": batch_id, "b_shard": shard, "b_k": k}).first()
+    return (int(row[0]), int(row[1]), int(row[2])) if row else None
+
+
+_TAKEN_KEYS = {
+    "postgresql": select(_COUPONS.c.idempotency_key).where(
+        _COUPONS.c.idempotency_key == any_(bindparam("keys", type_=ARRAY(String)))
+    ),
+    "sqlite": select(_COUPONS.c.idempotency_key).where(
+        _COUPONS.c.idempotency_key.in_(bindparam("keys", expanding=True))
+    ),
+}
+
+
+def coupons_by_keys(session: Session, keys: Sequence[str]) -> dict[str, Coupon]:
+    """Coupons already claimed under any of these idempotency keys."""
+    stmt = _TAKEN_KEYS[session.get_bind().dialect.name]
+    taken = list(session.execute(stmt, {"keys": list(keys)}).scalars())
+    if not taken:  # the usual case: no ORM load at all
+        return {}
+    found = session.scalars(
+        select(Coupon)
+        .where(Coupon.idempotency_key.in_(taken))
+        .execution_options(populate_existing=True)
+    )
+    return {c.idempotency_key: c for c in found}
+
+
+def pool_codes_many(
+    session: Session, *, batch_id: int, ordinals: Sequence[int]
+) -> dict[int, tuple[str, bytes]]:
+    """Pre-made codes of a batch by ordinal: (hash, encrypted code)."""
+    rows = session.execute(
+        select(PoolCode.ordinal, PoolCode.code_hash, PoolCode.code_enc).where(
+            PoolCode.batch_id == batch_id, PoolCode.ordinal.in_(ordinals)
+        )
+    )
+    return {int(o): (str(h), bytes(e)) for o, h, e in rows}
+
+
+_INSERT_CLAIMS = {
+    name: dialect.insert(_COUPONS)
+    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    .returning(_COUPONS.c.id, _COUPONS.c.idempotency_key)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
+_INSERT_CLAIMS_UNNEST = text(
+    "INSERT INTO coupons (batch_id, subscriber_id, slot, code_hash, code_enc, idempotency_key,"
+    " status, channel, device_id, claimed_at, valid_from, valid_until)"
+    " SELECT :batch_id, s, sl, h, e, k, :status, c, d, :claimed_at, :valid_from, :valid_until"
+    " FROM unnest(CAST(:subs AS bigint[]), CAST(:slots AS int[]), CAST(:hashes AS varchar[]),"
+    " CAST(:encs AS bytea[]), CAST(:keys AS varchar[]), CAST(:channels AS varchar[]),"
+    " CAST(:devices AS varchar[])) AS u(s, sl, h, e, k, c, d)"
+    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key"
+).bindparams(
+    bindparam("claimed_at", type_=UTCDateTime()),
+    bindparam("valid_from", type_=UTCDateTime()),
+    bindparam("valid_until", type_=UTCDateTime()),
+)
+
+
+def insert_claims(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert claimed coupons of one batch (one statement) except taken keys: key -> new id."""
+    if _postgres(session):
+        # Batch, status and the times are the same on every row of a group.
+        first = rows[0]
+        params = {
+            k: first[k] for k in ("batch_id", "status", "claimed_at", "valid_from", "valid_until")
+        }
+        for name, col in (
+            ("subs", "subscriber_id"),
+            ("slots", "slot"),
+            ("hashes", "code_hash"),
+            ("encs", "code_enc"),
+            ("keys", "idempotency_key"),
+            ("channels", "channel"),
+            ("devices", "device_id"),
+        ):
+            params[name] = [r[col] for r in rows]
+        got = session.execute(_INSERT_CLAIMS_UNNEST, params).all()
+    else:
+        got = session.execute(_INSERT_CLAIMS[session.get_bind().dialect.name], rows).all()
+    return {str(k): int(i) for i, k in got}
 
 
 def prune_rate_buckets(session: Session, *, before: int) -> int:
@@ -619,6 +914,130 @@ def release_budget(session: Session, *, program_id: int, amount_fen: int) -> Non
         .values(spent_fen=EnvelopeProgram.spent_fen - amount_fen)
         .execution_options(synchronize_session=False)
     )
+
+
+def get_tier(session: Session, *, program_id: int, tier: int) -> EnvelopeTier | None:
+    return session.get(EnvelopeTier, (program_id, tier))
+
+
+def insert_credit(session: Session, values: dict[str, Any]) -> bool:
+    """Credit a prize unless its draw or envelope was credited already; True when inserted."""
+    stmt = (
+        _upsert(session, EnvelopeCredit)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(EnvelopeCredit.id)
+    )
+    return session.execute(stmt).first() is not None
+
+
+def insert_credits(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Credit freshly drawn prizes (their draw numbers are new, so none can exist yet)."""
+    if rows:
+        session.execute(insert(EnvelopeCredit), rows)
+
+
+def credit_of_draw(session: Session, *, program_id: int, draw_no: int) -> EnvelopeCredit | None:
+    return session.scalar(
+        select(EnvelopeCredit)
+        .where(EnvelopeCredit.program_id == program_id, EnvelopeCredit.draw_no == draw_no)
+        .execution_options(populate_existing=True)
+    )
+
+
+def credit_of_envelope(session: Session, envelope_id: int) -> EnvelopeCredit | None:
+    return session.scalar(
+        select(EnvelopeCredit)
+        .where(EnvelopeCredit.envelope_id == envelope_id)
+        .execution_options(populate_existing=True)
+    )
+
+
+def _with_batches(session: Session, stmt: Any) -> list[tuple[EnvelopeCredit, CouponBatch | None]]:
+    rows = session.execute(
+        stmt.add_columns(CouponBatch)
+        .outerjoin(Coupon, Coupon.id == EnvelopeCredit.coupon_id)
+        .outerjoin(CouponBatch, CouponBatch.id == Coupon.batch_id)
+    ).all()
+    return [(c, b) for c, b in rows]
+
+
+def credits_of(
+    session: Session, *, subscriber_id: int, limit: int = 100
+) -> list[tuple[EnvelopeCredit, CouponBatch | None]]:
+    """A subscriber's credited prizes, newest first, with the coupon's batch if any."""
+    return _with_batches(
+        session,
+        select(EnvelopeCredit)
+        .where(EnvelopeCredit.subscriber_id == subscriber_id)
+        .order_by(EnvelopeCredit.id.desc())
+        .limit(limit),
+    )
+
+
+def credits_of_draws(
+    session: Session, *, program_id: int, draw_nos: Sequence[int]
+) -> list[tuple[EnvelopeCredit, CouponBatch | None]]:
+    if not draw_nos:
+        return []
+    return _with_batches(
+        session,
+        select(EnvelopeCredit).where(
+            EnvelopeCredit.program_id == program_id, EnvelopeCredit.draw_no.in_(draw_nos)
+        ),
+    )
+
+
+def cash_balance(session: Session, subscriber_id: int) -> int:
+    """The sum of a subscriber's cash credits, in fen."""
+    total = session.scalar(
+        select(func.sum(EnvelopeCredit.amount_fen)).where(
+            EnvelopeCredit.subscriber_id == subscriber_id, EnvelopeCredit.kind == "cash"
+        )
+    )
+    return int(total or 0)
+
+
+def share_programs_past_deadline(session: Session, *, now: datetime) -> list[int]:
+    """Share programmes that ended (by status or end time) and still hold locked envelopes."""
+    locked = (
+        select(ShareEnvelope.id)
+        .where(ShareEnvelope.program_id == EnvelopeProgram.id, ShareEnvelope.status == "locked")
+        .exists()
+    )
+    return [
+        int(i)
+        for i in session.scalars(
+            select(EnvelopeProgram.id)
+            .where(
+                EnvelopeProgram.kind == "share",
+                (EnvelopeProgram.status == "ended") | (EnvelopeProgram.ends_at <= now),
+                locked,
+            )
+            .order_by(EnvelopeProgram.id)
+        )
+    ]
+
+
+def lock_program(session: Session, program_id: int) -> None:
+    """Row-lock a programme until commit (its budget row)."""
+    session.execute(
+        select(EnvelopeProgram.id).where(EnvelopeProgram.id == program_id).with_for_update()
+    )
+
+
+def expire_locked_envelopes(session: Session, *, program_id: int) -> list[tuple[int, int, int]]:
+    """Move a programme's locked envelopes to expired: (id, owner, amount) of each one moved."""
+    # Conditional UPDATE: an envelope a help opens meanwhile is not locked any more and stays
+    # opened; one expired by a concurrent run is skipped, so its amount comes back once.
+    rows = session.execute(
+        update(ShareEnvelope)
+        .where(ShareEnvelope.program_id == program_id, ShareEnvelope.status == "locked")
+        .values(status="expired")
+        .returning(ShareEnvelope.id, ShareEnvelope.owner_id, ShareEnvelope.amount_fen)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return [(int(i), int(o), int(a)) for i, o, a in rows]
 
 
 def draws_of(session: Session, *, subscriber_id: int, limit: int = 50) -> Sequence[EnvelopeDraw]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -66,11 +66,18 @@ class DrawOutcome(StrEnum):
     NOTHING = "nothing"  # the draw landed on no prize tier
     BUDGET_EXHAUSTED = "budget_exhausted"  # a tier was drawn but the budget could not pay it
     TIER_EXHAUSTED = "tier_exhausted"  # a tier was drawn but its prize count was used up
+    PRIZE_SOLD_OUT = "prize_sold_out"  # a coupon tier was drawn but its batch had no unit left
 
 
 class EnvelopeStatus(StrEnum):
     LOCKED = "locked"
     OPENED = "opened"
+    EXPIRED = "expired"  # not opened before its programme ended; its reservation went back
+
+
+class CreditKind(StrEnum):
+    CASH = "cash"  # to the subscriber's red-envelope balance
+    COUPON = "coupon"  # a coupon of the tier's batch in the wallet
 
 
 # Why a redemption is refused: stable codes for offline uploads and the clerk page.
@@ -99,6 +106,9 @@ RATE_PER_DEVICE = 20
 # A process that saw a batch sold out answers "sold out" without the database for this long.
 SOLD_OUT_MEMO_S = 2.0
 DEFAULT_SHARDS = 16
+# The most stock one batch may hold (the editor's own bound), and one addition's shard count.
+MAX_STOCK = 50_000_000
+MIN_SHARD_UNITS = 64
 DEFAULT_REVERSAL_WINDOW_S = 30 * 60
 MAX_DRAWS_PER_CALL = 1000
 PPM = 1_000_000
@@ -206,6 +216,23 @@ def split_stock(total: int, shards: int) -> list[tuple[int, int]]:
         out.append((start, size))
         start += size
     return out
+
+
+def addition_shards(*, quantity: int, flash_sale: bool) -> int:
+    """How many shards an addition of stock gets: as a new batch, but none under 64 units."""
+    # A tiny shard is emptied by a handful of claims and then only costs claimers a miss.
+    return max(1, min(DEFAULT_SHARDS if flash_sale else 1, quantity // MIN_SHARD_UNITS))
+
+
+def added_shards(
+    *, stock_total: int, shard_count: int, quantity: int, shards: int
+) -> list[tuple[int, int, int]]:
+    """(shard number, slot base, size) of stock added after `stock_total` existing slots."""
+    # The new slots continue where the batch ends, so they never overlap an existing range.
+    return [
+        (shard_count + i, stock_total + base, size)
+        for i, (base, size) in enumerate(split_stock(quantity, shards))
+    ]
 
 
 def slot_of(*, slot_base: int, size: int, remaining_after: int) -> int:
@@ -471,8 +498,11 @@ def settle_draws(
     won_counts: dict[int, int],
     spent_fen: int,
     budget_fen: int,
+    deliver: Callable[[Tier], bool] | None = None,
 ) -> tuple[list[DrawResult], int, dict[int, int]]:
     """Draws in order against the budget and tier counts: (results, new spent, new won counts)."""
+    # `deliver` is asked for each payable win's prize (a coupon tier takes a unit of its batch
+    # there); False records the draw as `prize_sold_out`, paying nothing.
     results = []
     won = dict(won_counts)
     for draw_no in range(first_draw_no, first_draw_no + count):
@@ -484,6 +514,8 @@ def settle_draws(
             results.append(DrawResult(draw_no, u, tier.tier, DrawOutcome.TIER_EXHAUSTED, 0))
         elif spent_fen + tier.prize_fen > budget_fen:
             results.append(DrawResult(draw_no, u, tier.tier, DrawOutcome.BUDGET_EXHAUSTED, 0))
+        elif deliver is not None and not deliver(tier):
+            results.append(DrawResult(draw_no, u, tier.tier, DrawOutcome.PRIZE_SOLD_OUT, 0))
         else:
             spent_fen += tier.prize_fen
             won[tier.tier] = won.get(tier.tier, 0) + 1
@@ -497,4 +529,6 @@ def help_problem(*, owner_id: int, helper_id: int, status: str) -> str | None:
         return "you cannot help open your own red envelope"
     if status == EnvelopeStatus.OPENED:
         return "this red envelope is already open"
+    if status == EnvelopeStatus.EXPIRED:
+        return "this red envelope has expired"
     return None

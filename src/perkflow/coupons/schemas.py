@@ -179,6 +179,8 @@ class TierSpec(BaseModel):
     prize_fen: int = Field(ge=1, le=100_000_000)
     weight_ppm: int = Field(ge=1, le=1_000_000)
     max_count: int | None = Field(default=None, ge=0)
+    # Pay this tier as a coupon of the batch; prize_fen is then what a win costs the budget.
+    prize_batch_id: int | None = Field(default=None, ge=1)
 
 
 class ProgramSpec(BaseModel):
@@ -214,3 +216,11 @@ class DrawOut(BaseModel):
     tier: int | None
     outcome: str
     prize_fen: int
+    credited: str | None = None  # cash | coupon: where the prize went
+    coupon_id: int | None = None
+
+
+class StockAdditionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    quantity: int = Field(ge=1, le=50_000_000)

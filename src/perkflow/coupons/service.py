@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -19,6 +20,7 @@ from perkflow.coupons.models import (
     CodeJob,
     Coupon,
     CouponBatch,
+    EnvelopeCredit,
     EnvelopeDraw,
     EnvelopeProgram,
     EnvelopeTier,
@@ -28,9 +30,11 @@ from perkflow.coupons.models import (
 )
 from perkflow.coupons.rules import (
     BATCH_TRANSITIONS,
+    CODE_SPARSITY,
     DEFAULT_REVERSAL_WINDOW_S,
     DEFAULT_SHARDS,
     MAX_DRAWS_PER_CALL,
+    MAX_STOCK,
     RATE_PER_DEVICE,
     RATE_PER_SUBSCRIBER,
     RATE_WINDOW_S,
@@ -39,6 +43,8 @@ from perkflow.coupons.rules import (
     CodePattern,
     CodeSource,
     CouponStatus,
+    CreditKind,
+    DrawOutcome,
     DrawResult,
     EnvelopeStatus,
     JobStatus,
@@ -51,6 +57,8 @@ from perkflow.coupons.rules import (
     Tier,
     ValidityKind,
     ValueKind,
+    added_shards,
+    addition_shards,
     coupon_validity,
     discount_fen,
     draw_number,
@@ -398,6 +406,87 @@ def stock_levels(session: Session, *, batch_ids: Sequence[int]) -> dict[int, tup
     return repo.stock_levels(session, batch_ids)
 
 
+def _stock_limit(batch: CouponBatch) -> int:
+    """The most stock a batch can hold: its codes must exist and stay unguessable."""
+    if batch.code_source == CodeSource.AUTO:
+        # An `auto` code is the slot through a permutation of the pattern's space: every slot
+        # must stay inside it, and sparse enough that guessing stays hopeless (as at creation).
+        return min(MAX_STOCK, _pattern_of(batch).capacity // CODE_SPARSITY)
+    return MAX_STOCK
+
+
+def add_stock(session: Session, *, actor: Actor, batch_id: int, quantity: int) -> StockView:
+    """Add units to an active or paused batch as new shards with slots after every existing one."""
+    batch = get_batch(session, actor=actor, batch_id=batch_id)
+    _require_edit(actor, batch.owner_region)
+    if not 1 <= quantity <= MAX_STOCK:
+        raise ValidationFailed(f"add 1-{MAX_STOCK:,} units", field="quantity")
+    if batch.status not in (BatchStatus.ACTIVE, BatchStatus.PAUSED):
+        raise Conflict(
+            f"stock is added to an active or paused batch, not a {batch.status} one",
+            field="status",
+        )
+    limit = _stock_limit(batch)
+    shards = split_stock(quantity, addition_shards(quantity=quantity, flash_sale=batch.flash_sale))
+    grown = repo.grow_stock(
+        session,
+        batch_id=batch.id,
+        quantity=quantity,
+        shards=len(shards),
+        max_total=limit,
+        pooled=batch.code_source != CodeSource.AUTO,
+        at=clock.now(),
+    )
+    if grown is None:
+        session.refresh(batch)  # why the conditional UPDATE refused, from the committed row
+        if batch.status not in (BatchStatus.ACTIVE, BatchStatus.PAUSED):
+            raise Conflict(f"the batch is {batch.status}; reload", field="status")
+        room = max(0, limit - batch.stock_total)
+        if batch.code_source != CodeSource.AUTO:
+            room = min(room, max(0, batch.pool_size - batch.stock_total))
+            raise Conflict(
+                f"the pool has codes for {room:,} more units; add codes first",
+                field="quantity",
+                room=room,
+            )
+        raise Conflict(
+            f"the code pattern has room for {room:,} more units", field="quantity", room=room
+        )
+    new_total, new_count = grown
+    added = added_shards(
+        stock_total=new_total - quantity,
+        shard_count=new_count - len(shards),
+        quantity=quantity,
+        shards=len(shards),
+    )
+    repo.add_shards(session, batch.id, added)
+    # Per-process memos: this process sees the new stock at once, others within their TTL
+    # (a claim that finds its first shard empty already falls back to every shard with stock).
+    _sold_out_seen.pop(_memo_key(session, batch.id), None)
+    _claim_terms.pop(_memo_key(session, batch.id), None)
+    org.append_audit(
+        session,
+        actor=actor,
+        action="coupon_batch.add_stock",
+        target_type="coupon_batch",
+        target_id=str(batch.id),
+        details={
+            "quantity": quantity,
+            "total": new_total,
+            "slots": [new_total - quantity, new_total - 1],
+            "shards": [n for n, _, _ in added],
+        },
+    )
+    rows = repo.shards(session, batch.id)
+    return StockView(
+        total=sum(s.size for s in rows),
+        remaining=sum(s.remaining for s in rows),
+        shards=[s.remaining for s in rows],
+        claimed=repo.count_coupons(session, batch.id),
+        redeemed=repo.redemption_count(session, batch.id),
+    )
+
+
 def activity(
     session: Session, *, actor: Actor, batch_id: int, minutes: int = 60
 ) -> dict[str, list[int]]:
@@ -485,18 +574,62 @@ def prune_rate_buckets(session: Session) -> int:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedCoupon:
+    """The claimed coupon's row as the claim wrote it (plain values: cheap to make by the 1000)."""
+
+    id: int
+    batch_id: int
+    subscriber_id: int
+    slot: int
+    code_hash: str
+    status: str
+    claimed_at: datetime
+    valid_from: datetime
+    valid_until: datetime
+
+    @classmethod
+    def of(cls, coupon: Coupon) -> ClaimedCoupon:
+        return cls(
+            id=coupon.id,
+            batch_id=coupon.batch_id,
+            subscriber_id=coupon.subscriber_id,
+            slot=coupon.slot,
+            code_hash=coupon.code_hash,
+            status=coupon.status,
+            claimed_at=coupon.claimed_at,
+            valid_from=coupon.valid_from,
+            valid_until=coupon.valid_until,
+        )
+
+    @classmethod
+    def inserted(cls, coupon_id: int, values: dict[str, Any]) -> ClaimedCoupon:
+        """From the values of the INSERT just made: no second round trip to read it back."""
+        return cls(
+            id=coupon_id,
+            batch_id=values["batch_id"],
+            subscriber_id=values["subscriber_id"],
+            slot=values["slot"],
+            code_hash=values["code_hash"],
+            status=values["status"],
+            claimed_at=values["claimed_at"],
+            valid_from=values["valid_from"],
+            valid_until=values["valid_until"],
+        )
+
+
 @dataclass(frozen=True)
 class ClaimOutcome:
     """A claim: the coupon in the wallet, and whether this call was a replay of an earlier one."""
 
-    coupon: Coupon
+    coupon: ClaimedCoupon
     replayed: bool
 
 
 def _replay(coupon: Coupon, *, batch_id: int, subscriber_id: int) -> ClaimOutcome:
     if coupon.batch_id != batch_id or coupon.subscriber_id != subscriber_id:
         raise Conflict("this idempotency key was used for another claim", field="idempotency_key")
-    return ClaimOutcome(coupon=coupon, replayed=True)
+    return ClaimOutcome(coupon=ClaimedCoupon.of(coupon), replayed=True)
 
 
 @dataclass(frozen=True)
@@ -609,6 +742,15 @@ def _replay_key(session: Session, key: str, *, batch_id: int, subscriber_id: int
     return _replay(twin, batch_id=batch_id, subscriber_id=subscriber_id)
 
 
+def require_claimant(actor: Actor, *, subscriber_id: int) -> None:
+    """403 unless the actor may claim for this subscriber (themself, or a key with the scope)."""
+    if actor.kind == "subscriber" and actor.id != str(subscriber_id):
+        raise Forbidden("a subscriber claims only for themself")
+    _require_api_scope(actor, "coupons:claim")
+    if actor.kind == "staff":
+        raise Forbidden("staff do not claim coupons for subscribers")
+
+
 def claim_coupon(
     session: Session,
     *,
@@ -622,11 +764,7 @@ def claim_coupon(
     zone: str,
 ) -> ClaimOutcome:
     """Claim one coupon into a subscriber's wallet: stock, limits and the key decide atomically."""
-    if actor.kind == "subscriber" and actor.id != str(subscriber_id):
-        raise Forbidden("a subscriber claims only for themself")
-    _require_api_scope(actor, "coupons:claim")
-    if actor.kind == "staff":
-        raise Forbidden("staff do not claim coupons for subscribers")
+    require_claimant(actor, subscriber_id=subscriber_id)
     key = f"{subscriber_id}:{idempotency_key}"
     if repo.claim_id_by_key(session, key) is not None:
         return _replay_key(session, key, batch_id=batch_id, subscriber_id=subscriber_id)
@@ -711,8 +849,7 @@ def claim_coupon(
         target_id=str(coupon_id),
         details={"batch": batch_id, "subscriber": subscriber_id, "channel": channel},
     )
-    # A transient copy of the row just inserted: no second round trip to read it back.
-    return ClaimOutcome(coupon=Coupon(id=coupon_id, **values), replayed=False)
+    return ClaimOutcome(coupon=ClaimedCoupon.inserted(coupon_id, values), replayed=False)
 
 
 @dataclass(frozen=True)
@@ -800,13 +937,21 @@ def wallet_item(session: Session, *, actor: Actor, vault: Vault, coupon_id: int)
 # ---- codes --------------------------------------------------------------------------------
 
 
-def start_code_job(session: Session, *, actor: Actor, batch_id: int) -> CodeJob:
-    """Queue generating the codes a pattern batch still lacks (one live job per batch)."""
+def start_code_job(
+    session: Session, *, actor: Actor, batch_id: int, count: int | None = None
+) -> CodeJob:
+    """Queue generating a pattern batch's missing codes, or `count` more (stock to add later)."""
     batch = get_batch(session, actor=actor, batch_id=batch_id)
     _require_edit(actor, batch.owner_region)
     if batch.code_source != CodeSource.PATTERN:
         raise Conflict("only a pattern batch has codes generated", field="code_source")
-    missing = batch.stock_total - batch.pool_size
+    missing = batch.stock_total - batch.pool_size if count is None else count
+    if count is not None:
+        if not 1 <= count <= MAX_STOCK:
+            raise ValidationFailed(f"make 1-{MAX_STOCK:,} codes", field="count")
+        problem = pattern_problem(_pattern_of(batch), count=batch.pool_size + count)
+        if problem:
+            raise ValidationFailed(problem, field="count")
     if missing <= 0:
         raise Conflict("every code of this batch exists", field="batch_id")
     now = clock.now()
@@ -1338,6 +1483,9 @@ def create_program(session: Session, *, actor: Actor, spec: ProgramSpec) -> Enve
         problem = tiers_problem(tiers)
         if problem:
             raise ValidationFailed(problem, field="tiers")
+        for t in spec.tiers:
+            if t.prize_batch_id is not None:
+                _check_prize_batch(session, actor=actor, owner=owner, batch_id=t.prize_batch_id)
     else:
         if spec.share_amount_fen is None or spec.helpers_needed is None:
             raise ValidationFailed(
@@ -1381,6 +1529,7 @@ def create_program(session: Session, *, actor: Actor, spec: ProgramSpec) -> Enve
                 weight_ppm=t.weight_ppm,
                 max_count=t.max_count,
                 won_count=0,
+                prize_batch_id=t.prize_batch_id,
             )
             for t in spec.tiers
         )
@@ -1398,6 +1547,23 @@ def create_program(session: Session, *, actor: Actor, spec: ProgramSpec) -> Enve
         },
     )
     return program
+
+
+def _check_prize_batch(session: Session, *, actor: Actor, owner: str, batch_id: int) -> None:
+    """A tier's prize batch: one the actor manages, usable by every player of the programme."""
+    batch = repo.get_batch(session, batch_id)
+    if batch is None:
+        raise ValidationFailed(f"no coupon batch {batch_id}", field="tiers.prize_batch_id")
+    if not _can_edit(actor, batch.owner_region):
+        raise Forbidden("the prize batch belongs to another region")
+    if batch.owner_region not in ("CN", owner):
+        # A winner may live anywhere the programme reaches; a province's coupon would not be.
+        raise ValidationFailed(
+            "the prize batch must be national or the programme's own province",
+            field="tiers.prize_batch_id",
+        )
+    if batch.status == BatchStatus.ENDED:
+        raise ValidationFailed("the prize batch has ended", field="tiers.prize_batch_id")
 
 
 def get_program(session: Session, *, program_id: int) -> EnvelopeProgram:
@@ -1476,10 +1642,102 @@ def _require_participant(
         raise Forbidden("this programme is for subscribers of another province")
 
 
+def _code_for_slot(
+    session: Session, *, vault: Vault, batch: CouponBatch, slot: int
+) -> tuple[str, bytes]:
+    """(hash, encrypted code) of a batch's slot, derived (`auto`) or taken from its pool."""
+    if batch.code_source == CodeSource.AUTO:
+        pattern = _pattern_of(batch)
+        code = pattern.spell(_permutation(session, vault, batch.id, pattern.capacity)(slot))
+        hashed = code_hash(vault, code)
+        return hashed, _encrypt_code(vault, code, hashed)
+    pooled = repo.pool_code(session, batch_id=batch.id, ordinal=slot)
+    if pooled is None:
+        raise Conflict("this batch's codes are missing; tell the operator", field="batch_id")
+    return pooled.code_hash, pooled.code_enc
+
+
+def _take_prize_unit(session: Session, *, batch: CouponBatch) -> tuple[int, int] | None:
+    """(shard, slot) of one unit of a prize batch, or None if it is sold out or not active."""
+    try:
+        return _take_slot(session, batch_id=batch.id, shard_count=batch.shard_count)
+    except NotClaimable:
+        return None
+
+
+def _prize_key(program_id: int, draw_no: int) -> str:
+    # Claim keys all start with the subscriber id and a colon, so no claim can take this key.
+    return f"prize:{program_id}:{draw_no}"
+
+
+def _issue_prize_coupon(
+    session: Session,
+    *,
+    vault: Vault,
+    batch: CouponBatch,
+    subscriber_id: int,
+    key: str,
+    taken: tuple[int, int],
+) -> int:
+    """Put a prize coupon on a taken unit into the wallet once per key: its id."""
+    shard, slot = taken
+    now = clock.now()
+    valid_from, valid_until = coupon_validity(
+        kind=ValidityKind(batch.validity_kind),
+        claimed_at=now,
+        valid_from=batch.valid_from,
+        valid_until=batch.valid_until,
+        valid_days=batch.valid_days,
+    )
+    hashed, code_enc = _code_for_slot(session, vault=vault, batch=batch, slot=slot)
+    coupon_id = repo.insert_claim(
+        session,
+        {
+            "batch_id": batch.id,
+            "subscriber_id": subscriber_id,
+            "slot": slot,
+            "code_hash": hashed,
+            "code_enc": code_enc,
+            "idempotency_key": key,
+            "status": CouponStatus.CLAIMED.value,
+            "channel": "lottery",
+            "device_id": None,
+            "claimed_at": now,
+            "valid_from": valid_from,
+            "valid_until": valid_until,
+        },
+    )
+    if coupon_id is None:
+        # Credited by a concurrent retry: give our unit back (its shard row is still locked by
+        # this transaction, so the slot is ours to return) and keep theirs.
+        repo.give_back_to_shard(session, batch_id=batch.id, shard=shard)
+        coupon_id = repo.claim_id_by_key(session, key)
+        assert coupon_id is not None
+    return coupon_id
+
+
+def _prize_batches(session: Session, tiers: Sequence[EnvelopeTier]) -> dict[int, CouponBatch]:
+    out = {}
+    for t in tiers:
+        if t.prize_batch_id is not None:
+            batch = repo.get_batch(session, t.prize_batch_id)
+            assert batch is not None  # a foreign key
+            out[t.tier] = batch
+    return out
+
+
 def draw_lottery(
-    session: Session, *, actor: Actor, program_id: int, subscriber_id: int, count: int = 1
+    session: Session,
+    *,
+    actor: Actor,
+    vault: Vault,
+    program_id: int,
+    subscriber_id: int,
+    count: int = 1,
 ) -> list[DrawResult]:
     """Draw `count` times for a subscriber: reproducible from the seed, never past the budget."""
+    # Each won prize is credited in the same transaction: a coupon of the tier's batch in the
+    # wallet, or cash to the subscriber's red-envelope balance.
     if not 1 <= count <= MAX_DRAWS_PER_CALL:
         raise ValidationFailed(f"draw 1-{MAX_DRAWS_PER_CALL} at a time", field="count")
     if actor.kind == "subscriber" and count > 10:
@@ -1501,6 +1759,20 @@ def draw_lottery(
     last, spent, budget, seed = reserved
     tiers = repo.tiers(session, program.id, lock=True)
     rule_tiers = [Tier(t.tier, t.prize_fen, t.weight_ppm, t.max_count) for t in tiers]
+    prize_batches = _prize_batches(session, tiers)
+    units: list[tuple[int, int]] = []
+
+    def deliver(tier: Tier) -> bool:
+        # A coupon prize takes its unit now, in draw order, so a sold-out batch turns the draw
+        # into `prize_sold_out` before the budget is charged for it.
+        batch = prize_batches.get(tier.tier)
+        if batch is None:
+            return True
+        unit = _take_prize_unit(session, batch=batch)
+        if unit is not None:
+            units.append(unit)
+        return unit is not None
+
     results, new_spent, won = settle_draws(
         seed=seed,
         first_draw_no=last - count + 1,
@@ -1509,6 +1781,7 @@ def draw_lottery(
         won_counts={t.tier: t.won_count for t in tiers},
         spent_fen=spent,
         budget_fen=budget,
+        deliver=deliver,
     )
     # We hold the programme row since reserve_draws, so nobody moved spent_fen meanwhile;
     # the CHECK constraint (spent <= budget) would reject any arithmetic slip.
@@ -1534,6 +1807,36 @@ def draw_lottery(
             for r in results
         ],
     )
+    credits = []
+    taken = iter(units)
+    for r in results:
+        if r.outcome != DrawOutcome.WON or r.tier is None:
+            continue
+        credit: dict[str, object] = {
+            "subscriber_id": subscriber_id,
+            "program_id": program.id,
+            "draw_no": r.draw_no,
+            "envelope_id": None,
+            "kind": CreditKind.CASH.value,
+            "amount_fen": r.prize_fen,
+            "coupon_id": None,
+            "at": at,
+        }
+        batch = prize_batches.get(r.tier)
+        if batch is not None:
+            credit["kind"] = CreditKind.COUPON.value
+            credit["coupon_id"] = _issue_prize_coupon(
+                session,
+                vault=vault,
+                batch=batch,
+                subscriber_id=subscriber_id,
+                key=_prize_key(program.id, r.draw_no),
+                taken=next(taken),
+            )
+        credits.append(credit)
+    # The draw numbers were reserved by this call, so no credit of them can exist yet; the
+    # unique (programme, draw number) would refuse a second one.
+    repo.insert_credits(session, credits)
     org.record_audit(
         session,
         actor=actor,
@@ -1544,9 +1847,58 @@ def draw_lottery(
             "subscriber": subscriber_id,
             "draws": [results[0].draw_no, results[-1].draw_no],
             "paid_fen": new_spent - spent,
+            "credited": len(credits),
         },
     )
     return results
+
+
+def credit_draw(
+    session: Session, *, vault: Vault, program_id: int, draw_no: int
+) -> EnvelopeCredit | None:
+    """Credit a won draw's prize unless it was credited (None for a draw that won nothing)."""
+    existing = repo.credit_of_draw(session, program_id=program_id, draw_no=draw_no)
+    if existing is not None:
+        return existing
+    draw = repo.get_draw(session, program_id=program_id, draw_no=draw_no)
+    if draw is None:
+        raise NotFound(f"no draw {draw_no}", field="draw_no")
+    if draw.outcome != DrawOutcome.WON or draw.tier is None:
+        return None
+    tier = repo.get_tier(session, program_id=program_id, tier=draw.tier)
+    assert tier is not None
+    coupon_id = None
+    if tier.prize_batch_id is not None:
+        key = _prize_key(program_id, draw_no)
+        coupon_id = repo.claim_id_by_key(session, key)
+        if coupon_id is None:
+            batch = repo.get_batch(session, tier.prize_batch_id)
+            assert batch is not None
+            unit = _take_prize_unit(session, batch=batch)
+            if unit is None:
+                raise SoldOut("the prize's coupon batch has no unit left", field="draw_no")
+            coupon_id = _issue_prize_coupon(
+                session,
+                vault=vault,
+                batch=batch,
+                subscriber_id=draw.subscriber_id,
+                key=key,
+                taken=unit,
+            )
+    # Insert-or-nothing on the unique (programme, draw number): a concurrent twin credits once.
+    repo.insert_credit(
+        session,
+        {
+            "subscriber_id": draw.subscriber_id,
+            "program_id": program_id,
+            "draw_no": draw_no,
+            "kind": (CreditKind.COUPON if coupon_id else CreditKind.CASH).value,
+            "amount_fen": draw.prize_fen,
+            "coupon_id": coupon_id,
+            "at": clock.now(),
+        },
+    )
+    return repo.credit_of_draw(session, program_id=program_id, draw_no=draw_no)
 
 
 def verify_draw(
@@ -1686,7 +2038,15 @@ def help_open(
         raise Conflict("you have already helped this red envelope", field="envelope_id")
     counted = repo.count_help(session, envelope_id=envelope.id, at=at)
     if counted is None:
-        raise Conflict("this red envelope is already open", field="envelope_id")
+        session.refresh(envelope)
+        raise Conflict(
+            help_problem(owner_id=envelope.owner_id, helper_id=helper_id, status=envelope.status)
+            or "this red envelope is already open",
+            field="envelope_id",
+        )
+    if counted[1] == EnvelopeStatus.OPENED:
+        # This help opened it (the conditional UPDATE opens an envelope once): pay it now.
+        _credit_envelope(session, envelope=envelope, at=at)
     org.record_audit(
         session,
         actor=actor,
@@ -1697,6 +2057,101 @@ def help_open(
     )
     session.refresh(envelope)
     return envelope
+
+
+def _credit_envelope(session: Session, *, envelope: ShareEnvelope, at: datetime) -> None:
+    # Its amount was reserved from the budget when it started; crediting moves no budget.
+    repo.insert_credit(
+        session,
+        {
+            "subscriber_id": envelope.owner_id,
+            "program_id": envelope.program_id,
+            "envelope_id": envelope.id,
+            "kind": CreditKind.CASH.value,
+            "amount_fen": envelope.amount_fen,
+            "at": at,
+        },
+    )
+
+
+def credit_envelope(session: Session, *, envelope_id: int) -> EnvelopeCredit | None:
+    """Credit an opened envelope's amount to its owner unless it was (None if not opened)."""
+    envelope = get_envelope(session, envelope_id=envelope_id)
+    if envelope.status != EnvelopeStatus.OPENED:
+        return None
+    # Insert-or-nothing on the unique envelope id: credited once however often this runs.
+    _credit_envelope(session, envelope=envelope, at=clock.now())
+    return repo.credit_of_envelope(session, envelope.id)
+
+
+@dataclass(frozen=True)
+class ExpiryReport:
+    """What one expiry run did: envelopes expired and budget returned, per programme."""
+
+    envelopes: int
+    returned_fen: int
+    programs: list[int]
+
+
+def expire_envelopes(session: Session, *, now: datetime | None = None) -> ExpiryReport:
+    """Expire share envelopes still locked when their programme ended; return their budget once."""
+    moment = now or clock.now()
+    expired = returned = 0
+    programs = []
+    for program_id in repo.share_programs_past_deadline(session, now=moment):
+        # Lock order as in start_share: the programme row, then its envelopes. A concurrent
+        # run waits here and then finds nothing locked (a programme that ended stays ended).
+        repo.lock_program(session, program_id)
+        rows = repo.expire_locked_envelopes(session, program_id=program_id)
+        if not rows:
+            continue
+        amount = sum(a for _, _, a in rows)
+        # The same transaction as the status change: an envelope's reservation comes back
+        # exactly when it moves to expired, and only one run can move it.
+        repo.release_budget(session, program_id=program_id, amount_fen=amount)
+        org.append_audit(
+            session,
+            actor=SYSTEM,
+            action="envelope.expire",
+            target_type="envelope_program",
+            target_id=str(program_id),
+            details={"envelopes": len(rows), "returned_fen": amount},
+        )
+        expired += len(rows)
+        returned += amount
+        programs.append(program_id)
+    return ExpiryReport(envelopes=expired, returned_fen=returned, programs=programs)
+
+
+@dataclass(frozen=True)
+class PrizeView:
+    """A credited prize as its subscriber sees it: cash, or a coupon with its batch."""
+
+    credit: EnvelopeCredit
+    batch: CouponBatch | None
+
+
+def prizes_of(session: Session, *, subscriber_id: int) -> list[PrizeView]:
+    """A subscriber's credited red-envelope prizes, newest first."""
+    return [
+        PrizeView(credit=c, batch=b)
+        for c, b in repo.credits_of(session, subscriber_id=subscriber_id)
+    ]
+
+
+def draw_prizes(
+    session: Session, *, program_id: int, draw_nos: Sequence[int]
+) -> dict[int, PrizeView]:
+    """The credited prize of each of these draws that won one, by draw number."""
+    return {
+        int(c.draw_no or 0): PrizeView(credit=c, batch=b)
+        for c, b in repo.credits_of_draws(session, program_id=program_id, draw_nos=draw_nos)
+    }
+
+
+def cash_balance(session: Session, *, subscriber_id: int) -> int:
+    """A subscriber's red-envelope cash balance in fen (what was credited to it)."""
+    return repo.cash_balance(session, subscriber_id)
 
 
 def my_envelopes(session: Session, *, subscriber_id: int) -> Sequence[ShareEnvelope]:

@@ -1,12 +1,14 @@
-"""Background work of coupons: code generation in committed chunks, rate-window pruning.
+"""Background work of coupons: code generation in committed chunks, periodic housekeeping.
 
 An entry point: each function here owns and commits its transactions.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,6 +20,7 @@ from perkflow.kit.crypto import Vault
 
 Progress = Callable[[int, int], None]
 CHUNK = 10_000
+log = logging.getLogger(__name__)
 
 
 def run_code_job(
@@ -71,4 +74,50 @@ def run_rate_pruner(
     # Each claim attempt adds up to two rows per 10 s window; without this the table only grows.
     while not stop.is_set():
         prune_rate_limits(sessions)
+        stop.wait(every_s)
+
+
+def expire_envelopes(sessions: sessionmaker[Session]) -> coupons.ExpiryReport:
+    """Expire share envelopes past their programme's end in one committed transaction."""
+    with unit_of_work(sessions) as session:
+        report = coupons.expire_envelopes(session)
+        session.commit()
+    return report
+
+
+@dataclass(frozen=True)
+class Housekeeping:
+    """What one round of housekeeping did."""
+
+    rate_windows: int
+    envelopes: int
+    returned_fen: int
+
+
+def housekeep(sessions: sessionmaker[Session]) -> Housekeeping:
+    """One round of the periodic work, each job in its own transaction."""
+    dropped = prune_rate_limits(sessions)
+    expired = expire_envelopes(sessions)
+    return Housekeeping(
+        rate_windows=dropped, envelopes=expired.envelopes, returned_fen=expired.returned_fen
+    )
+
+
+def run_housekeeping(
+    sessions: sessionmaker[Session],
+    *,
+    every_s: float,
+    stop: threading.Event,
+    on_round: Callable[[Housekeeping], None] | None = None,
+) -> None:
+    """Housekeep every `every_s` seconds until `stop` is set (the coupons' scheduler)."""
+    while not stop.is_set():
+        try:
+            done = housekeep(sessions)
+        except Exception:
+            # A database hiccup must not end the scheduler; every job is safe to run again.
+            log.exception("coupon housekeeping failed; retrying in %s s", every_s)
+        else:
+            if on_round is not None:
+                on_round(done)
         stop.wait(every_s)

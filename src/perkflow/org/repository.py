@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, bindparam, func, insert, select, text
 from sqlalchemy.orm import Session
 
+from perkflow.db import UTCDateTime
 from perkflow.org.models import ApiKey, AuditEntry, LoginAttempt, Region, StaffUser
 
 # On the Table, not the mapped class: a plain Core insert, no ORM bulk-persistence layer.
@@ -88,6 +90,33 @@ def audit_page(
 def insert_audit(session: Session, values: dict[str, Any]) -> None:
     """One audit row through a cached Core INSERT (hot paths: no ORM object, no flush)."""
     session.execute(_AUDIT, values)
+
+
+# One statement whatever the row count: the per-row values travel as arrays.
+_AUDIT_UNNEST = text(
+    "INSERT INTO audit_log (at, actor_kind, actor_id, actor_name, action, target_type,"
+    " target_id, details, ip)"
+    " SELECT :at, :actor_kind, :actor_id, :actor_name, :action, :target_type, t, CAST(d AS json),"
+    " :ip FROM unnest(CAST(:target_ids AS varchar[]), CAST(:details AS text[])) AS u(t, d)"
+).bindparams(bindparam("at", type_=UTCDateTime()))
+
+
+def insert_audits(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Many audit rows of one actor and action (bulk hot paths): one statement on PostgreSQL."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(_AUDIT, rows)
+        return
+    first = rows[0]
+    session.execute(
+        _AUDIT_UNNEST,
+        {
+            **{k: first[k] for k in ("at", "actor_kind", "actor_id", "actor_name", "action")},
+            "target_type": first["target_type"],
+            "ip": first["ip"],
+            "target_ids": [r["target_id"] for r in rows],
+            "details": [json.dumps(r["details"]) for r in rows],
+        },
+    )
 
 
 def audit_of_target(

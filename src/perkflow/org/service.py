@@ -196,6 +196,37 @@ def append_audit(
     )
 
 
+def append_audits(
+    session: Session,
+    *,
+    actor: Actor,
+    action: str,
+    target_type: str,
+    entries: Sequence[tuple[str, dict[str, Any]]],
+) -> None:
+    """`append_audit` for many targets of one actor and action: one executemany."""
+    if not entries:
+        return
+    at = clock.now()
+    repo.insert_audits(
+        session,
+        [
+            {
+                "at": at,
+                "actor_kind": actor.kind,
+                "actor_id": actor.id,
+                "actor_name": actor.name,
+                "action": action,
+                "target_type": target_type,
+                "target_id": target_id,
+                "details": details,
+                "ip": actor.ip,
+            }
+            for target_id, details in entries
+        ],
+    )
+
+
 def list_audit(
     session: Session, *, actor: Actor, offset: int, limit: int, action: str | None = None
 ) -> tuple[Sequence[AuditEntry], int]:

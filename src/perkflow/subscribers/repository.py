@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import BigInteger, Table, any_, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from perkflow.subscribers.models import StatusEvent, Subscriber
@@ -24,6 +25,29 @@ def get_for_share(session: Session, subscriber_id: int) -> Subscriber | None:
         .with_for_update(read=True)
         .execution_options(populate_existing=True)
     )
+
+
+_SUBSCRIBERS = cast(Table, Subscriber.__table__)
+# Share-locked in id order: concurrent holders of overlapping sets never wait on each other in
+# a cycle, and a status change (an UPDATE) waits until the holder commits. PostgreSQL gets the
+# ids as one array parameter (a short statement the driver prepares once), SQLite an IN list.
+_HOLD_MANY = {
+    dialect: select(_SUBSCRIBERS.c.id, _SUBSCRIBERS.c.province_code, _SUBSCRIBERS.c.status)
+    .where(ids)
+    .order_by(_SUBSCRIBERS.c.id)
+    .with_for_update(read=True)
+    for dialect, ids in (
+        ("postgresql", _SUBSCRIBERS.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))),
+        ("sqlite", _SUBSCRIBERS.c.id.in_(bindparam("ids", expanding=True))),
+    )
+}
+
+
+def hold_many(session: Session, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """(province, status) of each known id, share-locked until the caller commits."""
+    stmt = _HOLD_MANY[session.get_bind().dialect.name]
+    rows = session.execute(stmt, {"ids": list(ids)})
+    return {int(i): (str(p), str(s)) for i, p, s in rows}
 
 
 def statuses(session: Session, ids: Sequence[int]) -> dict[int, str]:

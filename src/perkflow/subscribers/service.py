@@ -87,6 +87,13 @@ def hold_active_subscriber(session: Session, *, actor: Actor, subscriber_id: int
     return sub
 
 
+def hold_subscribers(
+    session: Session, *, subscriber_ids: Sequence[int]
+) -> dict[int, tuple[str, str]]:
+    """(province, status) of each known subscriber, share-locked until commit (bulk claims)."""
+    return repo.hold_many(session, sorted(set(subscriber_ids)))
+
+
 def require_in_scope(session: Session, *, actor: Actor, subscriber_id: int) -> None:
     """404 unless the subscriber exists, 403 unless the actor's region covers them."""
     _get_in_scope(session, actor=actor, subscriber_id=subscriber_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -132,17 +132,17 @@ API_KEY_CACHE_S = 5.0
 _API_KEY_CACHE_MAX = 4096
 
 
-def _api_key_cache(request: Request) -> dict[str, tuple[Actor, float]]:
-    cache: dict[str, tuple[Actor, float]] | None = getattr(request.app.state, "api_actors", None)
+def _api_key_cache(app: Any) -> dict[str, tuple[Actor, float]]:
+    cache: dict[str, tuple[Actor, float]] | None = getattr(app.state, "api_actors", None)
     if cache is None:
-        cache = request.app.state.api_actors = {}
+        cache = app.state.api_actors = {}
     return cache
 
 
-def _lookup_key(request: Request, presented: str) -> Actor | None:
+def _lookup_key(app: Any, presented: str, ip: str) -> Actor | None:
     # Its own short read-only transaction: the request's transaction need not exist yet.
-    with request.app.state.sessions() as session:
-        return org.actor_for_api_key(session, presented=presented, ip=client_ip(request))
+    with app.state.sessions() as session:
+        return org.actor_for_api_key(session, presented=presented, ip=ip)
 
 
 def _lookup_staff(request: Request, staff_id: int) -> Actor | None:
@@ -153,16 +153,17 @@ def _lookup_staff(request: Request, staff_id: int) -> Actor | None:
         )
 
 
-async def _actor_for_key(request: Request, presented: str) -> Actor | None:
-    cache = _api_key_cache(request)
+async def actor_for_key(app: Any, presented: str, *, ip: str) -> Actor | None:
+    """The actor of a presented API key (cached per process), or None if unknown or revoked."""
+    cache = _api_key_cache(app)
     digest = sha256_hex(presented)
     now = clock.now().timestamp()
     hit = cache.get(digest)
     if hit is not None and now - hit[1] < API_KEY_CACHE_S:
-        return replace(hit[0], ip=client_ip(request))
+        return replace(hit[0], ip=ip)
     # Database calls go to a worker thread: a blocking query on the event loop stalls every
     # request, and with the pool exhausted it deadlocks against the requests' own teardowns.
-    actor = await run_in_threadpool(_lookup_key, request, presented)
+    actor = await run_in_threadpool(_lookup_key, app, presented, ip)
     if actor is not None:
         if len(cache) >= _API_KEY_CACHE_MAX:
             cache.clear()
@@ -178,7 +179,7 @@ async def api_actor(request: Request) -> Actor:
     # thread hops of its set-up and tear-down) just to learn who is calling.
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        actor = await _actor_for_key(request, auth[7:].strip())
+        actor = await actor_for_key(request.app, auth[7:].strip(), ip=client_ip(request))
         if actor is None:
             raise Unauthenticated("unknown or revoked API key", field="authorization")
         return actor

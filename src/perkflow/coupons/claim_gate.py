@@ -1,0 +1,180 @@
+"""The claim gate: concurrent claim requests of one process settled together.
+
+A flash sale sends thousands of claims at once. Settled one by one, each claim costs a thread
+hop, a transaction and about ten statements, and the server's CPU, not the database, is the
+limit (bench/README.md). The gate queues the requests of one process and lets at most `lanes`
+groups be in flight: while a group's transaction runs, the requests that arrive meanwhile wait
+and form the next group, so the group size follows the load by itself (one request when the
+server is idle, dozens under a flash sale) and no request waits for a timer.
+
+A group is settled a round at a time (`claim_batch.split_rounds`: a subscriber, device or key
+at most once per round), each round one transaction (`claim_batch.claim_coupons`). If a round
+fails as a whole (a database error, or a case only the lone path settles exactly), it is rolled
+back and each of its requests is claimed alone in its own transaction, as before the gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from perkflow.coupons import claim_batch
+from perkflow.coupons import service as coupons
+from perkflow.errors import PerkflowError, TooManyRequests
+from perkflow.kit.crypto import Vault
+
+log = logging.getLogger(__name__)
+
+ClaimRequest = claim_batch.ClaimRequest
+
+# Bigger groups amortise more, but a group's rows stay locked for its whole transaction.
+MAX_GROUP = 64
+LANES = 2
+
+
+# A deadlock (40P01) or serialization failure (40001) undoes the whole transaction; trying it
+# again is safe and is what the database asks for.
+_RETRYABLE = {"40P01", "40001"}
+ALONE_TRIES = 4
+
+
+def claim_alone(
+    sessions: sessionmaker[Session], *, vault: Vault, request: ClaimRequest
+) -> claim_batch.ClaimResult:
+    """One claim in its own transaction, tried again if the database asks for it."""
+    for attempt in range(ALONE_TRIES):
+        try:
+            return _claim_alone_once(sessions, vault=vault, request=request)
+        except DBAPIError as exc:
+            code = getattr(exc.orig, "sqlstate", None)
+            if code not in _RETRYABLE or attempt == ALONE_TRIES - 1:
+                raise
+            log.info("claim retried after %s", code)
+    raise AssertionError("unreachable")
+
+
+def _claim_alone_once(
+    sessions: sessionmaker[Session], *, vault: Vault, request: ClaimRequest
+) -> claim_batch.ClaimResult:
+    """One claim in its own transaction: the attempt is counted in it, one commit on success."""
+    with sessions() as session:
+
+        def count_attempt() -> None:
+            coupons.admit_claim_attempt(
+                session,
+                subscriber_id=request.subscriber_id,
+                device_id=request.device_id,
+                batch_id=request.batch_id,
+            )
+
+        try:
+            count_attempt()
+            outcome = coupons.claim_coupon(
+                session,
+                actor=request.actor,
+                vault=vault,
+                batch_id=request.batch_id,
+                subscriber_id=request.subscriber_id,
+                idempotency_key=request.idempotency_key,
+                channel=request.channel,
+                device_id=request.device_id,
+                zone=request.zone,
+            )
+            session.commit()
+            return outcome
+        except PerkflowError as exc:
+            # A refused claim still counts as an attempt: drop the claim's changes, count it
+            # again on its own and commit that. (Refused by the rate limit: nothing to keep.)
+            session.rollback()
+            if not isinstance(exc, TooManyRequests):
+                count_attempt()
+                session.commit()
+            return exc
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def settle(
+    sessions: sessionmaker[Session], *, vault: Vault, requests: list[ClaimRequest]
+) -> list[claim_batch.ClaimResult]:
+    """Claim a group, a transaction per round; a round that fails as a whole, each alone."""
+    results: list[claim_batch.ClaimResult | None] = [None] * len(requests)
+    for indexes in claim_batch.split_rounds(requests):
+        batch = [requests[i] for i in indexes]
+        for i, result in zip(indexes, _settle_round(sessions, vault, batch), strict=True):
+            results[i] = result
+    return [r for r in results if r is not None]
+
+
+def _settle_round(
+    sessions: sessionmaker[Session], vault: Vault, requests: list[ClaimRequest]
+) -> list[claim_batch.ClaimResult]:
+    with sessions() as session:
+        try:
+            results = claim_batch.claim_coupons(session, vault=vault, requests=requests)
+            session.commit()
+            return results
+        except (claim_batch.RetryEach, DBAPIError, PerkflowError) as exc:
+            # Not an answer to anyone: the round is claimed again, one request at a time.
+            session.rollback()
+            log.info("claim round of %d settled one by one: %s", len(requests), exc)
+        except BaseException:
+            session.rollback()
+            raise
+    return [claim_alone(sessions, vault=vault, request=r) for r in requests]
+
+
+class ClaimGate:
+    """Queues one process's claim requests and settles them in groups on worker threads."""
+
+    def __init__(
+        self,
+        settle_group: Callable[[list[ClaimRequest]], list[claim_batch.ClaimResult]],
+        *,
+        max_group: int = MAX_GROUP,
+        lanes: int = LANES,
+    ) -> None:
+        self._settle = settle_group
+        self._max_group = max_group
+        self._lanes = lanes
+        self._running = 0
+        self._pending: deque[tuple[ClaimRequest, asyncio.Future[claim_batch.ClaimResult]]] = deque()
+
+    async def claim(self, request: ClaimRequest) -> coupons.ClaimOutcome:
+        """Claim through the next group; raises the claim's own error."""
+        future: asyncio.Future[claim_batch.ClaimResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        if self._running < self._lanes:
+            # A lane lives while there is work, so no task outlives a request (or its loop).
+            self._running += 1
+            asyncio.get_running_loop().create_task(self._lane())
+        result = await future
+        if isinstance(result, PerkflowError):
+            raise result
+        return result
+
+    async def _lane(self) -> None:
+        try:
+            while self._pending:
+                group = [
+                    self._pending.popleft() for _ in range(min(self._max_group, len(self._pending)))
+                ]
+                try:
+                    results = await run_in_threadpool(self._settle, [r for r, _ in group])
+                except Exception as exc:
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(group, results, strict=True):
+                    if not future.done():  # the client may have gone away meanwhile
+                        future.set_result(result)
+        finally:
+            self._running -= 1
