@@ -8,6 +8,8 @@ from typing import Any
 import pyarrow as pa
 
 from perkflow.audience import marts
+from perkflow.insights import repository as insights_repo
+from perkflow.insights import service as insights
 from perkflow.mart import Mart
 from perkflow.org.service import load_region_data
 from perkflow.synth import rules as synth
@@ -120,3 +122,12 @@ def snapshot(mart: Mart, table_name: str) -> dict[int, tuple[str, str | None]]:
     """subscriber_id -> (cell, reason) of a target list's snapshot."""
     rows = mart.table(table_name).to_pyarrow().to_pylist()
     return {r["subscriber_id"]: (r["cell"], r["reason"]) for r in rows}
+
+
+def features(mart: Mart, rows: list[dict[str, Any]], *, at: datetime) -> pa.Table:
+    """Write `response_features` as the write-back would: each row names what is not null."""
+    schema = insights_repo.features_schema(insights.FEATURE_CHANNELS, insights.FEATURE_CATEGORIES)
+    base = {"contacts_total": 0, "responses_total": 0, "contacts_30d": 0, "computed_at": at}
+    table = pa.Table.from_pylist([{**base, **r} for r in rows], schema=schema)
+    mart.write(insights.RESPONSE_FEATURES, table)
+    return table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import UTC, datetime
 
 import pyarrow.csv as pacsv
 import pytest
@@ -18,6 +19,7 @@ from perkflow.org.models import AuditEntry
 from perkflow.org.rules import Role
 from perkflow.settings import Settings
 from perkflow.synth.service import generate_operator
+from tests.audience.helpers import features
 from tests.factories import make_api_key, make_staff
 from tests.web.helpers import csrf_of, sign_in
 
@@ -91,6 +93,34 @@ def test_builder_previews_saves_and_builds_a_target_list(home: TestClient) -> No
     assert 'id="split"' in tl.text and 'id="reason-frequency_cap"' in tl.text
     lists = client.get("/console/target-lists")
     assert 'id="universal-control"' in lists.text and "GD and ZJ, 79+" in lists.text
+
+
+def test_the_builder_offers_response_features_and_previews_on_them(
+    home: TestClient, settings: Settings
+) -> None:
+    client = home
+    sign_in(client, "admin")
+    assert 'value="contacts_30d"' not in client.get("/console/segments/builder/row").text
+    mart = Mart(settings.mart_dir)
+    ids = mart.table(marts.PROFILE).to_pyarrow()["subscriber_id"].to_pylist()[:6]
+    features(
+        mart,
+        [{"subscriber_id": sid, "contacts_30d": n} for n, sid in enumerate(ids)],
+        at=datetime(2026, 11, 30, tzinfo=UTC),
+    )
+    # The rule row's column list (the console speaks Chinese by default) has them as a group.
+    row = client.get("/console/segments/builder/row").text
+    assert 'label="响应特征"' in row and '<option value="contacts_30d"' in row
+    assert "近 30 天消息数（疲劳度）" in row
+    page = client.get("/console/segments/new")
+    form = {
+        "csrf_token": csrf_of(page.text),
+        "match": "all",
+        "column": ["contacts_30d"],
+        "op": [">="],
+        "value": ["3"],
+    }
+    assert _count(client.post("/console/segments/preview", data=form).text) == 3
 
 
 def test_a_bad_save_is_refused_with_the_path_and_nothing_is_stored(home: TestClient) -> None:

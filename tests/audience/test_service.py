@@ -22,7 +22,14 @@ from perkflow.org.models import AuditEntry
 from perkflow.org.rules import SYSTEM, Actor, Role
 from perkflow.settings import Settings
 from perkflow.synth.service import generate_operator
-from tests.audience.helpers import contacts, profile, responses, snapshot, synthetic_profile
+from tests.audience.helpers import (
+    contacts,
+    features,
+    profile,
+    responses,
+    snapshot,
+    synthetic_profile,
+)
 
 NOW = datetime(2026, 11, 2, 2, 0, tzinfo=UTC)  # 10:00 in Beijing: outside every quiet hour
 
@@ -215,6 +222,106 @@ class TestHistoryRules:
         )
         assert ids({"exclude": ["opted_out", "complaint_list"]}) == {1, 2, 3, 4, 5}
         assert ids({"rule": {"list": "opted_out", "channel": "push"}}) == {6}
+
+
+class TestResponseFeatures:
+    """Rules on the evaluation's write-back (`response_features`) beside profile columns."""
+
+    RULES: ClassVar[list[tuple[dict[str, Any], set[int]]]] = [
+        # Not tired and answering SMS: a subscriber without an SMS rate is not selected.
+        (
+            {
+                "all": [
+                    {"column": "contacts_30d", "op": "<", "value": 3},
+                    {"column": "rate_sms", "op": ">=", "value": 0.25},
+                ]
+            },
+            {1, 5},
+        ),
+        # No features at all is a missing value: false, so true under `not`.
+        ({"not": {"column": "contacts_30d", "op": ">=", "value": 3}}, {1, 3, 5, 7, 8, 9, 10}),
+        ({"column": "rate_sms", "op": "is_null"}, {3, 7, 8, 9, 10}),
+        ({"column": "rate_sms", "op": "not_null"}, {1, 2, 4, 5, 6}),
+        ({"column": "rate_sms", "op": "between", "low": 0.5, "high": 1}, {1, 4, 6}),
+        ({"column": "contacts_30d", "op": "in", "values": [0, 8]}, {1, 4}),
+        ({"column": "contacts_30d", "op": "not_in", "values": [0, 8]}, {2, 3, 5, 6}),
+        ({"column": "affinity_video", "op": ">", "value": 0.5}, {6}),
+        # With a profile column (odd ids are in GD) and in a group.
+        (
+            {
+                "any": [
+                    {
+                        "all": [
+                            {"column": "province_code", "op": "=", "value": "GD"},
+                            {"column": "rate_in_app", "op": ">=", "value": 0.5},
+                        ]
+                    },
+                    {"column": "rate_evening", "op": "=", "value": 1.0},
+                ]
+            },
+            {3, 4},
+        ),
+    ]
+
+    def _mart(self, mart: Mart) -> None:
+        profile(
+            mart,
+            [{"subscriber_id": i, "province_code": "GD" if i % 2 else "ZJ"} for i in range(1, 11)],
+        )
+        features(
+            mart,
+            [
+                {"subscriber_id": 1, "contacts_30d": 0, "rate_sms": 0.5},
+                {"subscriber_id": 2, "contacts_30d": 5, "rate_sms": 0.0},
+                {"subscriber_id": 3, "contacts_30d": 2, "rate_in_app": 0.8},
+                {"subscriber_id": 4, "contacts_30d": 8, "rate_sms": 0.9, "rate_evening": 1.0},
+                {"subscriber_id": 5, "contacts_30d": 1, "rate_sms": 0.25},
+                {"subscriber_id": 6, "contacts_30d": 3, "rate_sms": 0.6, "affinity_video": 0.7},
+            ],
+            at=NOW,
+        )
+
+    def test_feature_rules_select_exactly_the_expected_ids_on_duckdb(
+        self, session: Session, mart: Mart
+    ) -> None:
+        self._mart(mart)
+        catalog = audience.catalog_for(session, mart=mart, actor=HQ)
+        assert {"contacts_30d", "rate_sms", "affinity_video"} <= catalog.feature_columns
+        assert "computed_at" not in catalog.columns
+        assert "subscriber_id" not in catalog.feature_columns
+        assert catalog.columns["contacts_30d"].kind == rules.Kind.INTEGER
+        for rule, expected in self.RULES:
+            raw = {"rule": rule}
+            preview = audience.preview_definition(session, mart=mart, actor=HQ, raw=raw, as_of=NOW)
+            assert preview.count == len(expected), rule
+            seg = audience.create_segment(session, mart=mart, actor=HQ, name="F", raw=raw)
+            ids = audience.segment_member_ids(session, mart=mart, actor=HQ, segment_id=seg.id)
+            assert set(ids.to_pylist()) == expected, rule
+        # A province marketer's preview stays in their province (odd ids).
+        gd = audience.preview_definition(
+            session, mart=mart, actor=GD, raw={"rule": self.RULES[1][0]}, as_of=NOW
+        )
+        assert gd.count == len({1, 3, 5, 7, 9})
+
+    def test_feature_columns_are_validated_and_absent_before_the_first_write_back(
+        self, session: Session, mart: Mart
+    ) -> None:
+        profile(mart, [{"subscriber_id": 1}])
+        raw = {"rule": {"column": "contacts_30d", "op": ">", "value": 2}}
+        with pytest.raises(ValidationFailed) as exc:
+            audience.count_definition(session, mart=mart, actor=HQ, raw=raw)
+        assert exc.value.field == "rule.column"
+        self._mart(mart)
+        assert audience.count_definition(session, mart=mart, actor=HQ, raw=raw)["count"] == 3
+        bad = {"rule": {"column": "rate_sms", "op": "in", "values": ["high"]}}
+        with pytest.raises(ValidationFailed) as exc:
+            audience.count_definition(session, mart=mart, actor=HQ, raw=bad)
+        assert exc.value.field == "rule.values[0]" and "is a number" in exc.value.message
+        # Extraction exports profile columns; a feature is for rules only.
+        template = {"name": "t", "columns": ["subscriber_id", "rate_sms"], "rule": raw["rule"]}
+        with pytest.raises(ValidationFailed) as exc:
+            audience.parse_template(session, mart=mart, actor=HQ, raw=template)
+        assert exc.value.field == "columns[1]"
 
 
 class TestTargetLists:

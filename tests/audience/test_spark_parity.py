@@ -24,6 +24,8 @@ from hypothesis import strategies as st
 
 from perkflow.audience import compiler, engines, marts, rules
 from perkflow.audience import service as audience
+from perkflow.insights import repository as insights_repo
+from perkflow.insights import service as insights
 from perkflow.mart import Mart
 from tests.audience.helpers import synthetic_profile
 
@@ -114,6 +116,22 @@ def _history(mart: Mart) -> None:
             }
         ),
     )
+    # Response features for about two thirds of the subscribers, with missing rates among them.
+    schema = insights_repo.features_schema(insights.FEATURE_CHANNELS, insights.FEATURE_CATEGORIES)
+    featured = np.sort(rng.choice(np.arange(1, N + 1), N * 2 // 3, replace=False))
+    k = len(featured)
+    columns: dict[str, Any] = {"subscriber_id": pa.array(featured, type=pa.int64())}
+    for f in schema:
+        if f.name == "subscriber_id":
+            continue
+        if pa.types.is_int64(f.type):
+            columns[f.name] = pa.array(rng.integers(0, 12, k), type=pa.int64())
+        elif pa.types.is_floating(f.type):
+            rates = np.round(rng.random(k), 2)
+            columns[f.name] = pa.array(rates, mask=rng.random(k) < 0.3, type=pa.float64())
+        else:
+            columns[f.name] = pa.array([AS_OF - timedelta(days=1)] * k, type=marts.UTC_TS)
+    mart.write(insights.RESPONSE_FEATURES, pa.table(columns, schema=schema))
 
 
 class Engines:
@@ -122,30 +140,36 @@ class Engines:
     def __init__(self, root: Path, spark: Any) -> None:
         self.duck_mart = engines.open_engine_mart(root, "duckdb")
         self.spark_mart = engines.open_engine_mart(root, "spark", spark=spark)
-        self.duck = self._sources(self.duck_mart)
-        self.spark = self._sources(self.spark_mart)
+        features = audience.feature_columns(self.duck_mart)
+        self.duck = self._sources(self.duck_mart, frozenset(features))
+        self.spark = self._sources(self.spark_mart, frozenset(features))
         columns = audience.profile_columns(self.duck_mart)
         self.catalog = rules.Catalog(
-            columns=columns,
+            columns={**columns, **features},
             score_columns=frozenset({"churn_risk"}),
             score_models=frozenset({"video_propensity"}),
+            feature_columns=frozenset(features),
         )
         profile = self.duck_mart.table(marts.PROFILE).to_pyarrow()
+        feature_rows = self.duck_mart.table(insights.RESPONSE_FEATURES).to_pyarrow()
         self.samples: dict[str, list[Any]] = {}
-        for name in columns:
-            values = pc.unique(profile[name].combine_chunks()).drop_null().to_pylist()
+        for name in self.catalog.columns:
+            table = feature_rows if name in features else profile
+            values = pc.unique(table[name].combine_chunks()).drop_null().to_pylist()
             values = sorted(values, key=str)
             step = max(1, len(values) // 40)
             self.samples[name] = values[::step][:40] + values[-1:]
 
     @staticmethod
-    def _sources(mart: Mart) -> compiler.Sources:
+    def _sources(mart: Mart, feature_columns: frozenset[str]) -> compiler.Sources:
         return compiler.Sources(
             profile=mart.table(marts.PROFILE),
             contacts=mart.table(marts.CONTACT_HISTORY),
             responses=mart.table(marts.RESPONSE_HISTORY),
             lists=mart.table(marts.CONTACT_LISTS),
             scores=mart.table(marts.MODEL_SCORES),
+            features=mart.table(insights.RESPONSE_FEATURES),
+            feature_columns=feature_columns,
         )
 
 
@@ -178,6 +202,8 @@ def _json_value(value: Any) -> Any:
 def column_rule(draw: st.DrawFn, e: Engines) -> dict[str, Any]:
     specs = [s for s in e.catalog.columns.values() if s.name != "subscriber_id"]
     spec = draw(st.sampled_from(specs))
+    if spec.kind == rules.Kind.TIMESTAMP:  # last contact / response: only null checks
+        return {"column": spec.name, "op": draw(st.sampled_from(rules.NULL_OPS))}
     samples = e.samples[spec.name]
     value = st.sampled_from(samples).map(_json_value)
     if spec.kind in rules.NUMERIC:

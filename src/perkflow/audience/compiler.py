@@ -55,6 +55,9 @@ class Sources:
     segments: Mapping[tuple[int, int], Scoped] = field(default_factory=dict)
     latest: Mapping[int, int] = field(default_factory=dict)
     score_columns: frozenset[str] = frozenset({"churn_risk"})
+    # Response features (`response_features`), one row per subscriber; rules name its columns.
+    features: ir.Table | None = None
+    feature_columns: frozenset[str] = frozenset()
 
 
 def _ts(value: datetime) -> ir.Value:
@@ -62,11 +65,14 @@ def _ts(value: datetime) -> ir.Value:
     return ibis.literal(value.astimezone(UTC), type="timestamp('UTC')")
 
 
-def _column(src: Sources, name: str) -> ir.Value:
-    col = src.profile[name]
+def _as_compared(col: ir.Value) -> ir.Value:
     # Float columns compare as doubles on every engine: a float32 cell against a decimal literal
     # is otherwise widened differently by DuckDB and Spark.
     return col.cast("float64") if col.type().is_floating() else col
+
+
+def _column(src: Sources, name: str) -> ir.Value:
+    return _as_compared(src.profile[name])
 
 
 def _literal(value: Any, col: ir.Value) -> Any:
@@ -99,6 +105,38 @@ def _compare(col: ir.Value, op: str, value: Any) -> ir.BooleanValue:
 def _ids_in(src: Sources, ids: ir.Column) -> ir.BooleanValue:
     """Membership of the profile row in a set of subscriber ids (a semi-join in every engine)."""
     return src.profile.subscriber_id.isin(ids)
+
+
+ColumnRule = Compare | InList | Between | NullCheck
+
+
+def _test(node: ColumnRule, col: ir.Value) -> ir.BooleanValue:
+    """A column rule applied to a column expression (NULL where the value is missing)."""
+    match node:
+        case Compare(_, op, value):
+            return _compare(col, op, _literal(value, col))
+        case InList(_, values, negate):
+            literals = [_literal(v, col) for v in values]
+            return col.notin(literals) if negate else col.isin(literals)
+        case Between(_, low, high):
+            return col.between(_literal(low, col), _literal(high, col))
+        case NullCheck(_, is_null):
+            return col.isnull() if is_null else col.notnull()
+    raise TypeError(f"not a column rule: {node!r}")
+
+
+def _feature(node: ColumnRule, src: Sources) -> ir.BooleanValue:
+    """A rule on a response feature, as a semi-join on the features table."""
+    # A subscriber without a features row has every feature missing, like a NULL in the profile:
+    # the rule is false (true under `not`), and only `is_null` selects them.
+    if src.features is None:
+        return _TRUE if isinstance(node, NullCheck) and node.is_null else _FALSE
+    f = src.features
+    col = _as_compared(f[node.column])
+    if isinstance(node, NullCheck):
+        known = _ids_in(src, f.filter(col.notnull()).subscriber_id)
+        return ~known if node.is_null else known
+    return _ids_in(src, f.filter(_test(node, col)).subscriber_id)
 
 
 def _score(node: Score, src: Sources) -> ir.BooleanValue:
@@ -173,19 +211,12 @@ def predicate(
             # Only under a negation does NULL differ from false for the final filter, so only
             # here is it folded to false (filters elsewhere keep their plain, pushable form).
             return ~predicate(child, src, as_of, _seen).fill_null(False)
-        case Compare(column, op, value):
-            col = _column(src, column)
-            return _compare(col, op, _literal(value, col))
-        case InList(column, values, negate):
-            col = _column(src, column)
-            literals = [_literal(v, col) for v in values]
-            return col.notin(literals) if negate else col.isin(literals)
-        case Between(column, low, high):
-            col = _column(src, column)
-            return col.between(_literal(low, col), _literal(high, col))
-        case NullCheck(column, is_null):
-            col = src.profile[column]
-            return col.isnull() if is_null else col.notnull()
+        case Compare() | InList() | Between() | NullCheck() if node.column in src.feature_columns:
+            return _feature(node, src)
+        case NullCheck(column):
+            return _test(node, src.profile[column])
+        case Compare(column) | InList(column) | Between(column):
+            return _test(node, _column(src, column))
         case Score():
             return _score(node, src)
         case Contacted():

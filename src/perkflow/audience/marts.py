@@ -13,6 +13,11 @@ CONTACT_HISTORY = "contact_history"
 RESPONSE_HISTORY = "response_history"
 CONTACT_LISTS = "contact_lists"
 MODEL_SCORES = "model_scores"
+# Per-subscriber response features, written back by evaluation (insights.write_back_features);
+# segment rules read its columns like profile columns (`compiler._feature`).
+RESPONSE_FEATURES = "response_features"
+# Its columns that are bookkeeping, not something a rule should test.
+FEATURE_COLUMNS_HIDDEN = frozenset({"subscriber_id", "computed_at"})
 TARGET_LIST_PREFIX = "target_list_"
 
 UTC_TS = pa.timestamp("us", tz="UTC")

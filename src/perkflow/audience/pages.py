@@ -51,6 +51,12 @@ def _columns(mart: Any) -> list[rules.ColumnSpec]:
     return [specs[n] for n in names]
 
 
+def _feature_columns(mart: Any) -> list[rules.ColumnSpec]:
+    # In the table's order (totals, rates by channel, by time slot, affinities, fatigue): a group
+    # of its own after the profile's columns.
+    return list(audience.feature_columns(mart).values())
+
+
 def _region_names(request: Request, session: DbSession) -> dict[str, str]:
     zh = request_locale(request) == "zh_CN"
     return {p.code: (p.name_zh if zh else p.name_en) for p in org.list_provinces(session)}
@@ -132,6 +138,7 @@ def _builder(
             "mode": mode or "simple",
             "definition_json": json.dumps(raw, ensure_ascii=False, indent=2),
             "columns": _columns(mart),
+            "feature_columns": _feature_columns(mart),
             "ops": rules.OPS,
             "channels": rules.CHANNELS,
             "errors": _error_list(error) if error else [],
@@ -183,7 +190,12 @@ def segment_builder_row(request: Request, staff: Staff, mart: MartDep) -> Respon
     return render(
         request,
         "audience/_segment_rule.html",
-        {"row": ("", "=", ""), "columns": _columns(mart), "ops": rules.OPS},
+        {
+            "row": ("", "=", ""),
+            "columns": _columns(mart),
+            "feature_columns": _feature_columns(mart),
+            "ops": rules.OPS,
+        },
     )
 
 

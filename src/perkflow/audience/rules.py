@@ -76,6 +76,9 @@ class Catalog:
     # Model scores kept as profile columns (churn_risk) and those in the mart's score table.
     score_columns: frozenset[str] = frozenset()
     score_models: frozenset[str] = frozenset()
+    # The names in `columns` that are response features (mart table `response_features`), not
+    # profile columns: rules test them alike; extraction exports profile columns only.
+    feature_columns: frozenset[str] = frozenset()
     # Segment id -> latest version, of the segments the author may reference.
     segments: Mapping[int, int] = field(default_factory=dict)
 
@@ -1127,7 +1130,7 @@ def parse_template(raw: Any, catalog: Catalog) -> Template:
         problems.append(Problem("description", "text of at most 2000 characters"))
         description = ""
     columns = raw.get("columns")
-    allowed = {*catalog.columns, PHONE_COLUMN}
+    allowed = {*(set(catalog.columns) - catalog.feature_columns), PHONE_COLUMN}
     if not isinstance(columns, list) or not columns:
         problems.append(Problem("columns", "a non-empty list of columns to export"))
         columns = []

@@ -118,6 +118,20 @@ def profile_columns(mart: Mart) -> dict[str, ColumnSpec]:
     return columns
 
 
+def feature_columns(mart: Mart) -> dict[str, ColumnSpec]:
+    """Response features a rule may test (none before the first write-back); profile names win."""
+    if not mart.has(marts.RESPONSE_FEATURES):
+        return {}
+    profile = profile_columns(mart)
+    out: dict[str, ColumnSpec] = {}
+    for f in pq.read_schema(mart.path(marts.RESPONSE_FEATURES)):
+        kind = _kind(f.type)
+        if kind is None or f.name in marts.FEATURE_COLUMNS_HIDDEN or f.name in profile:
+            continue
+        out[f.name] = ColumnSpec(name=f.name, kind=kind)
+    return out
+
+
 def _score_models(mart: Mart) -> frozenset[str]:
     if not mart.has(marts.MODEL_SCORES):
         return frozenset()
@@ -133,15 +147,17 @@ def _visible(segment: Segment, actor: Actor) -> bool:
 def catalog_for(session: Session, *, mart: Mart, actor: Actor) -> Catalog:
     """What the actor's definitions may refer to."""
     columns = profile_columns(mart)
+    features = feature_columns(mart)
     province = org.visible_province(actor)
     segments = repo.latest_versions(session, province=None)
     if province is not None:
         visible = {s.id for s in repo.list_segments(session, province=None) if _visible(s, actor)}
         segments = {k: v for k, v in segments.items() if k in visible}
     return Catalog(
-        columns=columns,
+        columns={**columns, **features},
         score_columns=frozenset(c for c in ("churn_risk",) if c in columns),
         score_models=_score_models(mart),
+        feature_columns=frozenset(features),
         segments=segments,
     )
 
@@ -217,6 +233,8 @@ def sources(
         segments=found,
         latest=dict(catalog.segments),
         score_columns=catalog.score_columns,
+        features=optional(marts.RESPONSE_FEATURES),
+        feature_columns=catalog.feature_columns,
     )
 
 

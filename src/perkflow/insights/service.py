@@ -33,7 +33,7 @@ from perkflow.org.rules import Actor, Perm
 
 DEFAULT_ZONE = "Asia/Shanghai"
 WAVES = ("test", "rollout")
-RESPONSE_FEATURES = "response_features"
+RESPONSE_FEATURES = marts.RESPONSE_FEATURES  # the audience's segments read it
 # Channels and categories that get a column in response_features: the contact policy's channels
 # (a campaign's webhook is a push) and the catalog's benefit categories. Fixed, so segments and
 # models see the same columns whatever the history holds.
