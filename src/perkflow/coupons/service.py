@@ -387,18 +387,22 @@ class StockView:
     redeemed: int
 
 
-def stock_of(session: Session, *, actor: Actor, batch_id: int) -> StockView:
-    """Stock levels of one batch."""
-    batch = get_batch(session, actor=actor, batch_id=batch_id)
-    _require_api_scope(actor, "coupons:read")
-    rows = repo.shards(session, batch.id)
+def _stock_view(session: Session, batch_id: int) -> StockView:
+    rows = repo.shards(session, batch_id)
     return StockView(
         total=sum(s.size for s in rows),
         remaining=sum(s.remaining for s in rows),
         shards=[s.remaining for s in rows],
-        claimed=repo.count_coupons(session, batch.id),
-        redeemed=repo.redemption_count(session, batch.id),
+        claimed=repo.count_coupons(session, batch_id),
+        redeemed=repo.redemption_count(session, batch_id),
     )
+
+
+def stock_of(session: Session, *, actor: Actor, batch_id: int) -> StockView:
+    """Stock levels of one batch."""
+    batch = get_batch(session, actor=actor, batch_id=batch_id)
+    _require_api_scope(actor, "coupons:read")
+    return _stock_view(session, batch.id)
 
 
 def stock_levels(session: Session, *, batch_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
@@ -477,14 +481,7 @@ def add_stock(session: Session, *, actor: Actor, batch_id: int, quantity: int) -
             "shards": [n for n, _, _ in added],
         },
     )
-    rows = repo.shards(session, batch.id)
-    return StockView(
-        total=sum(s.size for s in rows),
-        remaining=sum(s.remaining for s in rows),
-        shards=[s.remaining for s in rows],
-        claimed=repo.count_coupons(session, batch.id),
-        redeemed=repo.redemption_count(session, batch.id),
-    )
+    return _stock_view(session, batch.id)
 
 
 def activity(
