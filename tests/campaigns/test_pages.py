@@ -13,13 +13,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from perkflow.campaigns import service as campaigns
-from perkflow.campaigns.models import Campaign, CampaignContact
+from perkflow.campaigns.models import Campaign, CampaignContact, CampaignWave
 from perkflow.kit import clock
+from perkflow.kit.crypto import Vault
 from perkflow.mart import Mart
 from perkflow.org.models import AuditEntry
-from perkflow.org.rules import SYSTEM, Role
+from perkflow.org.rules import SYSTEM, Actor, Role
 from perkflow.settings import Settings
-from tests.campaigns.helpers import NOW, everyone, write_profile
+from tests.campaigns.helpers import GD, HQ, HQ2, NOW, everyone, spec, write_profile
 from tests.factories import make_staff
 from tests.web.helpers import csrf_of, sign_in
 
@@ -282,3 +283,71 @@ def test_reject_with_a_reason_then_pause_resume_and_finish(client: TestClient, h
     assert 'data-status="finished"' in finished.text and 'id="pause-campaign"' not in finished.text
     again = client.post(f"{url}/pause", data={"csrf_token": token})
     assert again.status_code == 409 and "finished campaign cannot pause" in again.text
+
+
+def _start(
+    sessions: sessionmaker[Session],
+    mart: Mart,
+    vault: Vault,
+    author: Actor,
+    name: str,
+    segment_id: int,
+) -> int:
+    """A running campaign by `author` (approved by hq2); its id."""
+    with sessions() as s:
+        c = campaigns.create_campaign(s, actor=author, mart=mart, raw=spec(segment_id, name=name))
+        campaigns.submit_campaign(s, actor=author, campaign_id=c.id)
+        campaigns.approve_campaign(s, actor=HQ2, campaign_id=c.id)
+        campaigns.start_campaign(s, actor=author, mart=mart, vault=vault, campaign_id=c.id)
+        s.commit()
+        return c.id
+
+
+def _statuses(sessions: sessionmaker[Session], campaign_id: int) -> dict[str, int]:
+    with sessions() as s:
+        return dict(
+            s.execute(
+                select(CampaignContact.status, func.count())
+                .where(CampaignContact.campaign_id == campaign_id)
+                .group_by(CampaignContact.status)
+            ).all()
+        )
+
+
+def test_dispatch_now_sends_only_the_campaign_it_was_pressed_on(
+    client: TestClient,
+    home: int,
+    web_sessions: sessionmaker[Session],
+    settings: Settings,
+    vault: Vault,
+) -> None:
+    mart = Mart(settings.mart_dir)
+    gd_own = _start(web_sessions, mart, vault, GD, "GD's own", home)
+    national = _start(web_sessions, mart, vault, HQ, "National", home)
+    sign_in(client, "gd")
+    token = csrf_of(client.get(f"/console/campaigns/{gd_own}").text)
+    # A campaign outside the marketer's region is neither shown nor dispatched.
+    refused = client.post(f"/console/campaigns/{national}/dispatch", data={"csrf_token": token})
+    assert refused.status_code == 403
+    assert _statuses(web_sessions, national) == {} and _statuses(web_sessions, gd_own) == {}
+    # The TestClient runs the background dispatch before it returns.
+    r = client.post(
+        f"/console/campaigns/{gd_own}/dispatch",
+        data={"csrf_token": token},
+        follow_redirects=False,
+    )
+    assert r.headers["location"] == f"/console/campaigns/{gd_own}/monitor?dispatched=1"
+    sent = _statuses(web_sessions, gd_own)
+    assert set(sent) <= {"delivered", "held"} and sent["delivered"] > 0
+    # The other running campaign was not planned, let alone sent.
+    assert _statuses(web_sessions, national) == {}
+    with web_sessions() as s:
+        waves = {w.campaign_id: w.status for w in s.scalars(select(CampaignWave)).all()}
+        assert waves == {gd_own: "done", national: "planning"}
+        assert s.get(Campaign, national).status == "running"  # type: ignore[union-attr]
+    # Pressed on the national campaign by someone who may, it goes out in turn.
+    sign_in(client, "admin")
+    token = csrf_of(client.get(f"/console/campaigns/{national}").text)
+    client.post(f"/console/campaigns/{national}/dispatch", data={"csrf_token": token})
+    assert _statuses(web_sessions, national).get("delivered", 0) > 0
+    assert _statuses(web_sessions, gd_own) == sent

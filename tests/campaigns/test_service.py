@@ -17,12 +17,16 @@ from perkflow.campaigns import tasks
 from perkflow.campaigns.models import CampaignContact, CampaignResponse
 from perkflow.channels.models import InboxMessage
 from perkflow.channels.rules import Message, Receipt, SendResult
+from perkflow.coupons import service as coupons
 from perkflow.errors import Conflict, Forbidden, ValidationFailed
+from perkflow.grants import service as grants
+from perkflow.grants.models import GrantEvent
 from perkflow.kit import clock
 from perkflow.kit.crypto import Vault
 from perkflow.mart import Mart
+from perkflow.org import service as org
 from perkflow.org.models import AuditEntry
-from perkflow.org.rules import SYSTEM
+from perkflow.org.rules import SYSTEM, Role
 from perkflow.settings import Settings
 from tests.audience.helpers import profile
 from tests.campaigns.helpers import (
@@ -40,7 +44,8 @@ from tests.campaigns.helpers import (
     started,
     write_profile,
 )
-from tests.factories import make_subscribers
+from tests.coupons.factories import make_batch
+from tests.factories import make_benefit, make_partner, make_staff, make_subscribers
 
 
 @pytest.fixture
@@ -192,7 +197,8 @@ class TestWaves:
         inbox = session.scalars(select(InboxMessage).order_by(InboxMessage.subscriber_id)).all()
         assert len(inbox) == len(rows) - len(control)
         assert {m.subscriber_id for m in inbox}.isdisjoint({r.subscriber_id for r in control})
-        one = next(m for m in inbox if m.subscriber_id == 1)
+        # The first odd id in the target cell (the control split is random per campaign salt).
+        one = next(m for m in inbox if m.subscriber_id % 2)
         assert (one.title, one.body) == (
             "视频会员月卡",
             "Your 129-yuan plan in GD earns a gift",
@@ -532,6 +538,173 @@ class TestResponses:
         counts = campaigns.contact_counts(session, actor=HQ, campaign_id=second.id)
         assert sum(c.responders for c in counts) == 2
         assert sum(c.revenue_fen for c in counts) == 990
+
+
+def _claim_coupon(session: Session, vault: Vault, batch_id: int, sid: int) -> int:
+    """A subscriber claims a coupon now (through the H5 path); the coupon id, committed."""
+    outcome = coupons.claim_coupon(
+        session,
+        actor=coupons.subscriber_actor(sid),
+        vault=vault,
+        batch_id=batch_id,
+        subscriber_id=sid,
+        idempotency_key=f"claim-{batch_id}-{sid}",
+        channel="h5",
+        device_id=f"dev-{sid}",
+        zone="Asia/Shanghai",
+    )
+    session.commit()
+    return outcome.coupon.id
+
+
+def _use_grant(session: Session, sid: int, benefit_id: int) -> None:
+    """A grant issued and then used now, committed."""
+    # No use case moves a grant to `used` yet (a partner's use report will): the ledger fact it
+    # leaves behind, the grant event, is written here as that report would write it.
+    grant = grants.issue_grant(
+        session,
+        actor=SYSTEM,
+        subscriber_id=sid,
+        benefit_id=benefit_id,
+        source="test",
+        idempotency_key=f"use-{sid}",
+        zone="Asia/Shanghai",
+    ).grant
+    session.add(
+        GrantEvent(
+            grant_id=grant.id,
+            from_status=grant.status,
+            to_status="used",
+            reason="used at the partner",
+            at=clock.now(),
+        )
+    )
+    grant.status = "used"
+    session.commit()
+
+
+class TestLedgerResponses:
+    """collect_ledger_responses: claims, redemptions and grant uses as attributed responses."""
+
+    def test_attribution_window_control_and_rerun(
+        self,
+        session: Session,
+        sessions: sessionmaker[Session],
+        mart: Mart,
+        vault: Vault,
+        settings: Settings,
+        frozen: clock.FrozenClock,
+    ) -> None:
+        ids = make_subscribers(
+            session, vault, [(f"1370000{i:04d}", "GD", "GD01") for i in range(8)]
+        )
+        profile(
+            mart,
+            [
+                {
+                    "subscriber_id": sid,
+                    "province_code": "GD",
+                    "city_code": "GD01",
+                    "plan_fee_yuan": 129,
+                }
+                for sid in ids
+            ],
+        )
+        seg = everyone(session, mart)
+        batch = make_batch(session)
+        other_batch = make_batch(session)
+        benefit = make_benefit(session, partner=make_partner(session))
+        d = dispatcher(vault, settings)
+        # Day 0: A counts claims of its own coupon batch for 7 days; half the list is control.
+        offer = {"kind": "coupon_batch", "id": batch.id, "category": "video", "cost_fen": 500}
+        a = started(
+            session,
+            mart,
+            vault,
+            spec(seg, name="A", offer=offer, control_share=50),
+        )
+        run(sessions, d, mart)
+        cells_a = {r.subscriber_id: r for r in contacts(session, a.id)}
+        targets = [s for s in ids if cells_a[s].cell == "target"]
+        controls = [s for s in ids if cells_a[s].cell == "control"]
+        assert len(targets) == len(controls) == 4
+        t1, t3 = targets[:2]
+        c1 = controls[0]
+        t2, t4, t5 = [s for s in ids if s not in (t1, t3, c1)][:3]
+
+        frozen.advance(days=1)
+        _claim_coupon(session, vault, batch.id, t1)  # → A, target
+        _claim_coupon(session, vault, batch.id, c1)  # → A, control: the control group counts
+        _claim_coupon(session, vault, other_batch.id, t5)  # not A's offer: nobody's response
+        # Day 2: B counts any response for 3 days, whatever was claimed or used.
+        frozen.advance(days=1)
+        b = started(
+            session,
+            mart,
+            vault,
+            spec(seg, name="B", goal={"kind": "any", "window_days": 3}, control_share=50),
+        )
+        run(sessions, d, mart)
+        cells_b = {r.subscriber_id: r for r in contacts(session, b.id)}
+        frozen.advance(days=1)
+        _claim_coupon(session, vault, batch.id, t2)  # day 3: B's contact is the last one
+        frozen.advance(days=1)
+        clerk = org.actor_for_staff(
+            session,
+            user=make_staff(session, username="clerk", role=Role.CLERK, region="GD01S1"),
+            ip="127.0.0.1",
+        )
+        code = next(
+            w.code
+            for w in coupons.wallet(
+                session, actor=coupons.subscriber_actor(t1), vault=vault, subscriber_id=t1
+            )
+            if w.coupon.batch_id == batch.id
+        )
+        coupons.redeem_coupon(session, actor=clerk, vault=vault, code=code, order_fen=8800)
+        session.commit()  # day 4: → B (A counts claims only), with the order's value
+        _use_grant(session, t2, benefit.id)  # day 4: → B
+        frozen.advance(days=2)
+        _claim_coupon(session, vault, batch.id, t3)  # day 6: B's window closed, A's still open
+        frozen.advance(days=2)
+        _claim_coupon(session, vault, batch.id, t4)  # day 8: every window closed
+
+        got = campaigns.collect_ledger_responses(session, actor=SYSTEM)
+        session.commit()
+        assert (got.seen, got.recorded) == (8, 6)
+        rows = session.scalars(select(CampaignResponse).order_by(CampaignResponse.id)).all()
+        assert [
+            (r.subscriber_id, r.kind, r.campaign_id, r.contact_id, r.cell, r.value_fen)
+            for r in rows
+        ] == [
+            (t1, "claim", a.id, cells_a[t1].id, "target", 0),
+            (c1, "claim", a.id, cells_a[c1].id, "control", 0),
+            (t2, "claim", b.id, cells_b[t2].id, cells_b[t2].cell, 0),
+            (t3, "claim", a.id, cells_a[t3].id, "target", 0),
+            (t1, "redemption", b.id, cells_b[t1].id, cells_b[t1].cell, 8800),
+            (t2, "grant_use", b.id, cells_b[t2].id, cells_b[t2].cell, 0),
+        ]
+        assert {r.source for r in rows} == {"ledger"}
+        assert rows[0].responded_at == NOW + timedelta(days=1)
+        assert rows[3].responded_at == NOW + timedelta(days=6)
+
+        # Rerun from the start: nothing is recorded twice, and the count says so.
+        again = campaigns.collect_ledger_responses(session, actor=SYSTEM)
+        session.commit()
+        assert (again.seen, again.recorded) == (8, 0)
+        assert again.cursor == got.cursor
+        # From the cursor: nothing new to see.
+        assert campaigns.collect_ledger_responses(
+            session, actor=SYSTEM, since=got.cursor
+        ) == campaigns.LedgerResponses(seen=0, recorded=0, cursor=got.cursor)
+        assert session.scalar(select(func.count()).select_from(CampaignResponse)) == 6
+        # A's evaluation sees one responder in each cell... and t3 in target.
+        counts = campaigns.contact_counts(session, actor=HQ, campaign_id=a.id)
+        by_cell = {
+            cell: sum(c.responders for c in counts if c.cell == cell)
+            for cell in ("target", "control")
+        }
+        assert by_cell == {"target": 2, "control": 1}
 
 
 def trigger_spec(**over: Any) -> dict[str, Any]:

@@ -937,9 +937,14 @@ def monitor_live(request: Request, campaign_id: int, staff: Staff, session: DbSe
 
 
 def dispatch_bounded(
-    sessions: sessionmaker[Session], *, settings: Settings, vault: Vault, mart: Mart
+    sessions: sessionmaker[Session],
+    *,
+    settings: Settings,
+    vault: Vault,
+    mart: Mart,
+    campaign_id: int,
 ) -> tasks.WorkerReport | None:
-    """One bounded worker run: plan waves and send until done, 5,000 contacts or 10 s."""
+    """One bounded worker run on one campaign: plan and send until done, 5,000 contacts or 10 s."""
     channels = channels_service.open_channels(settings, vault=vault)
     stop = threading.Event()
     timer = threading.Timer(DISPATCH_MAX_SECONDS, stop.set)
@@ -958,6 +963,8 @@ def dispatch_bounded(
             max_wait_s=0.0,  # do not linger for retries: the background worker takes those
             stop=stop,
             on_round=on_round,
+            # Only the campaign whose page it was pressed on: its visibility was checked there.
+            campaign_id=campaign_id,
         )
     except Exception:  # a background run has no one to answer to but the log
         log.exception("dispatch from the console failed")
@@ -1003,6 +1010,7 @@ def dispatch_now(
         settings=request.app.state.settings,
         vault=vault,
         mart=mart,
+        campaign_id=campaign.id,
     )
     return RedirectResponse(
         f"/console/campaigns/{campaign_id}/monitor?dispatched=1", status_code=303

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -98,6 +100,15 @@ def insert_rows(session: Session, model: Any, rows: Iterable[dict[str, Any]]) ->
         session.execute(insert(model), chunk)
         n += len(chunk)
     return n
+
+
+def contact_id_of(session: Session, *, campaign_id: int, subscriber_id: int) -> int | None:
+    """The contact id of one subscriber in one campaign (the unique pair's index)."""
+    c = _CONTACTS.c
+    found = session.connection().execute(
+        select(c.id).where(c.campaign_id == campaign_id, c.subscriber_id == subscriber_id)
+    )
+    return found.scalar_one_or_none()
 
 
 def contact_ids(session: Session, *, campaign_id: int) -> dict[int, int]:
@@ -203,10 +214,13 @@ def wave_of_kind(session: Session, campaign_id: int, kind: str) -> CampaignWave 
     )
 
 
-def waves_in(session: Session, status: str) -> Sequence[CampaignWave]:
-    return session.scalars(
-        select(CampaignWave).where(CampaignWave.status == status).order_by(CampaignWave.id)
-    ).all()
+def waves_in(
+    session: Session, status: str, *, campaign_id: int | None = None
+) -> Sequence[CampaignWave]:
+    stmt = select(CampaignWave).where(CampaignWave.status == status)
+    if campaign_id is not None:
+        stmt = stmt.where(CampaignWave.campaign_id == campaign_id)
+    return session.scalars(stmt.order_by(CampaignWave.id)).all()
 
 
 def move_wave(session: Session, *, wave_id: int, expected: str, target: str, **values: Any) -> bool:
@@ -280,20 +294,16 @@ def recent_failures(session: Session, *, wave_id: int, limit: int) -> Sequence[C
     ).all()
 
 
-def count_open(session: Session, *, wave_id: int) -> int:
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(CampaignContact)
-            .where(
-                CampaignContact.wave_id == wave_id,
-                CampaignContact.status.in_(
-                    [ContactStatus.QUEUED.value, ContactStatus.SENDING.value]
-                ),
-            )
-        )
-        or 0
-    )
+def has_open(session: Session, *, wave_id: int) -> bool:
+    """Whether a contact of the wave is still queued or sending."""
+    # One index probe per status, not a count: the worker asks every round, and counting the
+    # open rows of a 1M wave each round made the loop quadratic.
+    c = _CONTACTS.c
+    for status in (ContactStatus.SENDING.value, ContactStatus.QUEUED.value):
+        stmt = select(c.id).where(c.wave_id == wave_id, c.status == status).limit(1)
+        if session.connection().execute(stmt).first() is not None:
+            return True
+    return False
 
 
 def count_contacted(session: Session, *, campaign_id: int) -> int:
@@ -317,76 +327,184 @@ def count_contacted(session: Session, *, campaign_id: int) -> int:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DueContact:
+    """What the claim step needs to decide about a due contact (no personalisation fields)."""
+
+    id: int
+    wave_id: int
+    subscriber_id: int
+    channel: str
+    status: str
+    attempts: int
+    province_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedContact:
+    """A contact this worker now holds: `attempts` counts the attempt just leased."""
+
+    id: int
+    campaign_id: int
+    wave_id: int
+    subscriber_id: int
+    channel: str
+    variant: str | None
+    attempts: int
+    fields: dict[str, Any] | None
+
+
+def _due(now: datetime) -> Any:
+    """Queued and due, or sending under a lease that ran out."""
+    c = _CONTACTS.c
+    return or_(
+        and_(
+            c.status == ContactStatus.QUEUED.value,
+            or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
+        ),
+        and_(c.status == ContactStatus.SENDING.value, c.lease_until < now),
+    )
+
+
 def due_contacts(
     session: Session, *, wave_ids: Sequence[int], now: datetime, limit: int, skip_locked: bool
-) -> Sequence[CampaignContact]:
+) -> list[DueContact]:
     """Queued contacts due now and sending ones whose lease ran out, in id order."""
-    c = CampaignContact
-    stmt = (
-        select(c)
-        .where(
-            c.wave_id.in_(list(wave_ids)),
-            or_(
-                and_(
-                    c.status == ContactStatus.QUEUED.value,
-                    or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
-                ),
-                and_(c.status == ContactStatus.SENDING.value, c.lease_until < now),
-            ),
-        )
-        .order_by(c.id)
-        .limit(limit)
-        .execution_options(populate_existing=True)
-    )
-    if skip_locked:
-        # Two workers on PostgreSQL take disjoint batches instead of queueing on the same rows.
-        stmt = stmt.with_for_update(skip_locked=True)
-    return session.scalars(stmt).all()
-
-
-def lease_contact(
-    session: Session, *, contact_id: int, status: str, attempts: int, now: datetime, until: datetime
-) -> bool:
-    """Take a contact for sending if it is still what we saw (status and attempts)."""
-    # Core on the table, not the ORM: this runs once per contact on the dispatch hot path.
+    # At most `limit` of each status per wave: a wave held back by its throttle does not hide
+    # the due contacts of the others.
     c = _CONTACTS.c
-    cond = [c.id == contact_id, c.status == status, c.attempts == attempts]
-    if status == ContactStatus.SENDING.value:
-        cond.append(c.lease_until < now)
-    result = session.connection().execute(
-        update(_CONTACTS)
-        .where(*cond)
-        .values(status=ContactStatus.SENDING.value, lease_until=until, attempts=attempts + 1)
-    )
-    return bool(_rowcount(result))
-
-
-def settle_contact(
-    session: Session, *, contact_id: int, attempts: int, target: str, **values: Any
-) -> bool:
-    """Record the outcome of the attempt this worker holds (a lost lease changes nothing)."""
-    c = _CONTACTS.c
-    result = session.connection().execute(
-        update(_CONTACTS)
-        .where(
-            c.id == contact_id,
+    cols = (c.id, c.wave_id, c.subscriber_id, c.channel, c.status, c.attempts, c.province_code)
+    conn = session.connection()
+    found: list[DueContact] = []
+    for wave_id in wave_ids:
+        # One (wave, status) pair a query, so each walks ix_…_wave_id_status_id in id order and
+        # stops at the limit; the OR over statuses (and IN over waves) made SQLite read and sort
+        # every row of the wave per batch, quadratic over a 1M list.
+        expired = select(*cols).where(
+            c.wave_id == wave_id,
             c.status == ContactStatus.SENDING.value,
-            c.attempts == attempts,
+            c.lease_until < now,
         )
-        .values(status=target, lease_until=None, **values)
-    )
-    return bool(_rowcount(result))
+        queued = select(*cols).where(
+            c.wave_id == wave_id,
+            c.status == ContactStatus.QUEUED.value,
+            or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
+        )
+        for stmt in (expired, queued):
+            stmt = stmt.order_by(c.id).limit(limit)
+            if skip_locked:
+                # Two workers on PostgreSQL take disjoint batches instead of queueing on the
+                # same rows.
+                stmt = stmt.with_for_update(skip_locked=True)
+            found.extend(DueContact(*row) for row in conn.execute(stmt))
+    found.sort(key=lambda d: d.id)
+    return found
 
 
-def set_contact(session: Session, *, contact_id: int, expected: str, **values: Any) -> bool:
-    c = CampaignContact
-    result = session.execute(
-        update(c)
-        .where(c.id == contact_id, c.status == expected)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+def lease_contacts(
+    session: Session, *, contact_ids: Sequence[int], now: datetime, until: datetime
+) -> list[LeasedContact]:
+    """Take the contacts that are still due for sending, in one statement; those taken, by id."""
+    if not contact_ids:
+        return []
+    c = _CONTACTS.c
+    # The compare-and-set is the due condition itself: a contact another worker leased (or
+    # settled into a later retry) since it was read is not due any more and is left alone.
+    stmt = (
+        update(_CONTACTS)
+        .where(c.id.in_(list(contact_ids)), _due(now))
+        .values(status=ContactStatus.SENDING.value, lease_until=until, attempts=c.attempts + 1)
+        .returning(
+            c.id,
+            c.campaign_id,
+            c.wave_id,
+            c.subscriber_id,
+            c.channel,
+            c.variant,
+            c.attempts,
+            c.fields,
+        )
     )
-    return bool(_rowcount(result))
+    leased = [LeasedContact(*row) for row in session.connection().execute(stmt)]
+    leased.sort(key=lambda x: x.id)
+    return leased
+
+
+def _row_id() -> Any:
+    return bindparam("row_id", type_=_CONTACTS.c.id.type)
+
+
+# Prebuilt for executemany: one statement, one parameter set per contact.
+_SUPPRESS = (
+    update(_CONTACTS)
+    .where(_CONTACTS.c.id == _row_id(), _CONTACTS.c.status == bindparam("expected"))
+    .values(
+        status=ContactStatus.SUPPRESSED.value,
+        reason=bindparam("v_reason", type_=_CONTACTS.c.reason.type),
+        lease_until=None,
+    )
+)
+_DEFER = (
+    update(_CONTACTS)
+    .where(_CONTACTS.c.id == _row_id(), _CONTACTS.c.status == bindparam("expected"))
+    .values(
+        status=ContactStatus.QUEUED.value,
+        next_attempt_at=bindparam("v_next", type_=_CONTACTS.c.next_attempt_at.type),
+        lease_until=None,
+    )
+)
+
+
+def suppress_contacts(session: Session, *, rows: Sequence[tuple[int, str, str]]) -> int:
+    """Suppress contacts (id, status seen, reason) still in the status seen; how many."""
+    if not rows:
+        return 0
+    params = [{"row_id": i, "expected": st, "v_reason": r} for i, st, r in rows]
+    return _rowcount(session.connection().execute(_SUPPRESS, params))
+
+
+def defer_contacts(session: Session, *, rows: Sequence[tuple[int, str, datetime]]) -> int:
+    """Queue contacts (id, status seen, when) again for later, without using an attempt."""
+    if not rows:
+        return 0
+    params = [{"row_id": i, "expected": st, "v_next": at} for i, st, at in rows]
+    return _rowcount(session.connection().execute(_DEFER, params))
+
+
+@lru_cache(maxsize=32)
+def _settle_stmt(target: str, columns: tuple[str, ...]) -> Any:
+    c = _CONTACTS.c
+    return (
+        update(_CONTACTS)
+        .where(
+            c.id == _row_id(),
+            c.status == ContactStatus.SENDING.value,
+            c.attempts == bindparam("held_attempts", type_=c.attempts.type),
+        )
+        .values(
+            status=target,
+            lease_until=None,
+            **{k: bindparam(f"v_{k}", type_=c[k].type) for k in columns},
+        )
+    )
+
+
+def settle_contacts(session: Session, *, target: str, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Record outcomes of attempts this worker holds, one statement over the rows; how many."""
+    # Each row: `contact_id`, `attempts` (the attempt held) and the same columns to set. A contact
+    # whose lease was lost (status or attempts moved on) is left alone.
+    if not rows:
+        return 0
+    columns = tuple(sorted(k for k in rows[0] if k not in ("contact_id", "attempts")))
+    params = [
+        {
+            "row_id": r["contact_id"],
+            "held_attempts": r["attempts"],
+            **{f"v_{k}": r[k] for k in columns},
+        }
+        for r in rows
+    ]
+    return _rowcount(session.connection().execute(_settle_stmt(target, columns), params))
 
 
 def suppress_queued(session: Session, *, campaign_id: int, reason: str) -> int:

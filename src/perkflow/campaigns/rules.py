@@ -335,6 +335,12 @@ def _compiled(source: str) -> Template:
     return _ENV.from_string(source)
 
 
+@lru_cache(maxsize=256)
+def template_fields(source: str) -> frozenset[str]:
+    """The fields a template reads; its text depends on their values alone."""
+    return frozenset(meta.find_undeclared_variables(_ENV.parse(source)))
+
+
 def render(source: str, fields: Mapping[str, Any]) -> str:
     """Render a validated template with a subscriber's fields."""
     return _compiled(source).render(**{**SAMPLE_FIELDS, **fields})

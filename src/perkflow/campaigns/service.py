@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -34,6 +36,8 @@ from perkflow.campaigns.rules import (
     WaveKind,
 )
 from perkflow.catalog import service as catalog
+from perkflow.channels import service as channels
+from perkflow.channels.rules import Message, Throttle
 from perkflow.coupons import service as coupons
 from perkflow.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from perkflow.grants import service as grants
@@ -839,6 +843,31 @@ def record_response(
     record; None when no contact of a campaign with this goal covers the time.
     """
     _require_writer(actor, scope="responses:write", perm=Perm.RESPONSES_WRITE)
+    response, _ = _attribute(
+        session,
+        subscriber_id=subscriber_id,
+        kind=kind,
+        occurred_at=occurred_at,
+        value_fen=value_fen,
+        idempotency_key=idempotency_key,
+        source=source,
+        ref=ref,
+    )
+    return response
+
+
+def _attribute(
+    session: Session,
+    *,
+    subscriber_id: int,
+    kind: str,
+    occurred_at: datetime,
+    value_fen: int,
+    idempotency_key: str,
+    source: str,
+    ref: str | None,
+) -> tuple[CampaignResponse | None, bool]:
+    """The response recorded for the key, and whether this call recorded it."""
     if kind not in rules.RESPONSE_KINDS:
         raise ValidationFailed(f"kind is one of {', '.join(rules.RESPONSE_KINDS)}", field="kind")
     key = idempotency_key.strip()
@@ -850,7 +879,7 @@ def record_response(
         raise ValidationFailed("value_fen is whole fen ≥ 0", field="value_fen")
     existing = repo.response_by_key(session, key)
     if existing is not None:
-        return existing
+        return existing, False
     at = occurred_at.astimezone(UTC)
     campaigns: dict[int, Campaign | None] = {}
     chosen: CampaignContact | None = None
@@ -868,7 +897,7 @@ def record_response(
             chosen = contact  # rows come newest first: the last eligible contact
             break
     if chosen is None:
-        return None
+        return None, False
     response = CampaignResponse(
         campaign_id=chosen.campaign_id,
         contact_id=chosen.id,
@@ -886,8 +915,8 @@ def record_response(
         with session.begin_nested():
             session.add(response)
     except IntegrityError:
-        return repo.response_by_key(session, key)
-    return response
+        return repo.response_by_key(session, key), False
+    return response, True
 
 
 @dataclass(frozen=True)
@@ -895,7 +924,7 @@ class LedgerResponses:
     """What one pass over the ledger recorded, and where the next pass starts."""
 
     seen: int
-    recorded: int
+    recorded: int  # added by this pass: a fact an earlier pass recorded is only seen again
     cursor: dict[str, int]
 
 
@@ -921,9 +950,8 @@ def collect_ledger_responses(
     for kind, rows in sources:
         for row in rows:
             seen += 1
-            got = record_response(
+            _, added = _attribute(
                 session,
-                actor=actor,
                 subscriber_id=row.subscriber_id,
                 kind=kind,
                 occurred_at=row.at,
@@ -932,7 +960,7 @@ def collect_ledger_responses(
                 source="ledger",
                 ref=row.ref,
             )
-            recorded += got is not None
+            recorded += added
             cursor[kind] = max(cursor.get(kind, 0), row.id)
     return LedgerResponses(seen=seen, recorded=recorded, cursor=cursor)
 
@@ -945,7 +973,9 @@ class Triggered:
     campaign_id: int
     contact_id: int | None
     cell: str | None
-    status: str  # queued | held | suppressed | already_contacted | not_matched | province
+    # delivered (in-app, in the event's transaction) | queued | held | suppressed |
+    # already_contacted | not_matched | province
+    status: str
     reason: str | None = None
 
 
@@ -1022,6 +1052,10 @@ def record_event(
         idempotency_key=key,
         triggered=0,
     )
+    # On SQLite the driver opens no transaction before this point, so the savepoint below would
+    # be the outermost one and its release would commit the event on its own: a rolled-back
+    # call would leave the event stored and its retry would contact nobody. Open it first.
+    repo.begin_write(session)
     try:
         with session.begin_nested():
             session.add(event)
@@ -1054,7 +1088,9 @@ def record_event(
                 zone=zone,
             )
         )
-    event.triggered = sum(o.status == ContactStatus.QUEUED for o in outcomes)
+    event.triggered = sum(
+        o.status in (ContactStatus.QUEUED, ContactStatus.DELIVERED) for o in outcomes
+    )
     org.record_audit(
         session,
         actor=actor,
@@ -1138,11 +1174,122 @@ def _trigger_one(
             }
         ],
     )
-    ids = repo.contact_ids(session, campaign_id=campaign.id)
+    contact_id = repo.contact_id_of(session, campaign_id=campaign.id, subscriber_id=subscriber_id)
     if not inserted:
-        return Triggered(campaign.id, ids.get(subscriber_id), None, "already_contacted")
+        return Triggered(campaign.id, contact_id, None, "already_contacted")
     cell = (Cell.CONTROL if control else Cell.TARGET).value
-    return Triggered(campaign.id, ids.get(subscriber_id), cell, status.value, reason)
+    if (
+        contact_id is not None
+        and status == ContactStatus.QUEUED
+        and variant.channel == IN_APP
+        and (next_at is None or next_at <= now)
+        # Budget and stock caps are counted by the worker under its claim lock.
+        and rules.contact_cap(spec) is None
+        and _deliver_in_app_now(
+            session,
+            vault=vault,
+            campaign=campaign,
+            spec=spec,
+            variant=variant,
+            contact_id=contact_id,
+            subscriber_id=subscriber_id,
+            fields=_fields_of(profile, province),
+            now=now,
+        )
+    ):
+        status = ContactStatus.DELIVERED
+    return Triggered(campaign.id, contact_id, cell, status.value, reason)
+
+
+IN_APP = "in_app"
+# Long enough for the event's transaction to commit; the lease only matters if it never does.
+INLINE_LEASE_S = 30.0
+# Per-process token buckets of the campaigns that set an in-app rate: an event delivers inline
+# within the rate, the rest wait for the worker (which keeps its own bucket, as each worker does).
+_inline_buckets: dict[tuple[int, str], Throttle] = {}
+_inline_lock = threading.Lock()
+
+
+def _inline_allowed(campaign: Campaign, spec: rules.CampaignSpec) -> bool:
+    rate = spec.throttle.get(IN_APP)
+    if not rate:
+        return True
+    # Keyed by the salt too: campaign ids repeat across ledgers (tests, demo homes).
+    key = (campaign.id, campaign.salt)
+    with _inline_lock:
+        bucket = _inline_buckets.get(key)
+        if bucket is None:
+            if len(_inline_buckets) > 10_000:  # bounded: a process lives long
+                _inline_buckets.clear()
+            bucket = _inline_buckets[key] = Throttle(float(rate), clock=time.monotonic)
+        return bucket.try_take()
+
+
+def _deliver_in_app_now(
+    session: Session,
+    *,
+    vault: Vault,
+    campaign: Campaign,
+    spec: rules.CampaignSpec,
+    variant: rules.Variant,
+    contact_id: int,
+    subscriber_id: int,
+    fields: dict[str, Any],
+    now: datetime,
+) -> bool:
+    """Deliver a due in-app trigger contact in the caller's transaction; False: the worker will."""
+    # The lease, the inbox row (unique per contact) and the delivered mark commit or roll back
+    # with the event itself, so a retried event (same key) finds the event and contacts nobody.
+    values = {k: v for k, v in fields.items() if v is not None}
+    values |= {"offer_name": spec.offer.name, "campaign_name": campaign.name, "masked_phone": ""}
+    try:
+        used = rules.template_fields(variant.subject) | rules.template_fields(variant.body)
+        if "masked_phone" in used:
+            values["masked_phone"] = subscribers.phones_for(
+                session, actor=SYSTEM, vault=vault, subscriber_ids=[subscriber_id]
+            ).get(subscriber_id, "")
+        subject = rules.render(variant.subject, values)
+        body = rules.render(variant.body, values)
+    except Exception:  # the worker fails the contact with the error, as any other
+        return False
+    if not _inline_allowed(campaign, spec):
+        return False
+    leased = repo.lease_contacts(
+        session,
+        contact_ids=[contact_id],
+        now=now,
+        until=now + timedelta(seconds=INLINE_LEASE_S),
+    )
+    if not leased:
+        return False
+    (sent,) = channels.send_in_app(
+        session,
+        messages=[
+            Message(
+                contact_id=contact_id,
+                subscriber_id=subscriber_id,
+                campaign_id=campaign.id,
+                address=str(subscriber_id),
+                subject=subject,
+                body=body,
+            )
+        ],
+    )
+    settled = repo.settle_contacts(
+        session,
+        target=ContactStatus.DELIVERED.value,
+        rows=[
+            {
+                "contact_id": contact_id,
+                "attempts": leased[0].attempts,
+                "message_ref": sent.message_ref,
+                "contacted_at": now,
+                "delivered_at": now,
+                "error": None,
+            }
+        ],
+    )
+    return bool(settled)
 
 
 def _fields_of(profile: dict[str, Any], province: str | None) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from perkflow.audience.marts import PROFILE
 from perkflow.campaigns import repository as repo
 from perkflow.campaigns import rules
 from perkflow.campaigns import service as campaigns
-from perkflow.campaigns.models import Campaign, CampaignContact, CampaignWave
+from perkflow.campaigns.models import Campaign, CampaignWave
 from perkflow.campaigns.rules import Cell, ContactStatus, WaveKind, WaveStatus
 from perkflow.channels import service as channels_service
 from perkflow.channels.rules import Channel, Message, SendResult, Throttle
@@ -225,6 +225,17 @@ class Dispatcher:
     backoff_base_s: float = 2.0
     throttles: dict[Any, Throttle] = field(default_factory=dict)
     monotonic: Callable[[], float] = time.monotonic
+    specs: dict[tuple[int, int], rules.CampaignSpec] = field(default_factory=dict)
+
+    def spec_of(self, campaign: Campaign) -> rules.CampaignSpec:
+        """The campaign's parsed spec, kept per version (every change bumps it)."""
+        # Parsing validates every template again (~2 ms): once per version, not per batch.
+        key = (campaign.id, campaign.version)
+        if key not in self.specs:
+            if len(self.specs) > 1_000:
+                self.specs.clear()
+            self.specs[key] = campaigns.spec_of(campaign)
+        return self.specs[key]
 
     def throttle(self, campaign: Campaign, channel: str) -> Throttle | None:
         """The campaign's bucket for the channel, or the worker's bucket for the channel."""
@@ -252,10 +263,10 @@ class _Claimed:
     error: str | None = None
 
 
-def _running_waves(session: Session) -> dict[int, Campaign]:
+def _running_waves(session: Session, *, campaign_id: int | None = None) -> dict[int, Campaign]:
     """wave id → campaign of the waves that may send now (wave running, campaign running)."""
     out: dict[int, Campaign] = {}
-    for wave in repo.waves_in(session, WaveStatus.RUNNING.value):
+    for wave in repo.waves_in(session, WaveStatus.RUNNING.value, campaign_id=campaign_id):
         campaign = session.get(Campaign, wave.campaign_id)
         if campaign is not None and campaign.status == rules.CampaignStatus.RUNNING:
             out[wave.id] = campaign
@@ -263,24 +274,31 @@ def _running_waves(session: Session) -> dict[int, Campaign]:
 
 
 def _claim(
-    session: Session, d: Dispatcher, *, now: datetime, batch_size: int, report: DispatchReport
+    session: Session,
+    d: Dispatcher,
+    *,
+    now: datetime,
+    batch_size: int,
+    report: DispatchReport,
+    campaign_id: int | None = None,
 ) -> list[_Claimed]:
     repo.begin_write(session)
-    waves = _running_waves(session)
+    waves = _running_waves(session, campaign_id=campaign_id)
     if not waves:
         return []
     due = repo.due_contacts(
         session,
         wave_ids=sorted(waves),
         now=now,
-        limit=batch_size * 4,
+        # Some lookahead: suppressed, deferred and throttled contacts do not fill the batch.
+        limit=batch_size * 2,
         skip_locked=session.get_bind().dialect.name == "postgresql",
     )
     if not due:
         return []
     policy = audience.get_contact_policy(session)
     zone = d.settings.timezone
-    specs = {c.id: campaigns.spec_of(c) for c in waves.values()}
+    specs = {c.id: d.spec_of(c) for c in waves.values()}
     blocked: dict[str, dict[int, str]] = {}
     for ch in {c.channel for c in due}:
         ids = [c.subscriber_id for c in due if c.channel == ch]
@@ -288,18 +306,29 @@ def _claim(
             session, subscriber_ids=ids, channel=rules.POLICY_CHANNEL.get(ch, ch)
         )
     room: dict[int, int | None] = {}
-    taken: list[CampaignContact] = []
+    # The next allowed moment depends only on the campaign, the channel's quiet hours and the
+    # subscriber's zone: computed once per batch for each, not per contact.
+    allowed: dict[tuple[int, str, str], datetime | None] = {}
+    suppress: list[tuple[int, str, str]] = []
+    defer: list[tuple[int, str, datetime]] = []
+    take: list[int] = []
     for c in due:
-        if len(taken) >= batch_size:
+        if len(take) >= batch_size:
             break
         campaign = waves[c.wave_id]
         spec = specs[campaign.id]
         reason = blocked[c.channel].get(c.subscriber_id)
-        quiet = policy.quiet_hours.get(rules.POLICY_CHANNEL.get(c.channel, c.channel))
         local_zone = audience_rules.zone_of(c.province_code or "", zone)
-        when = rules.next_allowed(
-            now, spec.schedule, zone=local_zone, quiet=(quiet.start, quiet.end) if quiet else None
-        )
+        key = (campaign.id, c.channel, local_zone)
+        if key not in allowed:
+            quiet = policy.quiet_hours.get(rules.POLICY_CHANNEL.get(c.channel, c.channel))
+            allowed[key] = rules.next_allowed(
+                now,
+                spec.schedule,
+                zone=local_zone,
+                quiet=(quiet.start, quiet.end) if quiet else None,
+            )
+        when = allowed[key]
         if reason is None and when is None:
             reason = "schedule_ended"
         if campaign.id not in room:
@@ -313,56 +342,53 @@ def _claim(
         if reason is None and left is not None and left <= 0 and c.status == ContactStatus.QUEUED:
             reason = "cap_reached"
         if reason is not None:
-            if repo.set_contact(
-                session,
-                contact_id=c.id,
-                expected=c.status,
-                status=ContactStatus.SUPPRESSED.value,
-                reason=reason,
-                lease_until=None,
-            ):
-                report.suppressed += 1
+            suppress.append((c.id, c.status, reason))
             continue
         assert when is not None
         if when > now:
             # Outside the schedule or in quiet hours: wait without using an attempt.
-            repo.set_contact(
-                session,
-                contact_id=c.id,
-                expected=c.status,
-                status=ContactStatus.QUEUED.value,
-                next_attempt_at=when,
-                lease_until=None,
-            )
-            report.deferred += 1
+            defer.append((c.id, c.status, when))
             continue
         bucket = d.throttle(campaign, c.channel)
         if bucket is not None and not bucket.try_take():
             continue  # over the rate: stays due for a later batch
-        until = now + timedelta(seconds=d.lease_s)
-        if not repo.lease_contact(
-            session,
-            contact_id=c.id,
-            status=c.status,
-            attempts=c.attempts,
-            now=now,
-            until=until,
-        ):
-            continue  # another worker took it
         if left is not None and c.status == ContactStatus.QUEUED:
             room[campaign.id] = left - 1
-        taken.append(c)
-    return _render(session, d, taken, waves, specs)
+        take.append(c.id)
+    # Each outcome is one statement over the batch; under the claim's lock (SQLite's write
+    # transaction, PostgreSQL's row locks) nobody else changes these rows meanwhile, and every
+    # statement still checks the state it expects.
+    report.suppressed += repo.suppress_contacts(session, rows=suppress)
+    report.deferred += repo.defer_contacts(session, rows=defer)
+    leased = repo.lease_contacts(
+        session, contact_ids=take, now=now, until=now + timedelta(seconds=d.lease_s)
+    )
+    return _render(session, d, leased, waves, specs)
+
+
+_UNSET = object()
 
 
 def _render(
     session: Session,
     d: Dispatcher,
-    taken: Sequence[CampaignContact],
+    taken: Sequence[repo.LeasedContact],
     waves: Mapping[int, Campaign],
     specs: Mapping[int, rules.CampaignSpec],
 ) -> list[_Claimed]:
     """Messages of the leased contacts; phone numbers read (and the reveal audited) here."""
+    variants = {
+        (campaign_id, v.key): v for campaign_id, spec in specs.items() for v in spec.variants
+    }
+    # The fields each variant's templates read: a message depends on these values alone.
+    used: dict[tuple[int, str], tuple[str, ...]] = {}
+    for k, v in variants.items():
+        try:
+            used[k] = tuple(
+                sorted(rules.template_fields(v.subject) | rules.template_fields(v.body))
+            )
+        except Exception:  # a template that does not parse: render fails it per contact below
+            used[k] = rules.FIELDS
     needs_phone = [c.subscriber_id for c in taken if c.channel in ("sms", "email")]
     phones: dict[int, str] = {}
     if needs_phone:
@@ -374,13 +400,21 @@ def _render(
             reveal=True,
             purpose="campaign dispatch",
         )
-    others = [c.subscriber_id for c in taken if c.channel not in ("sms", "email")]
+    # Masked numbers only for messages whose template shows one (each costs a decryption).
+    others = [
+        c.subscriber_id
+        for c in taken
+        if c.channel not in ("sms", "email")
+        and "masked_phone" in used.get((c.campaign_id, c.variant or ""), ())
+    ]
     masked = subscribers.phones_for(session, actor=SYSTEM, vault=d.vault, subscriber_ids=others)
+    # Subscribers with the same values of the used fields get the same text: render it once.
+    rendered: dict[tuple[Any, ...], tuple[str, str, str | None]] = {}
     out = []
     for c in taken:
         campaign = waves[c.wave_id]
         spec = specs[campaign.id]
-        variant = next((v for v in spec.variants if v.key == c.variant), None)
+        variant = variants.get((campaign.id, c.variant or ""))
         phone = phones.get(c.subscriber_id)
         fields = {
             **{k: v for k, v in (c.fields or {}).items() if v is not None},
@@ -388,16 +422,21 @@ def _render(
             "campaign_name": campaign.name,
             "masked_phone": mask_phone(phone) if phone else masked.get(c.subscriber_id, ""),
         }
-        error: str | None = None
-        subject = body = ""
+        names = used.get((campaign.id, c.variant or ""), ())
+        key = (campaign.id, c.variant, *(fields.get(n, _UNSET) for n in names))
+        if key not in rendered:
+            try:
+                if variant is None:
+                    raise ValueError(f"variant {c.variant!r} is not in the campaign")
+                rendered[key] = (
+                    rules.render(variant.subject, fields),
+                    rules.render(variant.body, fields),
+                    None,
+                )
+            except Exception as exc:  # a template that fails for this subscriber fails the contact
+                rendered[key] = ("", "", f"render: {exc}"[:255])
+        subject, body, error = rendered[key]
         address: str | None = None
-        try:
-            if variant is None:
-                raise ValueError(f"variant {c.variant!r} is not in the campaign")
-            subject = rules.render(variant.subject, fields)
-            body = rules.render(variant.body, fields)
-        except Exception as exc:  # a template that fails for this subscriber fails the contact
-            error = f"render: {exc}"[:255]
         if c.channel in ("sms", "email") and phone is None:
             error = error or "no phone number on file"
         elif c.channel in ("sms", "email", "webhook", "in_app"):
@@ -410,7 +449,7 @@ def _render(
                 subscriber_id=c.subscriber_id,
                 campaign_id=c.campaign_id,
                 channel=c.channel,
-                attempts=c.attempts + 1,
+                attempts=c.attempts,
                 subject=subject,
                 body=body,
                 address=address,
@@ -423,50 +462,46 @@ def _render(
 def _settle(
     session: Session,
     d: Dispatcher,
-    item: _Claimed,
-    result: SendResult,
+    items: Sequence[_Claimed],
+    results: Mapping[int, SendResult],
     *,
     now: datetime,
     report: DispatchReport,
 ) -> None:
-    if result.ok:
-        target = ContactStatus.DELIVERED if result.delivered else ContactStatus.SENT
-        values: dict[str, Any] = {
-            "message_ref": result.message_ref,
-            "contacted_at": now,
-            "error": None,
-        }
-        if result.delivered:
-            values["delivered_at"] = now
-        if repo.settle_contact(
-            session, contact_id=item.contact_id, attempts=item.attempts, target=target, **values
-        ):
-            report.sent += 1
-            report.delivered += result.delivered
-        return
-    error = (result.error or "send failed")[:255]
-    if result.retryable and item.attempts < d.max_attempts:
-        wait = rules.backoff_s(item.attempts, base_s=d.backoff_base_s)
-        if repo.settle_contact(
-            session,
-            contact_id=item.contact_id,
-            attempts=item.attempts,
-            target=ContactStatus.QUEUED.value,
-            next_attempt_at=now + timedelta(seconds=wait),
-            error=error,
-        ):
-            report.retried += 1
-        return
-    # Never dropped silently: the contact ends failed with the last error, and counts as treated.
-    if repo.settle_contact(
-        session,
-        contact_id=item.contact_id,
-        attempts=item.attempts,
-        target=ContactStatus.FAILED.value,
-        error=error,
-        contacted_at=now,
-    ):
-        report.failed += 1
+    """Record each held attempt's outcome; one statement per kind of outcome, not per contact."""
+    delivered: list[dict[str, Any]] = []
+    sent: list[dict[str, Any]] = []
+    retry: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for item in items:
+        result = results.get(item.contact_id) or SendResult(
+            item.contact_id, ok=False, error="no result from the channel"
+        )
+        held = {"contact_id": item.contact_id, "attempts": item.attempts}
+        if result.ok:
+            row = {**held, "message_ref": result.message_ref, "contacted_at": now, "error": None}
+            if result.delivered:
+                delivered.append({**row, "delivered_at": now})
+            else:
+                sent.append(row)
+            continue
+        error = (result.error or "send failed")[:255]
+        if result.retryable and item.attempts < d.max_attempts:
+            wait = rules.backoff_s(item.attempts, base_s=d.backoff_base_s)
+            retry.append({**held, "next_attempt_at": now + timedelta(seconds=wait), "error": error})
+        else:
+            # Never dropped silently: the contact ends failed with the last error, and counts as
+            # treated.
+            failed.append({**held, "error": error, "contacted_at": now})
+    n_delivered = repo.settle_contacts(
+        session, target=ContactStatus.DELIVERED.value, rows=delivered
+    )
+    report.sent += n_delivered + repo.settle_contacts(
+        session, target=ContactStatus.SENT.value, rows=sent
+    )
+    report.delivered += n_delivered
+    report.retried += repo.settle_contacts(session, target=ContactStatus.QUEUED.value, rows=retry)
+    report.failed += repo.settle_contacts(session, target=ContactStatus.FAILED.value, rows=failed)
 
 
 def dispatch_batch(
@@ -475,12 +510,20 @@ def dispatch_batch(
     *,
     batch_size: int = 200,
     now: datetime | None = None,
+    campaign_id: int | None = None,
 ) -> DispatchReport:
     """Claim due contacts, send them per channel and record each outcome; then apply receipts."""
     report = DispatchReport()
     at = now or clock.now()
     with unit_of_work(sessions) as session:
-        claimed = _claim(session, dispatcher, now=at, batch_size=batch_size, report=report)
+        claimed = _claim(
+            session,
+            dispatcher,
+            now=at,
+            batch_size=batch_size,
+            report=report,
+            campaign_id=campaign_id,
+        )
         session.commit()
     report.claimed = len(claimed)
     by_channel: dict[str, list[_Claimed]] = {}
@@ -524,11 +567,7 @@ def dispatch_batch(
                         results[i.contact_id] = SendResult(
                             i.contact_id, ok=False, error=f"{name}: {exc!r}"[:255]
                         )
-            for item in items:
-                result = results.get(item.contact_id) or SendResult(
-                    item.contact_id, ok=False, error="no result from the channel"
-                )
-                _settle(session, dispatcher, item, result, now=at, report=report)
+            _settle(session, dispatcher, items, results, now=at, report=report)
             session.commit()
     report.receipts = apply_receipts(sessions, dispatcher)
     return report
@@ -557,12 +596,12 @@ def apply_receipts(sessions: sessionmaker[Session], dispatcher: Dispatcher) -> i
 # ---- waves ending, and the loop ------------------------------------------------------------------
 
 
-def finish_waves(sessions: sessionmaker[Session]) -> list[int]:
+def finish_waves(sessions: sessionmaker[Session], *, campaign_id: int | None = None) -> list[int]:
     """Close test/rollout waves with nothing left to send; a done rollout finishes its campaign."""
     done: list[int] = []
     with unit_of_work(sessions) as session:
-        for wave in repo.waves_in(session, WaveStatus.RUNNING.value):
-            if wave.kind == WaveKind.TRIGGER or repo.count_open(session, wave_id=wave.id):
+        for wave in repo.waves_in(session, WaveStatus.RUNNING.value, campaign_id=campaign_id):
+            if wave.kind == WaveKind.TRIGGER or repo.has_open(session, wave_id=wave.id):
                 continue
             if repo.move_wave(
                 session,
@@ -578,10 +617,12 @@ def finish_waves(sessions: sessionmaker[Session]) -> list[int]:
     return done
 
 
-def next_due_in_s(sessions: sessionmaker[Session], *, now: datetime) -> float | None:
+def next_due_in_s(
+    sessions: sessionmaker[Session], *, now: datetime, campaign_id: int | None = None
+) -> float | None:
     """Seconds until the next open contact of a sending wave is due (None: nothing open)."""
     with unit_of_work(sessions) as session:
-        waves = _running_waves(session)
+        waves = _running_waves(session, campaign_id=campaign_id)
         if not waves:
             return None
         at = repo.next_due_at(session, wave_ids=sorted(waves))
@@ -619,31 +660,36 @@ def run_worker(
     max_wait_s: float = 60.0,
     stop: threading.Event | None = None,
     on_round: Callable[[WorkerReport], None] | None = None,
+    campaign_id: int | None = None,
 ) -> WorkerReport:
     """Plan waves, dispatch, finish waves; until nothing is open (or forever with `follow`).
 
     Without `follow` it still waits for retries and expired leases due within `max_wait_s`.
+    With `campaign_id` it works on that campaign's waves only (the console's dispatch-now).
     """
     stop = stop or threading.Event()
     report = WorkerReport()
     while not stop.is_set():
         report.rounds += 1
         with unit_of_work(sessions) as session:
-            planning = [w.id for w in repo.waves_in(session, WaveStatus.PLANNING.value)]
+            planning = [
+                w.id
+                for w in repo.waves_in(session, WaveStatus.PLANNING.value, campaign_id=campaign_id)
+            ]
         for wave_id in planning:
             report.planned += plan_wave(
                 sessions, mart=mart, vault=dispatcher.vault, wave_id=wave_id
             )
-        batch = dispatch_batch(sessions, dispatcher, batch_size=batch_size)
+        batch = dispatch_batch(sessions, dispatcher, batch_size=batch_size, campaign_id=campaign_id)
         report.dispatch.add(batch)
-        report.waves_done += len(finish_waves(sessions))
+        report.waves_done += len(finish_waves(sessions, campaign_id=campaign_id))
         if on_round is not None:
             on_round(report)
         if once:
             break
         if batch.claimed or planning:
             continue
-        wait = next_due_in_s(sessions, now=clock.now())
+        wait = next_due_in_s(sessions, now=clock.now(), campaign_id=campaign_id)
         if wait is None or wait > max_wait_s:
             if not follow:
                 break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
@@ -10,7 +11,7 @@ from perkflow.channels import repository
 from perkflow.channels.email import SmtpChannel
 from perkflow.channels.inbox import InAppChannel
 from perkflow.channels.models import InboxMessage
-from perkflow.channels.rules import CHANNELS, Channel, Throttle
+from perkflow.channels.rules import CHANNELS, Channel, Message, SendResult, Throttle
 from perkflow.channels.sms import SmppChannel
 from perkflow.channels.webhook import WebhookChannel
 from perkflow.errors import NotFound, ValidationFailed
@@ -70,6 +71,11 @@ def address_for(channel: str, *, phone: str, subscriber_id: int, settings: Setti
 
 
 # ---- the in-app inbox ----------------------------------------------------------------------
+
+
+def send_in_app(session: Session, *, messages: Sequence[Message]) -> list[SendResult]:
+    """Campaign messages into the inbox, in the caller's transaction (one row per contact)."""
+    return InAppChannel().send(session, messages)
 
 
 def post_system_message(
