@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     # The claim gate (docs/coupons.md): claim groups in flight per process, and their size.
     claim_fast_lane: bool = True
-    claim_lanes: int = Field(default=4, ge=1, le=64)
+    claim_lanes: int = Field(default=1, ge=1, le=64)
     claim_max_group: int = Field(default=64, ge=1, le=500)
     channel_rate_per_s: dict[str, float] = Field(
         default_factory=lambda: {"sms": 50.0, "email": 20.0, "webhook": 50.0, "in_app": 1000.0}

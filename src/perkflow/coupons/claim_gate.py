@@ -35,7 +35,7 @@ ClaimRequest = claim_batch.ClaimRequest
 
 # Bigger groups amortise more, but a group's rows stay locked for its whole transaction.
 MAX_GROUP = 64
-LANES = 2
+LANES = 1
 
 
 # A deadlock (40P01) or serialization failure (40001) undoes the whole transaction; trying it
