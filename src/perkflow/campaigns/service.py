@@ -928,6 +928,9 @@ class LedgerResponses:
     cursor: dict[str, int]
 
 
+LEDGER_REWIND_IDS = 1_000
+
+
 def collect_ledger_responses(
     session: Session,
     *,
@@ -939,13 +942,21 @@ def collect_ledger_responses(
     _require_writer(actor, scope="responses:write", perm=Perm.RESPONSES_WRITE)
     cursor = dict(since or {})
     seen = recorded = 0
+    # Concurrent writers commit out of id order (a claim group may commit after a later id was
+    # read), so each pass reads again a window behind the cursor; recording is idempotent by
+    # row, so a row read twice counts once and a late row is not lost.
+    rewind = min(LEDGER_REWIND_IDS, limit // 2)
+
+    def after(kind: str) -> int:
+        return max(0, cursor.get(kind, 0) - rewind)
+
     sources: list[tuple[str, Sequence[Any]]] = [
-        ("claim", coupons.claims_since(session, after_id=cursor.get("claim", 0), limit=limit)),
+        ("claim", coupons.claims_since(session, after_id=after("claim"), limit=limit)),
         (
             "redemption",
-            coupons.redemptions_since(session, after_id=cursor.get("redemption", 0), limit=limit),
+            coupons.redemptions_since(session, after_id=after("redemption"), limit=limit),
         ),
-        ("grant_use", grants.uses_since(session, after_id=cursor.get("grant_use", 0), limit=limit)),
+        ("grant_use", grants.uses_since(session, after_id=after("grant_use"), limit=limit)),
     ]
     for kind, rows in sources:
         for row in rows:
