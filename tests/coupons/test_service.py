@@ -246,6 +246,10 @@ def _offline(session: Session, vault: Vault, a: int, b: int, frozen: clock.Froze
     session.commit()
     assert {r.client_ref: r.redemption_id for r in again}["r1"] == by_ref["r1"].redemption_id
     assert session.scalar(select(func.count()).select_from(Redemption)) == 2
+    # As facts for campaign responses, an offline redemption happened when the clerk took it,
+    # not half an hour later when the upload reached the ledger.
+    facts = coupons.redemptions_since(session, after_id=0)
+    assert [clock.as_utc(f.at) for f in facts] == [t0, t0]
 
 
 def test_pattern_codes_are_generated_in_resumable_chunks(session: Session, vault: Vault) -> None:

@@ -1186,12 +1186,13 @@ def redemptions_after(
     session: Session, *, after_id: int, limit: int
 ) -> list[tuple[int, int, int, Any, int]]:
     """(redemption id, subscriber, batch, at, order fen) of standing redemptions after an id."""
+    # The time the clerk took it: an offline upload reaches the ledger later than it happened.
     rows = session.execute(
         select(
             Redemption.id,
             Coupon.subscriber_id,
             Redemption.batch_id,
-            Redemption.at,
+            Redemption.recorded_at,
             Redemption.order_fen,
         )
         .join(Coupon, Coupon.id == Redemption.coupon_id)
