@@ -26,6 +26,7 @@ from perkflow.db import make_engine, make_session_factory
 from perkflow.errors import PerkflowError
 from perkflow.kit import clock
 from perkflow.kit.crypto import Vault
+from perkflow.org.models import AuditEntry
 from perkflow.org.rules import SYSTEM, Actor
 from tests.coupons.factories import ZONE, make_batch
 from tests.factories import make_subscribers
@@ -237,6 +238,7 @@ def test_1000_claims_in_concurrent_groups_over_stock_300(
         attempts = attempts[size:]
     barrier = threading.Barrier(THREADS)
     answers: Counter[str] = Counter()
+    answers_ids: list[int] = []
     lock = threading.Lock()
 
     def run(mine: list[list[tuple[int, str]]]) -> None:
@@ -252,6 +254,7 @@ def test_1000_claims_in_concurrent_groups_over_stock_300(
             got = claim_gate.settle(wide, vault=vault, requests=reqs)
             with lock:
                 answers.update(_answer(r) for r in got)
+                answers_ids.extend(r.coupon.id for r in got if not isinstance(r, PerkflowError))
 
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(run, [groups[i::THREADS] for i in range(THREADS)]))
@@ -259,6 +262,11 @@ def test_1000_claims_in_concurrent_groups_over_stock_300(
         claimed = s.scalars(select(Coupon.subscriber_id).where(Coupon.batch_id == batch.id)).all()
         slots = s.scalars(select(Coupon.slot).where(Coupon.batch_id == batch.id)).all()
         stock = coupons.stock_of(s, actor=SYSTEM, batch_id=batch.id)
+        audits = s.scalars(select(AuditEntry).where(AuditEntry.action == "coupon.claim")).all()
+    # Every claim is in the audit log, with its coupon, subscriber and time.
+    assert sorted(int(a.target_id) for a in audits) == sorted(answers_ids)
+    assert {a.details["subscriber"] for a in audits} == set(claimed)
+    assert all(a.at.tzinfo is not None and a.actor_kind == "system" for a in audits)
     assert len(claimed) == 300 == answers["claimed"]
     assert len(set(claimed)) == 300, "a subscriber got two coupons"
     assert sorted(slots) == list(range(300))

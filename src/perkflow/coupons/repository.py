@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -44,7 +45,7 @@ from perkflow.coupons.models import (
     ShareHelp,
     StockShard,
 )
-from perkflow.db import UTCDateTime
+from perkflow.db import UTCDateTime, postgres_driver
 
 
 def _upsert(session: Session, model: Any) -> Any:
@@ -423,8 +424,15 @@ _COUNTERS_UNNEST = text(
 )
 
 
-def _postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+def _psycopg(clause: Any) -> str:
+    """A text() statement's SQL with psycopg's placeholders (these statements use no `::`)."""
+    return re.sub(r"(?<![:\w]):([a-z_][a-z_0-9]*)", r"%(\1)s", str(clause.text))
+
+
+# The same statements for the driver itself (psycopg's %(name)s placeholders).
+_RATE_UNNEST_PG = _psycopg(_RATE_UNNEST)
+_COUNTERS_UNNEST_PG = _psycopg(_COUNTERS_UNNEST)
+_TAKEN_KEYS_PG = "SELECT idempotency_key FROM coupons WHERE idempotency_key = ANY(%(keys)s)"
 
 
 def take_rate_tokens_many(
@@ -432,16 +440,17 @@ def take_rate_tokens_many(
 ) -> set[str]:
     """`take_rate_tokens` for many distinct keys in one statement (sorted: lock order)."""
     ordered = sorted(limits)
-    if _postgres(session):
-        got = session.execute(
-            _RATE_UNNEST,
+    driver = postgres_driver(session)
+    if driver is not None:
+        got = driver.execute(
+            _RATE_UNNEST_PG,
             {
                 "window_start": window_start,
                 "keys": [k for k, _ in ordered],
                 "limits": [n for _, n in ordered],
             },
         )
-        return {str(k) for k in got.scalars()}
+        return {str(k) for (k,) in got}
     params: dict[str, Any] = {"window_start": window_start}
     for i, (key, limit) in enumerate(ordered):
         params[f"key{i}"] = key
@@ -476,10 +485,11 @@ def bump_claim_counters_many(
         "limit_total": limit_total,
         "limit_day": limit_day,
     }
-    if _postgres(session):
+    driver = postgres_driver(session)
+    if driver is not None:
         params["subs"] = [sub for sub, _ in ordered]
         params["periods"] = [period for _, period in ordered]
-        got = session.execute(_COUNTERS_UNNEST, params).all()
+        got = driver.execute(_COUNTERS_UNNEST_PG, params).fetchall()
         return {(int(s), str(p)) for s, p in got}
     for i, (sub, period) in enumerate(ordered):
         params[f"sub{i}"] = sub
@@ -526,7 +536,12 @@ def take_many_from_active_shard(
     session: Session, *, batch_id: int, shard: int, k: int
 ) -> tuple[int, int, int] | None:
     """Take k units of one shard at once, all or none: (base, size, remaining after)."""
-    row = session.execute(_TAKE_MANY, {"b_batch": batch_id, "b_shard": shard, "b_k": k}).first()
+    params = {"b_batch": batch_id, "b_shard": shard, "b_k": k}
+    driver = postgres_driver(session)
+    if driver is not None:
+        row = driver.execute(_TAKE_MANY_PG, params).fetchone()
+    else:
+        row = session.execute(_TAKE_MANY, params).first()
     return (int(row[0]), int(row[1]), int(row[2])) if row else None
 
 
@@ -542,8 +557,11 @@ _TAKEN_KEYS = {
 
 def coupons_by_keys(session: Session, keys: Sequence[str]) -> dict[str, Coupon]:
     """Coupons already claimed under any of these idempotency keys."""
-    stmt = _TAKEN_KEYS[session.get_bind().dialect.name]
-    taken = list(session.execute(stmt, {"keys": list(keys)}).scalars())
+    driver = postgres_driver(session)
+    if driver is not None:
+        taken = [k for (k,) in driver.execute(_TAKEN_KEYS_PG, {"keys": list(keys)})]
+    else:
+        taken = list(session.execute(_TAKEN_KEYS["sqlite"], {"keys": list(keys)}).scalars())
     if not taken:  # the usual case: no ORM load at all
         return {}
     found = session.scalars(
@@ -574,6 +592,12 @@ _INSERT_CLAIMS = {
 }
 
 
+_TAKE_MANY_PG = (
+    "UPDATE coupon_stock_shards SET remaining = remaining - %(b_k)s"
+    " WHERE batch_id = %(b_batch)s AND shard = %(b_shard)s AND remaining >= %(b_k)s"
+    " AND EXISTS (SELECT 1 FROM coupon_batches WHERE id = %(b_batch)s AND status = 'active')"
+    " RETURNING slot_base, size, remaining"
+)
 _INSERT_CLAIMS_UNNEST = text(
     "INSERT INTO coupons (batch_id, subscriber_id, slot, code_hash, code_enc, idempotency_key,"
     " status, channel, device_id, claimed_at, valid_from, valid_until)"
@@ -589,14 +613,25 @@ _INSERT_CLAIMS_UNNEST = text(
 )
 
 
+_INSERT_CLAIMS_PG = _psycopg(_INSERT_CLAIMS_UNNEST)
+
+
+def _utc(value: datetime) -> datetime:
+    # What db.UTCDateTime does for bound values, for statements sent to the driver directly.
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the ledger; use kit.clock.now()")
+    return value.astimezone(UTC)
+
+
 def insert_claims(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Insert claimed coupons of one batch (one statement) except taken keys: key -> new id."""
-    if _postgres(session):
+    driver = postgres_driver(session)
+    if driver is not None:
         # Batch, status and the times are the same on every row of a group.
         first = rows[0]
-        params = {
-            k: first[k] for k in ("batch_id", "status", "claimed_at", "valid_from", "valid_until")
-        }
+        params: dict[str, Any] = {"batch_id": first["batch_id"], "status": first["status"]}
+        for k in ("claimed_at", "valid_from", "valid_until"):
+            params[k] = _utc(first[k])
         for name, col in (
             ("subs", "subscriber_id"),
             ("slots", "slot"),
@@ -607,7 +642,7 @@ def insert_claims(session: Session, rows: list[dict[str, Any]]) -> dict[str, int
             ("devices", "device_id"),
         ):
             params[name] = [r[col] for r in rows]
-        got = session.execute(_INSERT_CLAIMS_UNNEST, params).all()
+        got = driver.execute(_INSERT_CLAIMS_PG, params).fetchall()
     else:
         got = session.execute(_INSERT_CLAIMS[session.get_bind().dialect.name], rows).all()
     return {str(k): int(i) for i, k in got}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, text
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
-from perkflow.db import UTCDateTime
+from perkflow.db import postgres_driver
 from perkflow.org.models import ApiKey, AuditEntry, LoginAttempt, Region, StaffUser
 
 # On the Table, not the mapped class: a plain Core insert, no ORM bulk-persistence layer.
@@ -93,24 +93,27 @@ def insert_audit(session: Session, values: dict[str, Any]) -> None:
 
 
 # One statement whatever the row count: the per-row values travel as arrays.
-_AUDIT_UNNEST = text(
+_AUDIT_UNNEST_PG = (
     "INSERT INTO audit_log (at, actor_kind, actor_id, actor_name, action, target_type,"
     " target_id, details, ip)"
-    " SELECT :at, :actor_kind, :actor_id, :actor_name, :action, :target_type, t, CAST(d AS json),"
-    " :ip FROM unnest(CAST(:target_ids AS varchar[]), CAST(:details AS text[])) AS u(t, d)"
-).bindparams(bindparam("at", type_=UTCDateTime()))
+    " SELECT %(at)s, %(actor_kind)s, %(actor_id)s, %(actor_name)s, %(action)s, %(target_type)s,"
+    " t, CAST(d AS json), %(ip)s"
+    " FROM unnest(CAST(%(target_ids)s AS varchar[]), CAST(%(details)s AS text[])) AS u(t, d)"
+)
 
 
 def insert_audits(session: Session, rows: list[dict[str, Any]]) -> None:
     """Many audit rows of one actor and action (bulk hot paths): one statement on PostgreSQL."""
-    if session.get_bind().dialect.name != "postgresql":
+    driver = postgres_driver(session)  # the claim path's bulk insert: straight to the driver
+    if driver is None:
         session.execute(_AUDIT, rows)
         return
     first = rows[0]
-    session.execute(
-        _AUDIT_UNNEST,
+    driver.execute(
+        _AUDIT_UNNEST_PG,
         {
-            **{k: first[k] for k in ("at", "actor_kind", "actor_id", "actor_name", "action")},
+            "at": first["at"].astimezone(UTC),
+            **{k: first[k] for k in ("actor_kind", "actor_id", "actor_name", "action")},
             "target_type": first["target_type"],
             "ip": first["ip"],
             "target_ids": [r["target_id"] for r in rows],

@@ -10,6 +10,7 @@ from sqlalchemy import BigInteger, Table, any_, bindparam, delete, func, insert,
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from perkflow.db import postgres_driver
 from perkflow.subscribers.models import StatusEvent, Subscriber
 
 
@@ -43,10 +44,19 @@ _HOLD_MANY = {
 }
 
 
+_HOLD_MANY_PG = (
+    "SELECT id, province_code, status FROM subscribers WHERE id = ANY(%(ids)s)"
+    " ORDER BY id FOR SHARE"
+)
+
+
 def hold_many(session: Session, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
     """(province, status) of each known id, share-locked until the caller commits."""
-    stmt = _HOLD_MANY[session.get_bind().dialect.name]
-    rows = session.execute(stmt, {"ids": list(ids)})
+    driver = postgres_driver(session)  # the claim path's bulk read: straight to the driver
+    if driver is not None:
+        rows = driver.execute(_HOLD_MANY_PG, {"ids": list(ids)}).fetchall()
+    else:
+        rows = session.execute(_HOLD_MANY["sqlite"], {"ids": list(ids)}).all()
     return {int(i): (str(p), str(s)) for i, p, s in rows}
 
 
