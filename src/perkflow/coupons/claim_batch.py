@@ -180,7 +180,9 @@ def _claim_round(
     open_groups = []
     for batch_id, members in groups.items():
         try:
-            open_groups.append((batch_id, _open_terms(session, batch_id), members))
+            open_groups.append(
+                (batch_id, one.open_claim_terms(session, batch_id=batch_id), members)
+            )
         except PerkflowError as exc:
             for i, _ in members:
                 results[i] = exc
@@ -197,23 +199,6 @@ def _claim_round(
                 results[i] = problem
         if eligible:
             _claim_in_batch(session, vault, batch_id, terms, eligible, results)
-
-
-def _open_terms(session: Session, batch_id: int) -> Any:
-    """The batch's claim terms if it takes claims now (404/409 as a lone claim would answer)."""
-    if one.seen_sold_out(session, batch_id=batch_id):
-        raise one.SoldOut("sold out", field="batch_id", batch_id=batch_id)
-    terms = one._terms_for_claim(session, batch_id)
-    now = clock.now()
-    if now < terms.claim_starts_at:
-        raise one.NotClaimable(
-            "this offer has not started yet",
-            field="batch_id",
-            starts_at=terms.claim_starts_at.isoformat(),
-        )
-    if terms.claim_ends_at is not None and now >= terms.claim_ends_at:
-        raise one.NotClaimable("this offer has ended", field="batch_id")
-    return terms
 
 
 def _subscriber_problem(

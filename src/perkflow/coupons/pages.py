@@ -811,6 +811,18 @@ async def batch_update(
     return RedirectResponse(f"/console/coupons/{batch_id}", status_code=303)
 
 
+def _batch_refused(
+    request: Request, staff: StaffContext, session: DbSession, batch_id: int, exc: PerkflowError
+) -> Response:
+    """The batch page again with the refusal shown; 403 and 404 stay errors."""
+    if exc.status_code in (403, 404):
+        raise exc
+    session.rollback()  # nothing of the refused action is kept
+    return _batch_page(
+        request, staff, session, batch_id, error=_error_text(exc), status_code=exc.status_code
+    )
+
+
 def _batch_page(
     request: Request,
     staff: StaffContext,
@@ -888,12 +900,7 @@ def batch_status(
             request, staff, session, batch_id, error=f"status: {status!r}", status_code=422
         )
     except PerkflowError as exc:
-        if exc.status_code in (403, 404):
-            raise
-        session.rollback()
-        return _batch_page(
-            request, staff, session, batch_id, error=_error_text(exc), status_code=exc.status_code
-        )
+        return _batch_refused(request, staff, session, batch_id, exc)
     return RedirectResponse(f"/console/coupons/{batch_id}", status_code=303)
 
 
@@ -912,12 +919,7 @@ def add_stock(
             raise ValidationFailed("a whole number of units", field="quantity")
         coupons.add_stock(session, actor=staff.actor, batch_id=batch_id, quantity=int(text))
     except PerkflowError as exc:
-        if exc.status_code in (403, 404):
-            raise
-        session.rollback()
-        return _batch_page(
-            request, staff, session, batch_id, error=_error_text(exc), status_code=exc.status_code
-        )
+        return _batch_refused(request, staff, session, batch_id, exc)
     return RedirectResponse(f"/console/coupons/{batch_id}", status_code=303)
 
 
@@ -944,12 +946,7 @@ def generate_codes(
             ).id
         session.commit()  # the job must exist before its worker looks for it
     except PerkflowError as exc:
-        if exc.status_code in (403, 404):
-            raise
-        session.rollback()
-        return _batch_page(
-            request, staff, session, batch_id, error=_error_text(exc), status_code=exc.status_code
-        )
+        return _batch_refused(request, staff, session, batch_id, exc)
     tasks.start_in_background(request.app.state.sessions, vault=vault, job_id=job_id)
     return RedirectResponse(f"/console/coupons/{batch_id}", status_code=303)
 
@@ -990,12 +987,7 @@ async def import_codes(
             codes=raw.decode("utf-8-sig", errors="replace").splitlines(),
         )
     except PerkflowError as exc:
-        if exc.status_code in (403, 404):
-            raise
-        session.rollback()
-        return _batch_page(
-            request, staff, session, batch_id, error=_error_text(exc), status_code=exc.status_code
-        )
+        return _batch_refused(request, staff, session, batch_id, exc)
     notice = f"+{report.added} / {report.duplicates} / {len(report.invalid)}"
     return _batch_page(request, staff, session, batch_id, notice=notice)
 

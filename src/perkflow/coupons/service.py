@@ -739,6 +739,23 @@ def _replay_key(session: Session, key: str, *, batch_id: int, subscriber_id: int
     return _replay(twin, batch_id=batch_id, subscriber_id=subscriber_id)
 
 
+def open_claim_terms(session: Session, *, batch_id: int) -> _ClaimTerms:
+    """The claim terms of a batch taking claims now: 404, or 409 sold out / not started / ended."""
+    if seen_sold_out(session, batch_id=batch_id):
+        raise SoldOut("sold out", field="batch_id", batch_id=batch_id)
+    terms = _terms_for_claim(session, batch_id)
+    now = clock.now()
+    if now < terms.claim_starts_at:
+        raise NotClaimable(
+            "this offer has not started yet",
+            field="batch_id",
+            starts_at=terms.claim_starts_at.isoformat(),
+        )
+    if terms.claim_ends_at is not None and now >= terms.claim_ends_at:
+        raise NotClaimable("this offer has ended", field="batch_id")
+    return terms
+
+
 def require_claimant(actor: Actor, *, subscriber_id: int) -> None:
     """403 unless the actor may claim for this subscriber (themself, or a key with the scope)."""
     if actor.kind == "subscriber" and actor.id != str(subscriber_id):
@@ -765,18 +782,8 @@ def claim_coupon(
     key = f"{subscriber_id}:{idempotency_key}"
     if repo.claim_id_by_key(session, key) is not None:
         return _replay_key(session, key, batch_id=batch_id, subscriber_id=subscriber_id)
-    if seen_sold_out(session, batch_id=batch_id):
-        raise SoldOut("sold out", field="batch_id", batch_id=batch_id)
-    terms = _terms_for_claim(session, batch_id)
+    terms = open_claim_terms(session, batch_id=batch_id)
     now = clock.now()
-    if now < terms.claim_starts_at:
-        raise NotClaimable(
-            "this offer has not started yet",
-            field="batch_id",
-            starts_at=terms.claim_starts_at.isoformat(),
-        )
-    if terms.claim_ends_at is not None and now >= terms.claim_ends_at:
-        raise NotClaimable("this offer has ended", field="batch_id")
     _subscriber_for_claim(session, owner_region=terms.owner_region, subscriber_id=subscriber_id)
 
     total, day = period_keys(clock.today(zone))
