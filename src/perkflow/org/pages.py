@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -20,10 +21,29 @@ router = APIRouter(include_in_schema=False)
 
 
 def _safe_next(target: str | None) -> str:
-    # Only same-site paths: an open redirect after sign-in would help phishing.
-    if not target or not target.startswith("/") or target.startswith("//"):
+    # Only same-site absolute paths: an open redirect after sign-in would help phishing. Browsers
+    # read a backslash as `/` and drop tabs and newlines, and a proxy may decode `%2F` before
+    # routing, so the path of every decoded form of the target must be a plain path too.
+    def plain(text: str) -> bool:
+        if not text.startswith("/") or text[1:2] in ("/", "\\") or "\\" in text:
+            return False
+        return all(c.isprintable() and not c.isspace() for c in text)
+
+    if not target or len(target) > 2048 or not plain(target):
+        return "/console"
+    form = target
+    for _ in range(4):
+        decoded = unquote(form)
+        if decoded == form:
+            break
+        form = decoded
+        if not plain(re.split(r"[?#]", form, maxsplit=1)[0]):
+            return "/console"
+    else:
         return "/console"
     parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/console"
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
