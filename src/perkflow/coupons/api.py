@@ -27,6 +27,7 @@ from perkflow.coupons.schemas import (
     WalletItemOut,
 )
 from perkflow.errors import ValidationFailed
+from perkflow.kit.bounds import IdParam
 from perkflow.web.auth import ApiActor, DbSession, VaultDep
 
 router = APIRouter(prefix="/v1", tags=["coupons"])
@@ -66,13 +67,13 @@ def list_batches(actor: ApiActor, session: DbSession) -> list[BatchOut]:
 
 
 @router.get("/coupon-batches/{batch_id}", response_model=BatchOut)
-def get_batch(batch_id: int, actor: ApiActor, session: DbSession) -> BatchOut:
-    """One batch."""
-    return BatchOut.model_validate(coupons.get_batch(session, actor=actor, batch_id=batch_id))
+def get_batch(batch_id: IdParam, actor: ApiActor, session: DbSession) -> BatchOut:
+    """One batch (staff who manage batches in its region, or a key with coupons:read)."""
+    return BatchOut.model_validate(coupons.read_batch(session, actor=actor, batch_id=batch_id))
 
 
 @router.post("/coupon-batches/{batch_id}/status", response_model=BatchOut)
-def set_status(batch_id: int, body: StatusIn, actor: ApiActor, session: DbSession) -> BatchOut:
+def set_status(batch_id: IdParam, body: StatusIn, actor: ApiActor, session: DbSession) -> BatchOut:
     """Activate, pause, resume or end a batch."""
     try:
         target = BatchStatus(body.status)
@@ -83,7 +84,7 @@ def set_status(batch_id: int, body: StatusIn, actor: ApiActor, session: DbSessio
 
 
 @router.get("/coupon-batches/{batch_id}/stock", response_model=StockOut)
-def stock(batch_id: int, actor: ApiActor, session: DbSession) -> StockOut:
+def stock(batch_id: IdParam, actor: ApiActor, session: DbSession) -> StockOut:
     """Stock levels: total, remaining (per shard), claimed, redeemed."""
     view = coupons.stock_of(session, actor=actor, batch_id=batch_id)
     return StockOut(batch_id=batch_id, **view.__dict__)
@@ -91,7 +92,7 @@ def stock(batch_id: int, actor: ApiActor, session: DbSession) -> StockOut:
 
 @router.post("/coupon-batches/{batch_id}/stock-additions", response_model=StockOut, status_code=201)
 def add_stock(
-    batch_id: int, body: StockAdditionIn, actor: ApiActor, session: DbSession
+    batch_id: IdParam, body: StockAdditionIn, actor: ApiActor, session: DbSession
 ) -> StockOut:
     """Add units to an active or paused batch (new shards, new slots); the stock after."""
     view = coupons.add_stock(session, actor=actor, batch_id=batch_id, quantity=body.quantity)
@@ -100,7 +101,7 @@ def add_stock(
 
 @router.post("/coupon-batches/{batch_id}/claims", response_model=ClaimOut, status_code=201)
 async def claim(
-    batch_id: int,
+    batch_id: IdParam,
     body: ClaimIn,
     request: Request,
     response: Response,
@@ -143,7 +144,7 @@ def claim_out(outcome: coupons.ClaimOutcome) -> ClaimOut:
 
 @router.get("/subscribers/{subscriber_id}/coupons", response_model=list[WalletItemOut])
 def wallet(
-    subscriber_id: int, actor: ApiActor, session: DbSession, vault: VaultDep
+    subscriber_id: IdParam, actor: ApiActor, session: DbSession, vault: VaultDep
 ) -> list[WalletItemOut]:
     """A subscriber's wallet with clear codes, for the channel that serves that subscriber."""
     return [
@@ -195,7 +196,7 @@ def redeem_offline(
 
 @router.post("/redemptions/{redemption_id}/reverse", response_model=RedemptionOut)
 def reverse(
-    redemption_id: int, body: ReverseIn, actor: ApiActor, session: DbSession
+    redemption_id: IdParam, body: ReverseIn, actor: ApiActor, session: DbSession
 ) -> RedemptionOut:
     """Reverse a redemption within the batch's window."""
     return RedemptionOut.model_validate(
@@ -207,7 +208,7 @@ def reverse(
 
 @router.post("/envelope-programs/{program_id}/draws", response_model=list[DrawOut])
 def draw(
-    program_id: int, body: DrawIn, actor: ApiActor, session: DbSession, vault: VaultDep
+    program_id: IdParam, body: DrawIn, actor: ApiActor, session: DbSession, vault: VaultDep
 ) -> list[DrawOut]:
     """Draw a lottery for a subscriber; won prizes are credited (cash balance or a coupon)."""
     results = coupons.draw_lottery(

@@ -334,6 +334,16 @@ def get_batch(session: Session, *, actor: Actor, batch_id: int) -> CouponBatch:
     return batch
 
 
+def read_batch(session: Session, *, actor: Actor, batch_id: int) -> CouponBatch:
+    """A batch for a reader: staff who manage batches in its region, or a key with coupons:read."""
+    # Permission before existence: a caller who may not read batches learns nothing of ids.
+    if actor.kind == "api_key":
+        _require_api_scope(actor, "coupons:read")
+    else:
+        org.require(actor, Perm.COUPONS_EDIT)
+    return get_batch(session, actor=actor, batch_id=batch_id)
+
+
 def list_batches(session: Session, *, actor: Actor) -> Sequence[CouponBatch]:
     """Batches the actor may edit: national staff see all, a province its own."""
     org.require(actor, Perm.COUPONS_EDIT)
@@ -400,8 +410,7 @@ def _stock_view(session: Session, batch_id: int) -> StockView:
 
 def stock_of(session: Session, *, actor: Actor, batch_id: int) -> StockView:
     """Stock levels of one batch."""
-    batch = get_batch(session, actor=actor, batch_id=batch_id)
-    _require_api_scope(actor, "coupons:read")
+    batch = read_batch(session, actor=actor, batch_id=batch_id)
     return _stock_view(session, batch.id)
 
 
