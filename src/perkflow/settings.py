@@ -6,8 +6,11 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Longest value SMPP 3.4 allows in each bind field (its octet size without the closing NUL).
+SMPP_LIMITS = {"smpp_system_id": 15, "smpp_password": 8, "smpp_source_addr": 20}
 
 
 class Settings(BaseSettings):
@@ -51,6 +54,20 @@ class Settings(BaseSettings):
         path = self.home.expanduser().resolve()
         path.mkdir(parents=True, exist_ok=True)
         return path
+    @field_validator("smpp_system_id", "smpp_password", "smpp_source_addr")
+    @classmethod
+    def _smpp_field(cls, value: str, info: ValidationInfo) -> str:
+        # SMPP 3.4 fields are C-octet strings of bounded size: an SMSC refuses a longer one at
+        # every bind (ESME_RINVPASWD / ESME_RINVSYSID), which otherwise shows only as failed sends.
+        limit = SMPP_LIMITS[str(info.field_name)]
+        if len(value) > limit:
+            raise ValueError(f"at most {limit} characters in SMPP 3.4, got {len(value)}")
+        if not value.isascii() or not value.isprintable():
+            raise ValueError("printable ASCII only in SMPP 3.4")
+        if info.field_name == "smpp_system_id" and not value:
+            raise ValueError("the SMPP system_id is required")
+        return value
+
 
     @property
     def ledger_url(self) -> str:

@@ -148,3 +148,78 @@ def test_demo_sets_up_a_home_and_prints_logins_once(home: Path) -> None:
     text = " ".join(again.output.split())
     assert "Demo console accounts" not in text and "already has 400 subscribers" in text
     assert "perkflow staff set-password" in text
+
+
+@pytest.fixture
+def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "fresh"
+    monkeypatch.setenv("PERKFLOW_HOME", str(path))
+    monkeypatch.delenv("PERKFLOW_DATABASE_URL", raising=False)
+    monkeypatch.delenv("PERKFLOW_SECRET_KEY", raising=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["synth", "--subscribers", "50"],
+        ["staff", "list"],
+        ["subscriber", "show", "1"],
+        ["coupons", "housekeeping"],
+        ["extract", "list"],
+    ],
+)
+def test_a_command_on_a_never_migrated_home_says_what_to_run(
+    fresh_home: Path, argv: list[str]
+) -> None:
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [
+        f"error: the ledger at sqlite:///{fresh_home.resolve() / 'ledger.sqlite3'} is not set up:"
+        " run `perkflow db upgrade`"
+    ]
+    # Nothing was generated into a home that cannot hold it.
+    assert not (fresh_home / "mart" / "subscriber_profile.parquet").exists()
+    # What it says to run works, and then the command does.
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(app, ["staff", "list"]).exit_code == 0
+
+
+def test_a_ledger_behind_this_version_is_refused(home: Path) -> None:
+    engine = make_engine(f"sqlite:///{home / 'ledger.sqlite3'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+    engine.dispose()
+    result = runner.invoke(app, ["staff", "list"])
+    assert result.exit_code == 1
+    assert "is behind this version: run `perkflow db upgrade`" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_unusable_setting_is_one_line_naming_the_variable(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PERKFLOW_SMPP_PASSWORD", "longer-than-8")
+    result = runner.invoke(app, ["staff", "list"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error [PERKFLOW_SMPP_PASSWORD]: at most 8 characters in SMPP 3.4, got 13"
+    )
+    assert "longer-than-8" not in result.output  # the secret itself is not echoed
+
+
+def test_a_domain_error_in_a_command_without_its_own_handler_is_one_line(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from perkflow.errors import NotFound
+    from perkflow.org import service as org
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise NotFound("no such staff list", field="staff")
+
+    monkeypatch.setattr(org, "list_staff", refuse)
+    result = runner.invoke(app, ["staff", "list"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error [staff]: no such staff list"

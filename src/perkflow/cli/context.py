@@ -9,11 +9,17 @@ from functools import cached_property, wraps
 from typing import Any, TypeVar
 
 import typer
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from typer.core import TyperGroup
 
+from perkflow.cli.migrate import MIGRATIONS
 from perkflow.db import make_engine, make_session_factory, unit_of_work
 from perkflow.errors import PerkflowError
 from perkflow.kit.crypto import Vault
@@ -26,6 +32,37 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class LedgerNotReady(PerkflowError):
+    """The ledger was never migrated, or not to this version's schema."""
+
+    status_code = 503
+    code = "ledger_not_ready"
+
+
+class SettingsInvalid(PerkflowError):
+    """A PERKFLOW_* variable holds a value perkflow cannot use."""
+
+    code = "settings_invalid"
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse a ledger whose schema is not this version's, saying what to run."""
+    where = engine.url.render_as_string(hide_password=True)
+    with engine.connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    script = ScriptDirectory(str(MIGRATIONS))
+    if current == set(script.get_heads()):
+        return
+    if not current:
+        raise LedgerNotReady(f"the ledger at {where} is not set up: run `perkflow db upgrade`")
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current - known:
+        raise LedgerNotReady(
+            f"the ledger at {where} was migrated by a newer perkflow ({', '.join(sorted(current))})"
+        )
+    raise LedgerNotReady(f"the ledger at {where} is behind this version: run `perkflow db upgrade`")
+
+
 @dataclass
 class Context:
     """Lazily opened stores of one home."""
@@ -33,8 +70,17 @@ class Context:
     settings: Settings
 
     @cached_property
-    def engine(self) -> Engine:
+    def ledger(self) -> Engine:
+        """The ledger's engine, schema unchecked (what `db upgrade` migrates)."""
         return make_engine(self.settings.ledger_url)
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The ledger's engine once its schema is this version's."""
+        # Checked once per command: a never-migrated home otherwise fails deep inside the first
+        # query with "no such table".
+        check_schema(self.ledger)
+        return self.ledger
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
@@ -57,7 +103,22 @@ class Context:
 
 def get_context() -> Context:
     """A context over the current settings."""
-    return Context(settings=get_settings())
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "PERKFLOW_" + "_".join(str(p) for p in first["loc"]).upper()
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise SettingsInvalid(message, field=name) from exc
+    return Context(settings=settings)
+
+
+def exit_with(exc: PerkflowError) -> typer.Exit:
+    """Print a domain error as one line naming the field; the exit to raise."""
+    where = escape(f" [{exc.field}]") if exc.field else ""
+    err_console.print(f"[red]error[/red]{where}: {escape(exc.message)}", soft_wrap=True)
+    # 2 is a bad argument (as for click's usage errors); 1 is a home that cannot serve the command.
+    return typer.Exit(code=1 if isinstance(exc, LedgerNotReady | SettingsInvalid) else 2)
 
 
 def handles_errors(fn: F) -> F:
@@ -68,8 +129,23 @@ def handles_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PerkflowError as exc:
-            where = escape(f" [{exc.field}]") if exc.field else ""
-            err_console.print(f"[red]error[/red]{where}: {escape(exc.message)}")
-            raise typer.Exit(code=2) from exc
+            raise exit_with(exc) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+class PerkflowGroup(TyperGroup):
+    """The top-level command: no command shows a traceback for a user's or a home's error."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PerkflowError as exc:
+            raise exit_with(exc) from exc
+        except OperationalError as exc:
+            # The ledger cannot be reached or used (a stopped server, a locked or foreign file).
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            err_console.print(
+                f"[red]error[/red]: the ledger cannot be used: {escape(reason)}", soft_wrap=True
+            )
+            raise typer.Exit(code=1) from exc

@@ -24,7 +24,7 @@ from perkflow.cli.audience import (
 from perkflow.cli.campaigns import campaign_app
 from perkflow.cli.catalog import catalog_app
 from perkflow.cli.channels import channels_app
-from perkflow.cli.context import Context, console, get_context, handles_errors
+from perkflow.cli.context import Context, PerkflowGroup, console, get_context, handles_errors
 from perkflow.cli.coupons import coupons_app
 from perkflow.cli.demo import print_result, run_demo_campaign
 from perkflow.cli.grants import binding_app, grants_app, partner_sim_command
@@ -38,7 +38,9 @@ from perkflow.subscribers import service as subscribers
 from perkflow.subscribers.rules import Status
 
 app = typer.Typer(
-    help="perkflow: benefit operations and precision marketing.", no_args_is_help=True
+    cls=PerkflowGroup,
+    help="perkflow: benefit operations and precision marketing.",
+    no_args_is_help=True,
 )
 db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
 staff_app = typer.Typer(help="Console users.", no_args_is_help=True)
@@ -81,9 +83,9 @@ def db_upgrade() -> None:
     """Migrate the ledger to the latest schema and load the region tree."""
     ctx = get_context()
     ctx.vault  # noqa: B018  (creates the home's secret on first run)
-    added = migrate.upgrade(ctx.engine)
+    added = migrate.upgrade(ctx.ledger)
     console.print(
-        f"ledger at head: {ctx.engine.url.render_as_string(hide_password=True)}"
+        f"ledger at head: {ctx.ledger.url.render_as_string(hide_password=True)}"
         + (f" (+{added} regions)" if added else "")
     )
 
@@ -97,6 +99,7 @@ def serve(
     from perkflow.main import create_app
 
     ctx = get_context()
+    ctx.engine  # noqa: B018  (an unmigrated ledger is refused here, not on the first page)
     host = host or ctx.settings.host
     port = port or ctx.settings.port
     console.print(f"perkflow console: [bold]http://{host}:{port}/[/bold]  (API docs: /docs)")
@@ -117,7 +120,7 @@ def demo(
 ) -> None:
     """Set up the home: migrate, generate an operator, demo staff, run the demo campaign, serve."""
     ctx = get_context()
-    migrate.upgrade(ctx.engine)
+    migrate.upgrade(ctx.ledger)
     with ctx.uow() as session:
         existing = subscribers.count_subscribers(session)
     if existing == 0:

@@ -33,6 +33,7 @@ def synth(
 ) -> None:
     """Generate a synthetic operator: subscriber master, profiles, usage and hidden truth."""
     ctx = get_context()
+    ctx.engine  # noqa: B018  (an unmigrated ledger is refused before the progress bar starts)
     columns = (
         TextColumn("[bold]subscribers"),
         BarColumn(),
