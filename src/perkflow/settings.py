@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     login_window_s: int = 15 * 60
     host: str = "127.0.0.1"
     port: int = 8000
+    # Exports in the home's exports folder (full phone numbers when revealed) are deleted after
+    # this long at the latest; a console download deletes its file once sent.
+    export_ttl_s: int = Field(default=24 * 3600, ge=60)
     # Channels (docs/channels.md): a channel whose peer is not configured is not opened.
     smpp_host: str | None = None
     smpp_port: int = 2775
@@ -92,9 +95,9 @@ class Settings(BaseSettings):
 
     @property
     def exports_dir(self) -> Path:
-        """Files written for people (extractions, reports)."""
+        """Files written for people (extractions, reports); owner-only, like what they hold."""
         path = self.home_dir / "exports"
-        path.mkdir(exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
         return path
 
     @cached_property

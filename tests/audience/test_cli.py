@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from perkflow.cli.main import app
@@ -109,6 +113,44 @@ def test_save_build_optout_and_extract(home: Path, tmp_path: Path) -> None:
     assert ran.exit_code == 0, ran.output
     files = list(out.glob("*.parquet"))
     assert len(files) == 1
+    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600  # the user's own file, owner-only
     table = pq.read_table(files[0])
     assert set(table["city_code"].to_pylist()) == {"GD01"}
     assert all("****" in p for p in table["phone"].to_pylist())  # masked unless --reveal
+
+
+def test_revealed_exports_in_the_home_are_owner_only_and_pruned_after_their_time(
+    home: Path, tmp_path: Path
+) -> None:
+    tpl = tmp_path / "tpl.yaml"
+    tpl.write_text(
+        "name: Revealed ZJ\ncolumns: [subscriber_id, phone]\n"
+        "rule: {column: province_code, op: '=', value: ZJ}\n"
+    )
+    assert runner.invoke(app, ["extract", "save", str(tpl)]).exit_code == 0
+    exports = home / "exports"
+    exports.mkdir(exist_ok=True)
+    exports.chmod(0o755)
+    ran = runner.invoke(app, ["extract", "run", "Revealed ZJ", "--reveal"])
+    assert ran.exit_code == 0, ran.output
+    [made] = [p for p in exports.iterdir() if p.name.startswith("revealed-zj-")]
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600
+    assert stat.S_IMODE(exports.stat().st_mode) == 0o700
+    # Young exports stay; one older than PERKFLOW_EXPORT_TTL_S (24 h) goes, audited.
+    assert "deleted 0 exports" in runner.invoke(app, ["extract", "prune"]).output
+    day_ago = time.time() - 24 * 3600 - 1
+    os.utime(made, (day_ago, day_ago))
+    pruned = runner.invoke(app, ["extract", "prune"])
+    assert pruned.exit_code == 0 and "deleted 1 exports older than 24 h" in pruned.output
+    assert not made.exists()
+    engine = create_engine(f"sqlite:///{home / 'ledger.sqlite3'}")
+    with engine.connect() as conn:
+        expired = conn.execute(
+            text(
+                "SELECT actor_name FROM audit_log"
+                " WHERE action = 'extraction.expire' AND target_id = :f"
+            ),
+            {"f": made.name},
+        ).all()
+    engine.dispose()
+    assert len(expired) == 1

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow.csv as pacsv
 import pytest
+from fastapi.responses import FileResponse
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -256,10 +261,96 @@ parameters:
     assert all("****" in p for p in table["phone"].to_pylist())
     assert min(table["data_mb"].to_pylist()) >= 2000
     with web_sessions() as s:
-        last = s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc())).first()
-        assert last is not None and last.action == "extraction.export"
-        assert last.details["rows"] == table.num_rows
+        export, download = s.scalars(
+            select(AuditEntry).order_by(AuditEntry.id.desc()).limit(2)
+        ).all()[::-1]
+        assert export.action == "extraction.export"
+        assert export.details["rows"] == table.num_rows
+        assert download.action == "extraction.download"
+        assert download.target_id == export.details["file"]
     bad = client.post(
         "/console/extractions", data={"csrf_token": token, "source": "name: x\ncolumns: [salary]"}
     )
     assert bad.status_code == 422 and "columns[0]" in bad.text
+
+
+def test_a_revealed_export_is_owner_only_and_gone_once_downloaded(
+    home: TestClient, settings: Settings, web_sessions: sessionmaker[Session]
+) -> None:
+    exports = settings.exports_dir
+    exports.chmod(0o755)  # as an older version left it
+    stale = exports / "Old-20261101T000000Z-1.csv"
+    stale.write_text("subscriber_id,phone\n1,13800000001\n")
+    os.utime(stale, (time.time() - settings.export_ttl_s - 60,) * 2)
+    seen: dict[str, int] = {}
+    real_replace = Path.replace
+
+    def spy(self: Path, target: Path) -> Path:
+        # The moment the export is complete on disk, before it is sent.
+        seen["file"] = stat.S_IMODE(self.stat().st_mode)
+        seen["folder"] = stat.S_IMODE(self.parent.stat().st_mode)
+        return real_replace(self, target)
+
+    sign_in(home, "admin")
+    token = _csrf(home)
+    source = (
+        "name: Reveal GD\ncolumns: [subscriber_id, phone]\n"
+        "rule: {column: province_code, op: '=', value: GD}\n"
+    )
+    home.post("/console/extractions", data={"csrf_token": token, "source": source})
+    page = home.get("/console/extractions")
+    tid = int(re.search(r"/console/extractions/(\d+)/run", page.text).group(1))  # type: ignore[union-attr]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Path, "replace", spy)
+        r = home.post(
+            f"/console/extractions/{tid}/run",
+            data={"csrf_token": token, "format": "csv", "reveal": "1"},
+        )
+    assert r.status_code == 200
+    phones = pacsv.read_csv(io.BytesIO(r.content))["phone"].to_pylist()
+    assert phones and all(len(str(p)) == 11 and "*" not in str(p) for p in phones)
+    assert seen == {"file": 0o600, "folder": 0o700}
+    assert stat.S_IMODE(exports.stat().st_mode) == 0o700
+    # Sent, then deleted; the stale export of yesterday went with this one's start.
+    assert list(exports.iterdir()) == []
+    with web_sessions() as s:
+        audit = s.scalars(
+            select(AuditEntry).where(AuditEntry.action.like("extraction.%")).order_by(AuditEntry.id)
+        ).all()
+    assert [(a.action, a.target_id) for a in audit] == [
+        ("extraction.expire", stale.name),
+        ("extraction.export", str(tid)),
+        ("extraction.download", audit[1].details["file"]),
+    ]
+
+
+def test_a_download_cut_short_still_deletes_the_file(
+    home: TestClient, settings: Settings, web_sessions: sessionmaker[Session]
+) -> None:
+    sign_in(home, "admin")
+    token = _csrf(home)
+    source = (
+        "name: Cut\ncolumns: [subscriber_id, phone]\n"
+        "rule: {column: province_code, op: '=', value: GD}\n"
+    )
+    home.post("/console/extractions", data={"csrf_token": token, "source": source})
+    page = home.get("/console/extractions")
+    tid = int(re.search(r"/console/extractions/(\d+)/run", page.text).group(1))  # type: ignore[union-attr]
+
+    with pytest.MonkeyPatch.context() as mp:
+        # The file's body never reaches the client: the response is cut after it started.
+        mp.setattr(FileResponse, "__call__", _failing_call)
+        with pytest.raises(OSError):
+            home.post(
+                f"/console/extractions/{tid}/run",
+                data={"csrf_token": token, "format": "csv", "reveal": "1"},
+            )
+    assert list(settings.exports_dir.iterdir()) == []
+    with web_sessions() as s:
+        last = s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc())).first()
+    assert last is not None and last.action == "extraction.download_failed"
+
+
+async def _failing_call(self: FileResponse, scope: object, receive: object, send: object) -> None:
+    assert Path(self.path).exists()  # the export is there while it is being sent
+    raise OSError("connection reset by peer")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -705,6 +708,76 @@ class TestExtraction:
                 fmt="csv",
                 out_dir=tmp_path,
             )
+
+    def test_an_export_is_owner_only_and_a_failed_one_leaves_nothing(
+        self,
+        session: Session,
+        mart: Mart,
+        vault: Vault,
+        tmp_path: Path,
+        operator: None,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        row = audience.save_template(session, mart=mart, actor=HQ, raw=self.TEMPLATE)
+        out = tmp_path / "mine"
+        for fmt in ("csv", "parquet"):
+            report = audience.run_extraction(
+                session,
+                mart=mart,
+                actor=HQ,
+                vault=vault,
+                template_id=row.id,
+                params={},
+                fmt=fmt,
+                out_dir=out,
+                reveal=True,
+            )
+            assert stat.S_IMODE(report.path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(out.stat().st_mode) == 0o700  # created owner-only
+        before = sorted(out.iterdir())
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("disk full")
+
+        monkeypatch.setattr(audience, "_plain_schema", broken)
+        with pytest.raises(RuntimeError):
+            audience.run_extraction(
+                session,
+                mart=mart,
+                actor=HQ,
+                vault=vault,
+                template_id=row.id,
+                params={},
+                fmt="csv",
+                out_dir=out,
+                reveal=True,
+            )
+        assert sorted(out.iterdir()) == before  # no half-written .part of revealed phones
+
+    def test_pruning_deletes_only_expired_exports_and_audits_each(
+        self, session: Session, tmp_path: Path
+    ) -> None:
+        folder = tmp_path / "exports"
+        folder.mkdir(mode=0o755)
+        old, young, part, other = (
+            folder / "a.csv",
+            folder / "b.parquet",
+            folder / "c.csv.part",
+            folder / "notes.txt",
+        )
+        for f in (old, young, part, other):
+            f.write_text("x")
+        gone = time.time() - 3601
+        for f in (old, part, other):
+            os.utime(f, (gone, gone))
+        audience.private_folder(folder)
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert audience.prune_exports(session, actor=SYSTEM, folder=folder, ttl_s=3600) == [
+            "a.csv",
+            "c.csv.part",
+        ]
+        assert sorted(p.name for p in folder.iterdir()) == ["b.parquet", "notes.txt"]
+        assert actions(session)[-2:] == ["extraction.expire", "extraction.expire"]
 
     def test_a_bad_template_is_refused_with_its_path(
         self, session: Session, mart: Mart, operator: None

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
+import anyio
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
+from starlette.types import Receive, Scope, Send
 
 from perkflow.audience import rules
 from perkflow.audience import service as audience
+from perkflow.db import unit_of_work
 from perkflow.errors import PerkflowError, ValidationFailed
 from perkflow.kit.pagination import Page
 from perkflow.org import service as org
@@ -593,6 +598,7 @@ def extraction_run(
             out_dir=request.app.state.settings.exports_dir,
             reveal=reveal,
         )
+            ttl_s=request.app.state.settings.export_ttl_s,
     except PerkflowError as exc:
         if exc.status_code in (403, 404):
             raise
@@ -601,4 +607,29 @@ def extraction_run(
     # The audit entry must be stored before the file leaves: commit now, not after the response.
     session.commit()
     media = "text/csv" if report.format == "csv" else "application/vnd.apache.parquet"
-    return FileResponse(report.path, media_type=media, filename=report.path.name)
+    actor, sessions = staff.actor, request.app.state.sessions
+
+    def discard(downloaded: bool) -> None:
+        with unit_of_work(sessions) as after:
+            audience.discard_export(after, actor=actor, path=report.path, downloaded=downloaded)
+            after.commit()
+
+    return _SentOnce(report.path, discard=discard, media_type=media, filename=report.path.name)
+
+
+class _SentOnce(FileResponse):
+    """A file sent once: deleted (and that audited) however the sending ends, even cut short."""
+
+    def __init__(self, path: Path, *, discard: Callable[[bool], None], **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self._discard = discard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sent = False
+        try:
+            await super().__call__(scope, receive, send)
+            sent = True
+        finally:
+            # Shielded: a client that went away cancels the response, not the deletion.
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(self._discard, sent)

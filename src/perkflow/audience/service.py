@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -1115,8 +1117,13 @@ def run_extraction(
     reveal: bool = False,
     limit: int | None = None,
     progress: Progress | None = None,
+    ttl_s: int | None = None,
 ) -> ExtractionReport:
-    """Export a template's rows to CSV or Parquet within the role's row limit; audited."""
+    """Export a template's rows to CSV or Parquet within the role's row limit; audited.
+
+    The file is owner-only (0600). With `ttl_s`, `out_dir` is the home's exports folder: it is
+    kept owner-only and exports older than `ttl_s` are deleted first (each deletion audited).
+    """
     org.require(actor, Perm.EXTRACT)
     started = time.perf_counter()
     if fmt not in rules.EXPORT_FORMATS:
@@ -1157,10 +1164,17 @@ def run_extraction(
     if "subscriber_id" not in mart_columns:
         mart_columns = ["subscriber_id", *mart_columns]
     query = table.select(*mart_columns).order_by("subscriber_id").limit(rows_wanted)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if ttl_s is not None:
+        private_folder(out_dir)
+        prune_exports(session, actor=actor, folder=out_dir, ttl_s=ttl_s)
+    else:
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     stamp = clock.now().strftime("%Y%m%dT%H%M%SZ")
-    path = out_dir / f"{rules.safe_filename(template.name)}-{stamp}-{os.getpid()}.{fmt}"
+    path = out_dir / f"{rules.safe_filename(template.name)}-{stamp}-{os.getpid()}-{token(4)}.{fmt}"
     tmp = path.with_suffix(path.suffix + ".part")
+    # Created owner-only before a byte is written (a revealed export holds full phone numbers);
+    # the writers reopen the existing file, which keeps its mode.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     written = 0
     writer = None
     try:
@@ -1195,9 +1209,15 @@ def run_extraction(
         if writer is None:
             empty = pa.schema([pa.field(c, pa.string()) for c in template.columns])
             writer = _writer(tmp, fmt, empty)
-    finally:
+        writer.close()
+        writer = None
+    except BaseException:
+        # A failed export leaves nothing behind (not even its first batches).
         if writer is not None:
-            writer.close()
+            with contextlib.suppress(Exception):
+                writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
     if progress is not None:
         progress(written, rows_wanted)
@@ -1224,6 +1244,55 @@ def run_extraction(
         format=fmt,
         revealed=reveal,
         seconds=time.perf_counter() - started,
+    )
+
+
+# What an export leaves in its folder: the files, and a `.part` of one that was cut short.
+_EXPORT_SUFFIXES = (".csv", ".parquet", ".part")
+
+
+def private_folder(path: Path) -> Path:
+    """The folder, owner-only (0700): created so, or narrowed when it exists wider."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) != 0o700:
+        path.chmod(0o700)
+    return path
+
+
+def prune_exports(session: Session, *, actor: Actor, folder: Path, ttl_s: int) -> list[str]:
+    """Delete the exports in the folder older than `ttl_s`; each deletion audited; their names."""
+    if not folder.is_dir():
+        return []
+    cutoff = clock.now().timestamp() - ttl_s
+    gone: list[str] = []
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_file() or entry.suffix not in _EXPORT_SUFFIXES:
+            continue
+        if entry.stat().st_mtime >= cutoff:
+            continue
+        entry.unlink(missing_ok=True)
+        gone.append(entry.name)
+        org.record_audit(
+            session,
+            actor=actor,
+            action="extraction.expire",
+            target_type="extraction_file",
+            target_id=entry.name,
+            details={"ttl_s": ttl_s},
+        )
+    return gone
+
+
+def discard_export(session: Session, *, actor: Actor, path: Path, downloaded: bool) -> None:
+    """Delete an export once it was sent (or its download broke off); audited."""
+    path.unlink(missing_ok=True)
+    org.record_audit(
+        session,
+        actor=actor,
+        action="extraction.download" if downloaded else "extraction.download_failed",
+        target_type="extraction_file",
+        target_id=path.name,
+        details={"deleted": True},
     )
 
 

@@ -412,6 +412,8 @@ def extract_run(
                 reveal=reveal,
                 limit=limit,
                 progress=on_progress,
+                # The home's exports folder is kept owner-only and pruned; --out is the user's.
+                ttl_s=None if out else ctx.settings.export_ttl_s,
             )
         session.commit()
     phones = "revealed" if report.revealed else "masked"
@@ -419,6 +421,20 @@ def extract_run(
         f"{report.rows:,} rows → {report.path} ({report.format}, phones {phones}, "
         f"{report.seconds:.1f} s)"
     )
+
+
+@extract_app.command("prune")
+@handles_errors
+def extract_prune() -> None:
+    """Delete the home's exports older than PERKFLOW_EXPORT_TTL_S (cron); each deletion audited."""
+    ctx = get_context()
+    ttl = ctx.settings.export_ttl_s
+    with ctx.uow() as session:
+        gone = audience.prune_exports(
+            session, actor=SYSTEM, folder=ctx.settings.exports_dir, ttl_s=ttl
+        )
+        session.commit()
+    console.print(f"deleted {len(gone):,} exports older than {ttl / 3600:g} h")
 
 
 @control_app.command("show")
