@@ -597,8 +597,8 @@ def extraction_run(
             fmt=fmt,
             out_dir=request.app.state.settings.exports_dir,
             reveal=reveal,
-        )
             ttl_s=request.app.state.settings.export_ttl_s,
+        )
     except PerkflowError as exc:
         if exc.status_code in (403, 404):
             raise
