@@ -51,12 +51,6 @@ class Settings(BaseSettings):
         default_factory=lambda: {"sms": 50.0, "email": 20.0, "webhook": 50.0, "in_app": 1000.0}
     )
 
-    @cached_property
-    def home_dir(self) -> Path:
-        """The home, created on first use."""
-        path = self.home.expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        return path
     @field_validator("smpp_system_id", "smpp_password", "smpp_source_addr")
     @classmethod
     def _smpp_field(cls, value: str, info: ValidationInfo) -> str:
@@ -71,6 +65,12 @@ class Settings(BaseSettings):
             raise ValueError("the SMPP system_id is required")
         return value
 
+    @cached_property
+    def home_dir(self) -> Path:
+        """The home, created on first use."""
+        path = self.home.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     @property
     def ledger_url(self) -> str:
