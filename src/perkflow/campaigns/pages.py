@@ -542,6 +542,7 @@ def campaign_create(
 @router.get("/console/campaigns/wizard/variant")
 def wizard_variant_row(request: Request, staff: Staff) -> Response:
     """One empty content-variant row (htmx appends it)."""
+    org.require(staff.actor, Perm.CAMPAIGNS_EDIT)  # it lists the mart's columns: wizard users only
     mart: Mart = request.app.state.mart
     return render(
         request,
