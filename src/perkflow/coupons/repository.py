@@ -766,6 +766,22 @@ def cas_coupon(
     return _rowcount(result) == 1
 
 
+def move_subscriber_coupons(
+    session: Session, *, subscriber_id: int, expected: Sequence[str], target: str
+) -> list[int]:
+    """Move one subscriber's coupons in an `expected` status to `target` (binding): the ids."""
+    # One set-based UPDATE: a clerk's compare-and-set on one of these rows either ran first
+    # (the coupon is redeemed and stays so) or finds the coupon moved and redeems nothing.
+    result = session.execute(
+        update(Coupon)
+        .where(Coupon.subscriber_id == subscriber_id, Coupon.status.in_(list(expected)))
+        .values(status=target)
+        .returning(Coupon.id)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(int(i) for i in result.scalars())
+
+
 def get_redemption(session: Session, redemption_id: int) -> Redemption | None:
     return session.get(Redemption, redemption_id, populate_existing=True)
 

@@ -36,6 +36,9 @@ class BatchStatus(StrEnum):
 class CouponStatus(StrEnum):
     CLAIMED = "claimed"
     REDEEMED = "redeemed"
+    # Binding (绑): suspension pauses an unredeemed coupon, reactivation resumes it, churn voids it.
+    PAUSED = "paused"
+    VOID = "void"
 
 
 class RedemptionStatus(StrEnum):
@@ -90,6 +93,8 @@ class Refusal(StrEnum):
     MIN_SPEND = "min_spend"
     BATCH_INACTIVE = "batch_inactive"
     DUPLICATE_UPLOAD = "duplicate_upload"
+    PAUSED = "paused"
+    VOID = "void"
 
 
 BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
@@ -408,6 +413,10 @@ def redemption_refusal(
     """Why a coupon cannot be redeemed here and now, with a readable message, or None."""
     if coupon_status == CouponStatus.REDEEMED:
         return Refusal.ALREADY_REDEEMED, "this coupon was already redeemed"
+    if coupon_status == CouponStatus.VOID:
+        return Refusal.VOID, "this coupon is void: its subscriber has left the network"
+    if coupon_status == CouponStatus.PAUSED:
+        return Refusal.PAUSED, "this coupon is paused while its subscriber's line is suspended"
     if batch_status == BatchStatus.ENDED:
         return Refusal.BATCH_INACTIVE, "this coupon's campaign has ended"
     if now < valid_from:

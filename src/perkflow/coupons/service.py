@@ -93,6 +93,7 @@ from perkflow.kit.crypto import Vault
 from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM, Actor, Perm, province_of
 from perkflow.subscribers import service as subscribers
+from perkflow.subscribers.rules import Status as SubscriberStatus
 
 
 class SoldOut(Conflict):
@@ -2274,3 +2275,55 @@ def redemptions_since(session: Session, *, after_id: int, limit: int = 5_000) ->
         LedgerFact(i, s, at, v, f"coupon_batch:{b}")
         for i, s, b, at, v in repo.redemptions_after(session, after_id=after_id, limit=limit)
     ]
+
+
+# ---- binding (绑) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CouponBinding:
+    """What binding did to one subscriber's unredeemed coupons."""
+
+    voided: list[int]
+    paused: list[int]
+    resumed: list[int]
+
+    @property
+    def changed(self) -> int:
+        return len(self.voided) + len(self.paused) + len(self.resumed)
+
+
+def bind_coupons(
+    session: Session, *, actor: Actor, subscriber_id: int, status: SubscriberStatus, reason: str
+) -> CouponBinding:
+    """Make a subscriber's unredeemed coupons follow their network status; audited."""
+    # Called by the status change (grants.change_subscriber_status), in its transaction, after
+    # the subscriber row changed: churn voids, suspension pauses, reactivation resumes.
+    claimed, paused, void = (
+        CouponStatus.CLAIMED.value,
+        CouponStatus.PAUSED.value,
+        CouponStatus.VOID.value,
+    )
+    moves: dict[SubscriberStatus, tuple[tuple[str, ...], str]] = {
+        SubscriberStatus.CHURNED: ((claimed, paused), void),
+        SubscriberStatus.SUSPENDED: ((claimed,), paused),
+        SubscriberStatus.ACTIVE: ((paused,), claimed),
+    }
+    expected, target = moves[status]
+    moved = repo.move_subscriber_coupons(
+        session, subscriber_id=subscriber_id, expected=expected, target=target
+    )
+    if moved:
+        org.record_audit(
+            session,
+            actor=actor,
+            action="coupon.binding",
+            target_type="subscriber",
+            target_id=str(subscriber_id),
+            details={"to": target, "coupons": moved[:200], "count": len(moved), "reason": reason},
+        )
+    return CouponBinding(
+        voided=moved if target == void else [],
+        paused=moved if target == paused else [],
+        resumed=moved if target == claimed else [],
+    )

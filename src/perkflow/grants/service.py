@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from perkflow.catalog import rules as catalog_rules
 from perkflow.catalog import service as catalog
 from perkflow.catalog.rules import BenefitStatus, FulfilmentKind, ValidityKind
+from perkflow.coupons import service as coupons
 from perkflow.errors import Conflict, Forbidden, NotFound, Unauthenticated, ValidationFailed
 from perkflow.grants import repository as repo
 from perkflow.grants.models import Grant, GrantEvent, OutboxMessage
@@ -706,12 +707,13 @@ class StatusChanged:
 
     event: Any
     binding: Binding
+    coupon_binding: coupons.CouponBinding | None = None
 
 
 def change_subscriber_status(
     session: Session, *, actor: Actor, subscriber_id: int, status: Status, reason: str, source: str
 ) -> StatusChanged:
-    """Change a subscriber's status and bind their grants to it in the same transaction."""
+    """Change a subscriber's status and bind their grants and coupons to it in one transaction."""
     event = subscribers.change_status(
         session,
         actor=actor,
@@ -720,14 +722,15 @@ def change_subscriber_status(
         reason=reason,
         source=source,
     )
+    why = f"subscriber {status.value}: {reason.strip()}"[:255]
     binding = apply_binding(
-        session,
-        actor=actor,
-        subscriber_id=subscriber_id,
-        status=status,
-        reason=f"subscriber {status.value}: {reason.strip()}"[:255],
+        session, actor=actor, subscriber_id=subscriber_id, status=status, reason=why
     )
-    return StatusChanged(event=event, binding=binding)
+    # Coupons follow too: a churned subscriber's unredeemed coupon is void at every counter.
+    bound = coupons.bind_coupons(
+        session, actor=actor, subscriber_id=subscriber_id, status=status, reason=why
+    )
+    return StatusChanged(event=event, binding=binding, coupon_binding=bound)
 
 
 @dataclass(frozen=True)
