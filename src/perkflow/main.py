@@ -6,11 +6,13 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,11 +45,31 @@ from perkflow.subscribers import api as subscribers_api
 from perkflow.subscribers import pages as subscribers_pages
 from perkflow.web import dashboard, h5
 from perkflow.web.auth import LoginRequired, SubscriberLoginRequired
+from perkflow.web.limits import AuthFirst, BodyLimit
+from perkflow.web.openapi import API_RESPONSES, install_openapi
 from perkflow.web.render import build_env, render
 
 
 class SecurityHeaders:
-    """Headers every page needs: no framing (clickjacking), no MIME sniffing, no referrer leak."""
+    """Headers every page needs: a Content-Security-Policy, no framing, no sniffing, no referrer."""
+
+    # Scripts only from our own /static (htmx, ECharts, the page scripts; the inline <script>
+    # blocks in templates are JSON data, which is never run). Styles allow inline: htmx adds
+    # its indicator <style>, ECharts' tooltips carry style attributes. No eval: htmx runs with
+    # allowEval off and no template uses hx-on or event-handler attributes.
+    POLICY = (
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        b"img-src 'self' data:; font-src 'self'; connect-src 'self'; media-src 'self'; "
+        b"object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
+    )
+    # FastAPI's /docs page is Swagger UI from its CDN, started by an inline script.
+    DOCS_POLICY = (
+        b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+        b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+        b"img-src 'self' data: https://fastapi.tiangolo.com; object-src 'none'; "
+        b"base-uri 'self'; frame-ancestors 'none'"
+    )
+    DOCS_PATHS = ("/docs", "/docs/oauth2-redirect")
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -56,11 +78,13 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        policy = self.DOCS_POLICY if scope["path"] in self.DOCS_PATHS else self.POLICY
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers += [
+                    (b"content-security-policy", policy),
                     (b"x-frame-options", b"DENY"),
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"same-origin"),
@@ -80,6 +104,9 @@ def _field_of(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or ".".join(str(p) for p in loc)
 
 
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PerkflowError)
     async def domain_error(request: Request, exc: PerkflowError) -> Response:
@@ -92,11 +119,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
         )
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        errors = [{"field": _field_of(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+    def invalid(request: Request, errors: list[dict[str, str]]) -> Response:
         first = errors[0] if errors else {"field": "", "message": "invalid request"}
-        message = f"{first['field']}: {first['message']}"
+        message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
         if _wants_json(request):
             body = {
                 "code": "validation_failed",
@@ -106,6 +131,22 @@ def _install_error_handlers(app: FastAPI) -> None:
             }
             return JSONResponse({"error": body}, status_code=422)
         return render(request, "error.html", {"status": 422, "message": message}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return invalid(
+            request, [{"field": _field_of(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        )
+
+    # The last resort: a value the edge's types let through but the ledger cannot store (an
+    # integer beyond 64 bits, a NUL in PostgreSQL text) is the caller's error, never a 500.
+    # The request's transaction is rolled back as for any error (web/auth.py).
+    async def unstorable(request: Request, exc: Exception) -> Response:
+        return invalid(request, [{"field": "", "message": "a value is out of range or malformed"}])
+
+    app.add_exception_handler(DataError, unstorable)
+    app.add_exception_handler(psycopg.DataError, unstorable)
+    app.add_exception_handler(OverflowError, unstorable)
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
@@ -123,9 +164,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if _wants_json(request):
+            code = _HTTP_CODES.get(exc.status_code, "http_error")
             return JSONResponse(
-                {"error": {"code": "http_error", "message": str(exc.detail)}},
+                {"error": {"code": code, "message": str(exc.detail)}},
                 status_code=exc.status_code,
+                headers=exc.headers,
             )
         return render(
             request,
@@ -148,13 +191,20 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.mart = open_mart(settings)
     app.state.templates = build_env()
 
+    # Innermost of the middleware: bodies are bounded and anonymous API calls refused before
+    # any route parses a body (web/limits.py).
+    app.add_middleware(AuthFirst)
+    app.add_middleware(
+        BodyLimit, api_limit=settings.max_body_bytes, page_limit=settings.max_form_bytes
+    )
     app.add_middleware(
         SessionMiddleware,
         secret_key=vault.signing_key,
         session_cookie="perkflow_session",
         max_age=settings.session_max_age_s,
         same_site="lax",
-        https_only=False,
+        # `Secure` once the console is reached over HTTPS: the cookie never travels in clear.
+        https_only=settings.cookie_secure,
     )
     app.add_middleware(SecurityHeaders)
     if settings.claim_fast_lane:
@@ -189,11 +239,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         campaigns_api.router,
         campaigns_pages.router,
     ):
-        app.include_router(router)
+        # Every /v1 operation documents the errors it can answer (web/openapi.py).
+        is_api = any(getattr(r, "path", "").startswith("/v1") for r in router.routes)
+        app.include_router(router, responses=API_RESPONSES if is_api else None)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
         """Liveness for load balancers."""
         return {"status": "ok", "version": __version__}
 
+    install_openapi(app)
     return app

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     # Exports in the home's exports folder (full phone numbers when revealed) are deleted after
     # this long at the latest; a console download deletes its file once sent.
     export_ttl_s: int = Field(default=24 * 3600, ge=60)
+    # Serve the session cookie with `Secure` (set when the console is reached over HTTPS).
+    cookie_secure: bool = False
     # Channels (docs/channels.md): a channel whose peer is not configured is not opened.
     smpp_host: str | None = None
     smpp_port: int = 2775
@@ -47,6 +49,9 @@ class Settings(BaseSettings):
     claim_fast_lane: bool = True
     claim_lanes: int = Field(default=1, ge=1, le=64)
     claim_max_group: int = Field(default=64, ge=1, le=500)
+    # Request bodies (web/limits.py): an API call is small; console forms carry CSV uploads.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_form_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     channel_rate_per_s: dict[str, float] = Field(
         default_factory=lambda: {"sms": 50.0, "email": 20.0, "webhook": 50.0, "in_app": 1000.0}
     )

@@ -26,6 +26,7 @@ from perkflow.audience.schemas import (
     UniversalControlIn,
     UniversalControlOut,
 )
+from perkflow.kit.bounds import IdParam, LineParam
 from perkflow.web.auth import ApiActor, DbSession, MartDep, VaultDep
 
 router = APIRouter(prefix="/v1", tags=["audience"])
@@ -80,7 +81,7 @@ def create_segment(
 
 
 @router.get("/segments/{segment_id}", response_model=SegmentOut)
-def get_segment(segment_id: int, actor: ApiActor, session: DbSession) -> SegmentOut:
+def get_segment(segment_id: IdParam, actor: ApiActor, session: DbSession) -> SegmentOut:
     """One segment."""
     return SegmentOut.model_validate(
         audience.get_segment(session, actor=actor, segment_id=segment_id)
@@ -89,7 +90,7 @@ def get_segment(segment_id: int, actor: ApiActor, session: DbSession) -> Segment
 
 @router.get("/segments/{segment_id}/versions", response_model=list[SegmentVersionOut])
 def segment_versions(
-    segment_id: int, actor: ApiActor, session: DbSession
+    segment_id: IdParam, actor: ApiActor, session: DbSession
 ) -> list[SegmentVersionOut]:
     """Every version of a segment, newest first."""
     return [
@@ -100,7 +101,7 @@ def segment_versions(
 
 @router.post("/segments/{segment_id}/versions", response_model=SegmentVersionOut)
 def save_segment_version(
-    segment_id: int,
+    segment_id: IdParam,
     body: SegmentVersionCreate,
     actor: ApiActor,
     session: DbSession,
@@ -151,7 +152,7 @@ def build_target_list(
 def list_target_lists(
     actor: ApiActor,
     session: DbSession,
-    segment_id: int | None = None,
+    segment_id: IdParam | None = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> TargetListPage:
@@ -163,7 +164,7 @@ def list_target_lists(
 
 
 @router.get("/target-lists/{target_list_id}", response_model=TargetListOut)
-def get_target_list(target_list_id: int, actor: ApiActor, session: DbSession) -> TargetListOut:
+def get_target_list(target_list_id: IdParam, actor: ApiActor, session: DbSession) -> TargetListOut:
     """One target list with its counts per cell, reason and province."""
     return TargetListOut.model_validate(
         audience.get_target_list(session, actor=actor, target_list_id=target_list_id)
@@ -172,11 +173,11 @@ def get_target_list(target_list_id: int, actor: ApiActor, session: DbSession) ->
 
 @router.get("/target-lists/{target_list_id}/rows")
 def target_list_rows(
-    target_list_id: int,
+    target_list_id: IdParam,
     actor: ApiActor,
     session: DbSession,
     mart: MartDep,
-    cell: str | None = None,
+    cell: LineParam | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """The first rows of a list's snapshot, by subscriber id."""
@@ -208,7 +209,7 @@ def add_to_contact_list(
 
 @router.delete("/contact-lists/{subscriber_id}", status_code=204)
 def remove_from_contact_list(
-    subscriber_id: int,
+    subscriber_id: IdParam,
     actor: ApiActor,
     session: DbSession,
     mart: MartDep,
@@ -228,8 +229,8 @@ def remove_from_contact_list(
 def list_contact_list(
     actor: ApiActor,
     session: DbSession,
-    kind: str | None = None,
-    subscriber_id: int | None = None,
+    kind: LineParam | None = None,
+    subscriber_id: IdParam | None = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ContactListPage:

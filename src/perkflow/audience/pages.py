@@ -20,6 +20,7 @@ from perkflow.audience import rules
 from perkflow.audience import service as audience
 from perkflow.db import unit_of_work
 from perkflow.errors import PerkflowError, ValidationFailed
+from perkflow.kit.bounds import IdParam
 from perkflow.kit.pagination import Page
 from perkflow.org import service as org
 from perkflow.org.rules import Perm
@@ -301,7 +302,7 @@ def segment_create(
 
 @router.get("/console/segments/{segment_id}")
 def segment_detail(
-    request: Request, segment_id: int, staff: Staff, session: DbSession, mart: MartDep
+    request: Request, segment_id: IdParam, staff: Staff, session: DbSession, mart: MartDep
 ) -> Response:
     segment = audience.get_segment(session, actor=staff.actor, segment_id=segment_id)
     version = audience.get_segment_version(session, actor=staff.actor, segment_id=segment_id)
@@ -320,7 +321,7 @@ def segment_detail(
 @router.post("/console/segments/{segment_id}", dependencies=[CsrfProtected])
 def segment_save(
     request: Request,
-    segment_id: int,
+    segment_id: IdParam,
     staff: Staff,
     session: DbSession,
     mart: MartDep,
@@ -395,7 +396,7 @@ def _send_at(text: str, zone: str) -> datetime | None:
 @router.post("/console/segments/{segment_id}/target-lists", dependencies=[CsrfProtected])
 def target_list_build(
     request: Request,
-    segment_id: int,
+    segment_id: IdParam,
     staff: Staff,
     session: DbSession,
     mart: MartDep,
@@ -451,7 +452,7 @@ def target_lists(
 
 @router.get("/console/target-lists/{target_list_id}")
 def target_list_detail(
-    request: Request, target_list_id: int, staff: Staff, session: DbSession
+    request: Request, target_list_id: IdParam, staff: Staff, session: DbSession
 ) -> Response:
     target_list = audience.get_target_list(
         session, actor=staff.actor, target_list_id=target_list_id
@@ -574,7 +575,7 @@ async def _form_data(request: Request) -> FormData:
 @router.post("/console/extractions/{template_id}/run", dependencies=[CsrfProtected])
 def extraction_run(
     request: Request,
-    template_id: int,
+    template_id: IdParam,
     staff: Staff,
     session: DbSession,
     mart: MartDep,

@@ -7,13 +7,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from perkflow.kit.bounds import COUNT_MAX, Document, Id, Int, Line, Text
+
 
 class DefinitionIn(BaseModel):
     """A definition to count or validate: `rule` and `exclude` as in docs/audience.md."""
 
     model_config = ConfigDict(extra="forbid")
 
-    definition: dict[str, Any]
+    definition: Document
     as_of: datetime | None = None
 
 
@@ -31,18 +33,18 @@ class PreviewOut(CountOut):
 class SegmentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=120)
-    description: str = Field(default="", max_length=2000)
-    definition: dict[str, Any]
+    name: Line = Field(min_length=1, max_length=120)
+    description: Text = Field(default="", max_length=2000)
+    definition: Document
 
 
 class SegmentVersionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    definition: dict[str, Any]
-    expected_version: int | None = Field(default=None, ge=1)
-    name: str | None = Field(default=None, min_length=1, max_length=120)
-    description: str | None = Field(default=None, max_length=2000)
+    definition: Document
+    expected_version: Int | None = Field(default=None, ge=1, le=COUNT_MAX)
+    name: Line | None = Field(default=None, min_length=1, max_length=120)
+    description: Text | None = Field(default=None, max_length=2000)
 
 
 class SegmentOut(BaseModel):
@@ -71,13 +73,13 @@ class SegmentVersionOut(BaseModel):
 class TargetListCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    segment_id: int
-    version: int | None = Field(default=None, ge=1)
-    channel: str = "sms"
+    segment_id: Id
+    version: Int | None = Field(default=None, ge=1, le=COUNT_MAX)
+    channel: Line = "sms"
     control_share: float = Field(default=0.1, ge=0, le=0.5, description="0.1 is 10 %")
     send_at: datetime | None = None
-    salt: str | None = Field(default=None, max_length=64)
-    name: str | None = Field(default=None, max_length=120)
+    salt: Line | None = Field(default=None, max_length=64)
+    name: Line | None = Field(default=None, max_length=120)
 
 
 class TargetListOut(BaseModel):
@@ -116,11 +118,11 @@ class TargetListPage(BaseModel):
 class ContactListIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subscriber_id: int
-    kind: str = "opted_out"
-    channel: str = "all"
-    source: str = Field(default="api", max_length=16)
-    note: str = Field(default="", max_length=255)
+    subscriber_id: Id
+    kind: Line = "opted_out"
+    channel: Line = "all"
+    source: Line = Field(default="api", max_length=16)
+    note: Text = Field(default="", max_length=255)
 
 
 class ContactListOut(BaseModel):
@@ -144,8 +146,8 @@ class UniversalControlIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     share: float = Field(ge=0, le=0.5, description="0.05 is 5 %")
-    rotation_days: int = Field(ge=7, le=730)
-    salt: str | None = Field(default=None, max_length=64)
+    rotation_days: Int = Field(ge=7, le=730)
+    salt: Line | None = Field(default=None, max_length=64)
     started_on: date | None = None
 
 

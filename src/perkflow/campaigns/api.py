@@ -22,6 +22,7 @@ from perkflow.campaigns.schemas import (
     WaveProgressOut,
 )
 from perkflow.errors import ValidationFailed
+from perkflow.kit.bounds import IdParam
 from perkflow.web.auth import ApiActor, DbSession, MartDep, VaultDep
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
@@ -59,7 +60,7 @@ def create_campaign(
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignOut)
-def get_campaign(campaign_id: int, actor: ApiActor, session: DbSession) -> CampaignOut:
+def get_campaign(campaign_id: IdParam, actor: ApiActor, session: DbSession) -> CampaignOut:
     """One campaign (staff, or a key with campaigns:read)."""
     return CampaignOut.model_validate(
         campaigns.get_campaign(session, actor=actor, campaign_id=campaign_id)
@@ -67,7 +68,7 @@ def get_campaign(campaign_id: int, actor: ApiActor, session: DbSession) -> Campa
 
 
 @router.post("/campaigns/{campaign_id}/submit", response_model=CampaignOut)
-def submit(campaign_id: int, actor: ApiActor, session: DbSession) -> CampaignOut:
+def submit(campaign_id: IdParam, actor: ApiActor, session: DbSession) -> CampaignOut:
     """Send a draft for approval."""
     c = campaigns.submit_campaign(session, actor=actor, campaign_id=campaign_id)
     return CampaignOut.model_validate(c)
@@ -75,7 +76,7 @@ def submit(campaign_id: int, actor: ApiActor, session: DbSession) -> CampaignOut
 
 @router.post("/campaigns/{campaign_id}/approve", response_model=CampaignOut)
 def approve(
-    campaign_id: int, actor: ApiActor, session: DbSession, body: Note | None = None
+    campaign_id: IdParam, actor: ApiActor, session: DbSession, body: Note | None = None
 ) -> CampaignOut:
     """Approve (a second person: not the author or submitter)."""
     c = campaigns.approve_campaign(
@@ -85,7 +86,7 @@ def approve(
 
 
 @router.post("/campaigns/{campaign_id}/reject", response_model=CampaignOut)
-def reject(campaign_id: int, body: Note, actor: ApiActor, session: DbSession) -> CampaignOut:
+def reject(campaign_id: IdParam, body: Note, actor: ApiActor, session: DbSession) -> CampaignOut:
     """Send back to draft, saying why."""
     c = campaigns.reject_campaign(session, actor=actor, campaign_id=campaign_id, note=body.note)
     return CampaignOut.model_validate(c)
@@ -93,7 +94,7 @@ def reject(campaign_id: int, body: Note, actor: ApiActor, session: DbSession) ->
 
 @router.post("/campaigns/{campaign_id}/start", response_model=CampaignOut)
 def start(
-    campaign_id: int,
+    campaign_id: IdParam,
     request: Request,
     actor: ApiActor,
     session: DbSession,
@@ -114,7 +115,7 @@ def start(
 
 @router.post("/campaigns/{campaign_id}/rollout", response_model=WaveOut)
 def rollout(
-    campaign_id: int, actor: ApiActor, session: DbSession, body: Note | None = None
+    campaign_id: IdParam, actor: ApiActor, session: DbSession, body: Note | None = None
 ) -> WaveOut:
     """The explicit decision to send to the rest, after the test wave is done."""
     wave = campaigns.roll_out(
@@ -125,7 +126,7 @@ def rollout(
 
 
 @router.post("/campaigns/{campaign_id}/pause", response_model=CampaignOut)
-def pause(campaign_id: int, actor: ApiActor, session: DbSession) -> CampaignOut:
+def pause(campaign_id: IdParam, actor: ApiActor, session: DbSession) -> CampaignOut:
     """Stop sending."""
     return CampaignOut.model_validate(
         campaigns.pause_campaign(session, actor=actor, campaign_id=campaign_id)
@@ -133,7 +134,7 @@ def pause(campaign_id: int, actor: ApiActor, session: DbSession) -> CampaignOut:
 
 
 @router.post("/campaigns/{campaign_id}/resume", response_model=CampaignOut)
-def resume(campaign_id: int, actor: ApiActor, session: DbSession) -> CampaignOut:
+def resume(campaign_id: IdParam, actor: ApiActor, session: DbSession) -> CampaignOut:
     """Send again."""
     return CampaignOut.model_validate(
         campaigns.resume_campaign(session, actor=actor, campaign_id=campaign_id)
@@ -141,7 +142,7 @@ def resume(campaign_id: int, actor: ApiActor, session: DbSession) -> CampaignOut
 
 
 @router.post("/campaigns/{campaign_id}/finish", response_model=CampaignOut)
-def finish(campaign_id: int, actor: ApiActor, session: DbSession) -> CampaignOut:
+def finish(campaign_id: IdParam, actor: ApiActor, session: DbSession) -> CampaignOut:
     """End the campaign; still-queued contacts are dropped."""
     return CampaignOut.model_validate(
         campaigns.finish_campaign(session, actor=actor, campaign_id=campaign_id)
@@ -149,7 +150,7 @@ def finish(campaign_id: int, actor: ApiActor, session: DbSession) -> CampaignOut
 
 
 @router.get("/campaigns/{campaign_id}/progress", response_model=ProgressOut)
-def progress(campaign_id: int, actor: ApiActor, session: DbSession) -> ProgressOut:
+def progress(campaign_id: IdParam, actor: ApiActor, session: DbSession) -> ProgressOut:
     """Per wave: planned, counts by status, sent per channel, suppressions, recent failures."""
     p = campaigns.run_progress(session, actor=actor, campaign_id=campaign_id)
     return ProgressOut(

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from perkflow.campaigns.rules import EVENT_TYPES, RESPONSE_KINDS
+from perkflow.kit.bounds import FEN_MAX, Attributes, Id, Int, Line, Text
 
 
 class CampaignOut(BaseModel):
@@ -53,7 +54,7 @@ class WaveOut(BaseModel):
 class Note(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    note: str = Field(default="", max_length=500)
+    note: Text = Field(default="", max_length=500)
 
 
 class FailureOut(BaseModel):
@@ -88,12 +89,12 @@ class ProgressOut(BaseModel):
 class ResponseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subscriber_id: int = Field(gt=0)
-    kind: str = Field(description=f"one of {', '.join(RESPONSE_KINDS)}")
+    subscriber_id: Id
+    kind: Line = Field(description=f"one of {', '.join(RESPONSE_KINDS)}")
     occurred_at: datetime = Field(description="with a time zone offset")
-    value_fen: int = Field(default=0, ge=0)
-    ref: str | None = Field(default=None, max_length=64, description='e.g. "coupon_batch:12"')
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=160)
+    value_fen: Int = Field(default=0, ge=0, le=FEN_MAX)
+    ref: Line | None = Field(default=None, max_length=64, description='e.g. "coupon_batch:12"')
+    idempotency_key: Line | None = Field(default=None, min_length=1, max_length=160)
 
 
 class ResponseOut(BaseModel):
@@ -108,11 +109,11 @@ class ResponseOut(BaseModel):
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: str = Field(description=f"one of {', '.join(EVENT_TYPES)}")
-    subscriber_id: int = Field(gt=0)
+    type: Line = Field(description=f"one of {', '.join(EVENT_TYPES)}")
+    subscriber_id: Id
     occurred_at: datetime
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
+    attributes: Attributes = Field(default_factory=dict)
+    idempotency_key: Line | None = Field(default=None, min_length=1, max_length=128)
 
 
 class TriggeredOut(BaseModel):

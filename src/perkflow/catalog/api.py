@@ -22,6 +22,7 @@ from perkflow.catalog.schemas import (
     PartnerOut,
     PartnerUpdate,
 )
+from perkflow.kit.bounds import IdParam
 from perkflow.web.auth import ApiActor, DbSession, VaultDep
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
@@ -56,7 +57,7 @@ def list_benefits(
     session: DbSession,
     category: Category | None = None,
     status: BenefitStatus | None = None,
-    partner_id: int | None = None,
+    partner_id: IdParam | None = None,
     low_stock: Annotated[bool, Query(description="only benefits at or below threshold")] = False,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     size: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -76,7 +77,7 @@ def list_benefits(
 
 
 @router.get("/benefits/{benefit_id}", response_model=BenefitOut)
-def get_benefit(benefit_id: int, actor: ApiActor, session: DbSession) -> BenefitOut:
+def get_benefit(benefit_id: IdParam, actor: ApiActor, session: DbSession) -> BenefitOut:
     """One benefit with its price, validity, stock and limits."""
     return _benefits_out(
         session, [catalog.read_benefit(session, actor=actor, benefit_id=benefit_id)]
@@ -91,7 +92,7 @@ def create_benefit(body: BenefitCreate, actor: ApiActor, session: DbSession) -> 
 
 @router.patch("/benefits/{benefit_id}", response_model=BenefitOut)
 def update_benefit(
-    benefit_id: int, body: BenefitUpdate, actor: ApiActor, session: DbSession
+    benefit_id: IdParam, body: BenefitUpdate, actor: ApiActor, session: DbSession
 ) -> BenefitOut:
     """Change the fields given (hq_admin); stock moves by the delta, never below units taken."""
     benefit = catalog.update_benefit(session, actor=actor, benefit_id=benefit_id, changes=body)
@@ -100,7 +101,7 @@ def update_benefit(
 
 @router.post("/benefits/{benefit_id}/status", response_model=BenefitOut)
 def change_benefit_status(
-    benefit_id: int,
+    benefit_id: IdParam,
     body: BenefitStatusChange,
     request: Request,
     actor: ApiActor,
@@ -118,7 +119,7 @@ def change_benefit_status(
 
 
 @router.get("/benefits/{benefit_id}/card-code-lots", response_model=list[LotOut])
-def card_code_lots(benefit_id: int, actor: ApiActor, session: DbSession) -> list[LotOut]:
+def card_code_lots(benefit_id: IdParam, actor: ApiActor, session: DbSession) -> list[LotOut]:
     """The imported card-code lots of a benefit, newest first (never the codes)."""
     return [
         LotOut.model_validate(lot)
@@ -133,7 +134,7 @@ def list_partners(actor: ApiActor, session: DbSession) -> list[PartnerOut]:
 
 
 @router.get("/partners/{partner_id}", response_model=PartnerOut)
-def get_partner(partner_id: int, actor: ApiActor, session: DbSession) -> PartnerOut:
+def get_partner(partner_id: IdParam, actor: ApiActor, session: DbSession) -> PartnerOut:
     """One partner."""
     return _partner_out(catalog.read_partner(session, actor=actor, partner_id=partner_id))
 
@@ -148,7 +149,7 @@ def create_partner(
 
 @router.patch("/partners/{partner_id}", response_model=PartnerOut)
 def update_partner(
-    partner_id: int, body: PartnerUpdate, actor: ApiActor, session: DbSession, vault: VaultDep
+    partner_id: IdParam, body: PartnerUpdate, actor: ApiActor, session: DbSession, vault: VaultDep
 ) -> PartnerOut:
     """Change the fields given (hq_admin); a left-out secret keeps the stored one."""
     partner = catalog.update_partner(

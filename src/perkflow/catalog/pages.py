@@ -32,6 +32,7 @@ from perkflow.catalog.schemas import (
 )
 from perkflow.db import unit_of_work
 from perkflow.errors import Forbidden, NotFound, PerkflowError, ValidationFailed
+from perkflow.kit.bounds import IdParam
 from perkflow.kit.ids import token
 from perkflow.kit.money import parse_yuan
 from perkflow.kit.pagination import Page
@@ -312,13 +313,15 @@ def _render_editor(
 
 
 @router.get("/console/benefits/{benefit_id}")
-def benefit_editor(request: Request, benefit_id: int, staff: Staff, session: DbSession) -> Response:
+def benefit_editor(
+    request: Request, benefit_id: IdParam, staff: Staff, session: DbSession
+) -> Response:
     return _render_editor(request, session, staff, benefit_id)
 
 
 @router.post("/console/benefits/{benefit_id}", dependencies=[CsrfProtected])
 def benefit_update(
-    request: Request, benefit_id: int, staff: Staff, session: DbSession, form: FormFields
+    request: Request, benefit_id: IdParam, staff: Staff, session: DbSession, form: FormFields
 ) -> Response:
     _require_edit(staff)
     benefit = catalog.read_benefit(session, actor=staff.actor, benefit_id=benefit_id)
@@ -335,7 +338,7 @@ def benefit_update(
 @router.post("/console/benefits/{benefit_id}/status", dependencies=[CsrfProtected])
 def benefit_status(
     request: Request,
-    benefit_id: int,
+    benefit_id: IdParam,
     staff: Staff,
     session: DbSession,
     status: Annotated[str, Form()],
@@ -483,10 +486,10 @@ def _import_in_background(
 @router.get("/console/benefits/{benefit_id}/codes")
 def code_pool(
     request: Request,
-    benefit_id: int,
+    benefit_id: IdParam,
     staff: Staff,
     session: DbSession,
-    lot: int | None = None,
+    lot: IdParam | None = None,
     imported: int | None = None,
     duplicates: int | None = None,
     job: str | None = None,
@@ -507,7 +510,9 @@ def code_pool(
 
 
 @router.get("/console/benefits/{benefit_id}/codes/imports/{job_id}")
-def code_import_progress(request: Request, benefit_id: int, job_id: str, staff: Staff) -> Response:
+def code_import_progress(
+    request: Request, benefit_id: IdParam, job_id: str, staff: Staff
+) -> Response:
     job = _job(request, staff, benefit_id, job_id)
     if job.finished:
         # htmx follows this header with a full page load that shows the outcome.
@@ -520,7 +525,7 @@ def code_import_progress(request: Request, benefit_id: int, job_id: str, staff: 
 @router.post("/console/benefits/{benefit_id}/codes", dependencies=[CsrfProtected])
 def code_import(
     request: Request,
-    benefit_id: int,
+    benefit_id: IdParam,
     staff: Staff,
     session: DbSession,
     vault: VaultDep,
@@ -719,7 +724,9 @@ def partner_create(
 
 
 @router.get("/console/partners/{partner_id}")
-def partner_editor(request: Request, partner_id: int, staff: Staff, session: DbSession) -> Response:
+def partner_editor(
+    request: Request, partner_id: IdParam, staff: Staff, session: DbSession
+) -> Response:
     partner = catalog.read_partner(session, actor=staff.actor, partner_id=partner_id)
     return _render_partner(request, session, staff, partner, _partner_form(partner))
 
@@ -727,7 +734,7 @@ def partner_editor(request: Request, partner_id: int, staff: Staff, session: DbS
 @router.post("/console/partners/{partner_id}", dependencies=[CsrfProtected])
 def partner_update(
     request: Request,
-    partner_id: int,
+    partner_id: IdParam,
     staff: Staff,
     session: DbSession,
     vault: VaultDep,

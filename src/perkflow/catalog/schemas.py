@@ -11,6 +11,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from perkflow.catalog.rules import BenefitStatus, Category, FulfilmentKind, ValidityKind
 from perkflow.errors import ValidationFailed
+from perkflow.kit.bounds import COUNT_MAX, FEN_MAX, Int, Line
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -18,27 +19,31 @@ M = TypeVar("M", bound=BaseModel)
 class SettlementTerms(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    cycle: str = Field(default="monthly", description="monthly or quarterly")
-    statement_day: int = Field(default=5, description="day of the month the statement is cut")
-    payment_days: int = Field(default=30, description="days from statement to payment")
+    cycle: Line = Field(default="monthly", description="monthly or quarterly")
+    statement_day: Int = Field(
+        default=5, description="day of the month the statement is cut", ge=-COUNT_MAX, le=COUNT_MAX
+    )
+    payment_days: Int = Field(
+        default=30, description="days from statement to payment", ge=-COUNT_MAX, le=COUNT_MAX
+    )
 
 
 class PartnerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(max_length=32, description="stable id: lower-case letters, digits, dashes")
-    name: str = Field(max_length=128)
-    contact_name: str = Field(default="", max_length=64)
-    contact_email: str = Field(default="", max_length=128)
-    contact_phone: str = Field(default="", max_length=32)
+    code: Line = Field(max_length=32, description="stable id: lower-case letters, digits, dashes")
+    name: Line = Field(max_length=128)
+    contact_name: Line = Field(default="", max_length=64)
+    contact_email: Line = Field(default="", max_length=128)
+    contact_phone: Line = Field(default="", max_length=32)
     settlement_terms: SettlementTerms = Field(default_factory=SettlementTerms)
-    connector_kind: str = Field(default="none", description="none or http")
-    connector_url: str = Field(default="", max_length=255)
-    connector_secret: str | None = Field(
+    connector_kind: Line = Field(default="none", description="none or http")
+    connector_url: Line = Field(default="", max_length=255)
+    connector_secret: Line | None = Field(
         default=None, max_length=256, description="write-only; stored encrypted"
     )
-    connector_timeout_ms: int = 3000
-    connector_max_attempts: int = 5
+    connector_timeout_ms: Int = Field(default=3000, ge=-COUNT_MAX, le=COUNT_MAX)
+    connector_max_attempts: Int = Field(default=5, ge=-COUNT_MAX, le=COUNT_MAX)
     supports_revoke: bool = False
 
 
@@ -47,16 +52,16 @@ class PartnerUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, max_length=128)
-    contact_name: str | None = Field(default=None, max_length=64)
-    contact_email: str | None = Field(default=None, max_length=128)
-    contact_phone: str | None = Field(default=None, max_length=32)
+    name: Line | None = Field(default=None, max_length=128)
+    contact_name: Line | None = Field(default=None, max_length=64)
+    contact_email: Line | None = Field(default=None, max_length=128)
+    contact_phone: Line | None = Field(default=None, max_length=32)
     settlement_terms: SettlementTerms | None = None
-    connector_kind: str | None = None
-    connector_url: str | None = Field(default=None, max_length=255)
-    connector_secret: str | None = Field(default=None, max_length=256)
-    connector_timeout_ms: int | None = None
-    connector_max_attempts: int | None = None
+    connector_kind: Line | None = None
+    connector_url: Line | None = Field(default=None, max_length=255)
+    connector_secret: Line | None = Field(default=None, max_length=256)
+    connector_timeout_ms: Int | None = Field(default=None, ge=-COUNT_MAX, le=COUNT_MAX)
+    connector_max_attempts: Int | None = Field(default=None, ge=-COUNT_MAX, le=COUNT_MAX)
     supports_revoke: bool | None = None
 
 
@@ -82,26 +87,34 @@ class PartnerOut(BaseModel):
 class BenefitCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(max_length=48, description="stable id: lower-case letters, digits, .-_")
-    partner_code: str = Field(max_length=32)
-    name_zh: str = Field(max_length=128)
-    name_en: str = Field(max_length=128)
+    code: Line = Field(max_length=48, description="stable id: lower-case letters, digits, .-_")
+    partner_code: Line = Field(max_length=32)
+    name_zh: Line = Field(max_length=128)
+    name_en: Line = Field(max_length=128)
     category: Category
     fulfilment_kind: FulfilmentKind
-    face_value_fen: int
-    cost_price_fen: int
-    sale_price_fen: int = Field(description="the one national sale price")
+    face_value_fen: Int = Field(ge=-FEN_MAX, le=FEN_MAX)
+    cost_price_fen: Int = Field(ge=-FEN_MAX, le=FEN_MAX)
+    sale_price_fen: Int = Field(description="the one national sale price", ge=-FEN_MAX, le=FEN_MAX)
     validity_kind: ValidityKind
-    valid_days: int | None = Field(default=None, description="for validity_kind=days")
+    valid_days: Int | None = Field(
+        default=None, description="for validity_kind=days", ge=-COUNT_MAX, le=COUNT_MAX
+    )
     valid_from: date | None = Field(default=None, description="for validity_kind=fixed")
     valid_until: date | None = Field(default=None, description="for validity_kind=fixed")
-    stock: int | None = Field(
+    stock: Int | None = Field(
         default=None,
         description="units on sale; null = unlimited; card_code stock comes from imported codes",
+        ge=-COUNT_MAX,
+        le=COUNT_MAX,
     )
-    low_stock_threshold: int = 0
-    limit_per_month: int | None = Field(default=None, description="per subscriber; null = none")
-    limit_total: int | None = Field(default=None, description="per subscriber; null = none")
+    low_stock_threshold: Int = Field(default=0, ge=-COUNT_MAX, le=COUNT_MAX)
+    limit_per_month: Int | None = Field(
+        default=None, description="per subscriber; null = none", ge=-COUNT_MAX, le=COUNT_MAX
+    )
+    limit_total: Int | None = Field(
+        default=None, description="per subscriber; null = none", ge=-COUNT_MAX, le=COUNT_MAX
+    )
     revocable: bool = True
 
 
@@ -110,20 +123,20 @@ class BenefitUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name_zh: str | None = Field(default=None, max_length=128)
-    name_en: str | None = Field(default=None, max_length=128)
+    name_zh: Line | None = Field(default=None, max_length=128)
+    name_en: Line | None = Field(default=None, max_length=128)
     category: Category | None = None
-    face_value_fen: int | None = None
-    cost_price_fen: int | None = None
-    sale_price_fen: int | None = None
+    face_value_fen: Int | None = Field(default=None, ge=-FEN_MAX, le=FEN_MAX)
+    cost_price_fen: Int | None = Field(default=None, ge=-FEN_MAX, le=FEN_MAX)
+    sale_price_fen: Int | None = Field(default=None, ge=-FEN_MAX, le=FEN_MAX)
     validity_kind: ValidityKind | None = None
-    valid_days: int | None = None
+    valid_days: Int | None = Field(default=None, ge=-COUNT_MAX, le=COUNT_MAX)
     valid_from: date | None = None
     valid_until: date | None = None
-    stock: int | None = None
-    low_stock_threshold: int | None = None
-    limit_per_month: int | None = None
-    limit_total: int | None = None
+    stock: Int | None = Field(default=None, ge=-COUNT_MAX, le=COUNT_MAX)
+    low_stock_threshold: Int | None = Field(default=None, ge=-COUNT_MAX, le=COUNT_MAX)
+    limit_per_month: Int | None = Field(default=None, ge=-COUNT_MAX, le=COUNT_MAX)
+    limit_total: Int | None = Field(default=None, ge=-COUNT_MAX, le=COUNT_MAX)
     revocable: bool | None = None
 
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from perkflow.channels import service as channels
+from perkflow.kit.bounds import IdParam
 from perkflow.web.auth import CsrfProtected, DbSession, SubscriberId
 from perkflow.web.render import render
 
@@ -30,7 +31,7 @@ def badge(request: Request, sid: SubscriberId, session: DbSession) -> Response:
 
 
 @router.post("/h5/inbox/{message_id}/read", dependencies=[CsrfProtected])
-def read(request: Request, message_id: int, sid: SubscriberId, session: DbSession) -> Response:
+def read(request: Request, message_id: IdParam, sid: SubscriberId, session: DbSession) -> Response:
     message = channels.mark_read(session, subscriber_id=sid, message_id=message_id)
     if request.headers.get("hx-request"):
         response: HTMLResponse = render(request, "h5/inbox_item.html", {"m": message})

@@ -27,6 +27,7 @@ from perkflow.coupons.rules import (
 from perkflow.coupons.schemas import BatchSpec, OfflineEntry, ProgramSpec, TierSpec
 from perkflow.errors import Forbidden, PerkflowError, ValidationFailed
 from perkflow.kit import clock
+from perkflow.kit.bounds import IdParam
 from perkflow.kit.ids import token
 from perkflow.org import service as org
 from perkflow.org.rules import Perm
@@ -137,7 +138,7 @@ def claim_center(request: Request, sid: SubscriberId, session: DbSession) -> Res
 @router.post("/h5/coupons/{batch_id}/claim", dependencies=[CsrfProtected])
 def claim(
     request: Request,
-    batch_id: int,
+    batch_id: IdParam,
     sid: SubscriberId,
     session: DbSession,
     vault: VaultDep,
@@ -197,7 +198,7 @@ def wallet(request: Request, sid: SubscriberId, session: DbSession, vault: Vault
 @router.get("/h5/wallet/{coupon_id}")
 def wallet_item(
     request: Request,
-    coupon_id: int,
+    coupon_id: IdParam,
     sid: SubscriberId,
     session: DbSession,
     vault: VaultDep,
@@ -266,7 +267,7 @@ def envelopes(request: Request, sid: SubscriberId, session: DbSession, vault: Va
 
 @router.post("/h5/envelopes/{program_id}/draw", dependencies=[CsrfProtected])
 def draw(
-    request: Request, program_id: int, sid: SubscriberId, session: DbSession, vault: VaultDep
+    request: Request, program_id: IdParam, sid: SubscriberId, session: DbSession, vault: VaultDep
 ) -> Response:
     try:
         results = coupons.draw_lottery(
@@ -292,7 +293,7 @@ def draw(
 
 @router.post("/h5/envelopes/{program_id}/share", dependencies=[CsrfProtected])
 def start_share(
-    request: Request, program_id: int, sid: SubscriberId, session: DbSession, vault: VaultDep
+    request: Request, program_id: IdParam, sid: SubscriberId, session: DbSession, vault: VaultDep
 ) -> Response:
     try:
         coupons.start_share(
@@ -494,7 +495,7 @@ def redeem(
 @router.post("/clerk/redemptions/{redemption_id}/reverse", dependencies=[CsrfProtected])
 def reverse(
     request: Request,
-    redemption_id: int,
+    redemption_id: IdParam,
     staff: Staff,
     session: DbSession,
     reason: Annotated[str, Form(max_length=255)] = "",
@@ -781,7 +782,7 @@ async def batch_create(request: Request, staff: Staff, session: DbSession) -> Re
 
 
 @router.get("/console/coupons/{batch_id}/edit")
-def batch_edit(request: Request, batch_id: int, staff: Staff, session: DbSession) -> Response:
+def batch_edit(request: Request, batch_id: IdParam, staff: Staff, session: DbSession) -> Response:
     _require_editor(staff)
     batch = coupons.get_batch(session, actor=staff.actor, batch_id=batch_id)
     return _editor(request, form=_form_of(batch, request), batch_id=batch.id)
@@ -789,7 +790,7 @@ def batch_edit(request: Request, batch_id: int, staff: Staff, session: DbSession
 
 @router.post("/console/coupons/{batch_id}/edit", dependencies=[CsrfProtected])
 async def batch_update(
-    request: Request, batch_id: int, staff: Staff, session: DbSession
+    request: Request, batch_id: IdParam, staff: Staff, session: DbSession
 ) -> Response:
     _require_editor(staff)
     form = await _form_dict(request)
@@ -857,13 +858,15 @@ def _batch_page(
 
 
 @router.get("/console/coupons/{batch_id}")
-def batch_detail(request: Request, batch_id: int, staff: Staff, session: DbSession) -> Response:
+def batch_detail(request: Request, batch_id: IdParam, staff: Staff, session: DbSession) -> Response:
     _require_editor(staff)
     return _batch_page(request, staff, session, batch_id)
 
 
 @router.get("/console/coupons/{batch_id}/activity.json")
-def batch_activity(request: Request, batch_id: int, staff: Staff, session: DbSession) -> Response:
+def batch_activity(
+    request: Request, batch_id: IdParam, staff: Staff, session: DbSession
+) -> Response:
     _require_editor(staff)
     data = coupons.activity(session, actor=staff.actor, batch_id=batch_id)
     stock = coupons.stock_of(session, actor=staff.actor, batch_id=batch_id)
@@ -885,7 +888,7 @@ def batch_activity(request: Request, batch_id: int, staff: Staff, session: DbSes
 @router.post("/console/coupons/{batch_id}/status", dependencies=[CsrfProtected])
 def batch_status(
     request: Request,
-    batch_id: int,
+    batch_id: IdParam,
     staff: Staff,
     session: DbSession,
     status: Annotated[str, Form(max_length=16)],
@@ -907,7 +910,7 @@ def batch_status(
 @router.post("/console/coupons/{batch_id}/stock-additions", dependencies=[CsrfProtected])
 def add_stock(
     request: Request,
-    batch_id: int,
+    batch_id: IdParam,
     staff: Staff,
     session: DbSession,
     quantity: Annotated[str, Form(max_length=12)] = "",
@@ -926,7 +929,7 @@ def add_stock(
 @router.post("/console/coupons/{batch_id}/codes/generate", dependencies=[CsrfProtected])
 def generate_codes(
     request: Request,
-    batch_id: int,
+    batch_id: IdParam,
     staff: Staff,
     session: DbSession,
     vault: VaultDep,
@@ -952,7 +955,7 @@ def generate_codes(
 
 
 @router.get("/console/coupons/{batch_id}/jobs")
-def job_progress(request: Request, batch_id: int, staff: Staff, session: DbSession) -> Response:
+def job_progress(request: Request, batch_id: IdParam, staff: Staff, session: DbSession) -> Response:
     _require_editor(staff)
     batch = coupons.get_batch(session, actor=staff.actor, batch_id=batch_id)
     jobs = coupons.jobs_of(session, batch_id=batch.id)
@@ -966,7 +969,7 @@ def job_progress(request: Request, batch_id: int, staff: Staff, session: DbSessi
 @router.post("/console/coupons/{batch_id}/codes/import", dependencies=[CsrfProtected])
 async def import_codes(
     request: Request,
-    batch_id: int,
+    batch_id: IdParam,
     staff: Staff,
     session: DbSession,
     vault: VaultDep,
@@ -1082,7 +1085,7 @@ async def program_create(request: Request, staff: Staff, session: DbSession) -> 
 
 @router.get("/console/envelopes/{program_id}")
 def program_detail(
-    request: Request, program_id: int, staff: Staff, session: DbSession, vault: VaultDep
+    request: Request, program_id: IdParam, staff: Staff, session: DbSession, vault: VaultDep
 ) -> Response:
     _require_editor(staff)
     program = coupons.program_for_edit(session, actor=staff.actor, program_id=program_id)
@@ -1118,7 +1121,7 @@ def program_detail(
 
 @router.post("/console/envelopes/{program_id}/status", dependencies=[CsrfProtected])
 def program_status(
-    program_id: int,
+    program_id: IdParam,
     staff: Staff,
     session: DbSession,
     status: Annotated[str, Form(max_length=16)],

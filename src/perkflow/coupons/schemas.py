@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from perkflow.coupons.rules import CodeSource, ProgramKind, ValidityKind, ValueKind
+from perkflow.kit.bounds import COUNT_MAX, Id, Int, Line, Text
 
 
 class BatchSpec(BaseModel):
@@ -14,35 +15,35 @@ class BatchSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(min_length=3, max_length=48)
-    name_zh: str = Field(min_length=1, max_length=128)
-    name_en: str = Field(min_length=1, max_length=128)
-    owner_region: str | None = Field(default=None, description="CN or a province; default yours")
+    code: Line = Field(min_length=3, max_length=48)
+    name_zh: Line = Field(min_length=1, max_length=128)
+    name_en: Line = Field(min_length=1, max_length=128)
+    owner_region: Line | None = Field(default=None, description="CN or a province; default yours")
     value_kind: ValueKind = ValueKind.AMOUNT
-    amount_fen: int = Field(default=0, ge=0, le=100_000_000)
-    percent_off: int | None = Field(default=None, ge=1, le=99)
-    cap_fen: int | None = Field(default=None, ge=1, le=100_000_000)
-    min_spend_fen: int = Field(default=0, ge=0, le=100_000_000)
-    scope_stores: list[str] = Field(default_factory=list, max_length=500)
-    scope_regions: list[str] = Field(default_factory=list, max_length=100)
-    scope_partners: list[str] = Field(default_factory=list, max_length=100)
-    scope_categories: list[str] = Field(default_factory=list, max_length=20)
+    amount_fen: Int = Field(default=0, ge=0, le=100_000_000)
+    percent_off: Int | None = Field(default=None, ge=1, le=99)
+    cap_fen: Int | None = Field(default=None, ge=1, le=100_000_000)
+    min_spend_fen: Int = Field(default=0, ge=0, le=100_000_000)
+    scope_stores: list[Line] = Field(default_factory=list, max_length=500)
+    scope_regions: list[Line] = Field(default_factory=list, max_length=100)
+    scope_partners: list[Line] = Field(default_factory=list, max_length=100)
+    scope_categories: list[Line] = Field(default_factory=list, max_length=20)
     validity_kind: ValidityKind = ValidityKind.DAYS
     valid_from: datetime | None = None
     valid_until: datetime | None = None
-    valid_days: int | None = Field(default=30, ge=1, le=3650)
+    valid_days: Int | None = Field(default=30, ge=1, le=3650)
     claim_starts_at: datetime | None = None
     claim_ends_at: datetime | None = None
     flash_sale: bool = False
-    stock_total: int = Field(ge=1, le=50_000_000)
-    shard_count: int | None = Field(default=None, ge=1, le=256)
-    limit_total: int = Field(default=1, ge=1, le=1000)
-    limit_per_day: int | None = Field(default=None, ge=1, le=1000)
+    stock_total: Int = Field(ge=1, le=50_000_000)
+    shard_count: Int | None = Field(default=None, ge=1, le=256)
+    limit_total: Int = Field(default=1, ge=1, le=1000)
+    limit_per_day: Int | None = Field(default=None, ge=1, le=1000)
     code_source: CodeSource = CodeSource.AUTO
-    code_charset: str = Field(default="alnum", min_length=2, max_length=40)
-    code_prefix: str = Field(default="", max_length=8)
-    code_length: int = Field(default=10, ge=4, le=24)
-    reversal_window_s: int | None = Field(default=None, ge=0, le=7 * 86400)
+    code_charset: Line = Field(default="alnum", min_length=2, max_length=40)
+    code_prefix: Line = Field(default="", max_length=8)
+    code_length: Int = Field(default=10, ge=4, le=24)
+    reversal_window_s: Int | None = Field(default=None, ge=0, le=7 * 86400)
 
 
 class BatchOut(BaseModel):
@@ -86,14 +87,14 @@ class StockOut(BaseModel):
 class StatusIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    status: str
+    status: Line
 
 
 class ClaimIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subscriber_id: int
-    idempotency_key: str = Field(min_length=8, max_length=128)
+    subscriber_id: Id
+    idempotency_key: Line = Field(min_length=8, max_length=128)
 
 
 class ClaimOut(BaseModel):
@@ -118,9 +119,9 @@ class WalletItemOut(BaseModel):
 class RedeemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(min_length=4, max_length=48)
-    order_fen: int = Field(ge=0, le=100_000_000)
-    category: str | None = Field(default=None, max_length=24)
+    code: Line = Field(min_length=4, max_length=48)
+    order_fen: Int = Field(ge=0, le=100_000_000)
+    category: Line | None = Field(default=None, max_length=24)
 
 
 class RedemptionOut(BaseModel):
@@ -141,7 +142,7 @@ class RedemptionOut(BaseModel):
 class ReverseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=255)
+    reason: Text = Field(min_length=1, max_length=255)
 
 
 class OfflineEntry(BaseModel):
@@ -149,11 +150,11 @@ class OfflineEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    client_ref: str = Field(min_length=1, max_length=64)
-    code: str = Field(min_length=4, max_length=48)
-    order_fen: int = Field(ge=0, le=100_000_000)
+    client_ref: Line = Field(min_length=1, max_length=64)
+    code: Line = Field(min_length=4, max_length=48)
+    order_fen: Int = Field(ge=0, le=100_000_000)
     recorded_at: datetime
-    category: str | None = Field(default=None, max_length=24)
+    category: Line | None = Field(default=None, max_length=24)
 
 
 class OfflineBatchIn(BaseModel):
@@ -173,14 +174,14 @@ class OfflineResultOut(BaseModel):
 class TierSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tier: int = Field(ge=1, le=20)
-    name_zh: str = Field(min_length=1, max_length=64)
-    name_en: str = Field(min_length=1, max_length=64)
-    prize_fen: int = Field(ge=1, le=100_000_000)
-    weight_ppm: int = Field(ge=1, le=1_000_000)
-    max_count: int | None = Field(default=None, ge=0)
+    tier: Int = Field(ge=1, le=20)
+    name_zh: Line = Field(min_length=1, max_length=64)
+    name_en: Line = Field(min_length=1, max_length=64)
+    prize_fen: Int = Field(ge=1, le=100_000_000)
+    weight_ppm: Int = Field(ge=1, le=1_000_000)
+    max_count: Int | None = Field(default=None, ge=0, le=COUNT_MAX)
     # Pay this tier as a coupon of the batch; prize_fen is then what a win costs the budget.
-    prize_batch_id: int | None = Field(default=None, ge=1)
+    prize_batch_id: Id | None = None
 
 
 class ProgramSpec(BaseModel):
@@ -188,26 +189,26 @@ class ProgramSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(min_length=3, max_length=48)
-    name_zh: str = Field(min_length=1, max_length=128)
-    name_en: str = Field(min_length=1, max_length=128)
+    code: Line = Field(min_length=3, max_length=48)
+    name_zh: Line = Field(min_length=1, max_length=128)
+    name_en: Line = Field(min_length=1, max_length=128)
     kind: ProgramKind
-    owner_region: str | None = None
-    budget_fen: int = Field(ge=1, le=10_000_000_000)
-    limit_per_subscriber: int = Field(default=1, ge=1, le=1_000_000)
+    owner_region: Line | None = None
+    budget_fen: Int = Field(ge=1, le=10_000_000_000)
+    limit_per_subscriber: Int = Field(default=1, ge=1, le=1_000_000)
     tiers: list[TierSpec] = Field(default_factory=list, max_length=20)
-    share_amount_fen: int | None = Field(default=None, ge=1, le=100_000_000)
-    helpers_needed: int | None = Field(default=None, ge=1, le=50)
+    share_amount_fen: Int | None = Field(default=None, ge=1, le=100_000_000)
+    helpers_needed: Int | None = Field(default=None, ge=1, le=50)
     starts_at: datetime | None = None
     ends_at: datetime | None = None
-    seed: str | None = Field(default=None, min_length=8, max_length=64)
+    seed: Line | None = Field(default=None, min_length=8, max_length=64)
 
 
 class DrawIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subscriber_id: int
-    count: int = Field(default=1, ge=1, le=1000)
+    subscriber_id: Id
+    count: Int = Field(default=1, ge=1, le=1000)
 
 
 class DrawOut(BaseModel):
@@ -223,4 +224,4 @@ class DrawOut(BaseModel):
 class StockAdditionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    quantity: int = Field(ge=1, le=50_000_000)
+    quantity: Int = Field(ge=1, le=50_000_000)

@@ -20,6 +20,7 @@ from perkflow.grants.schemas import (
     GrantOut,
     GrantPage,
 )
+from perkflow.kit.bounds import IdParam, LineParam
 from perkflow.web.auth import ApiActor, DbSession, VaultDep
 
 router = APIRouter(prefix="/v1", tags=["grants"])
@@ -75,7 +76,7 @@ def issue_grant(
 
 
 @router.get("/grants/{grant_id}", response_model=GrantDetail)
-def get_grant(grant_id: int, actor: ApiActor, session: DbSession) -> GrantDetail:
+def get_grant(grant_id: IdParam, actor: ApiActor, session: DbSession) -> GrantDetail:
     """One grant with its history (scope `grants:read`); a partner's key sees only its own."""
     grant = grants.get_grant(session, actor=actor, grant_id=grant_id)
     events = grants.grant_history(session, actor=actor, grant_id=grant_id)
@@ -86,7 +87,7 @@ def get_grant(grant_id: int, actor: ApiActor, session: DbSession) -> GrantDetail
 def list_grants(
     actor: ApiActor,
     session: DbSession,
-    subscriber_id: Annotated[int, Query(gt=0)],
+    subscriber_id: IdParam,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> GrantPage:
@@ -125,7 +126,7 @@ async def _raw_body(request: Request) -> bytes:
     },
 )
 def partner_callback(
-    partner_code: str,
+    partner_code: LineParam,
     request: Request,
     body: Annotated[bytes, Depends(_raw_body)],
     session: DbSession,

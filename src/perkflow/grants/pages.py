@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from perkflow.errors import PerkflowError
 from perkflow.grants import service as grants
+from perkflow.kit.bounds import IdParam
 from perkflow.kit.pagination import Page
 from perkflow.subscribers.service import SubscriberView
 from perkflow.web.auth import CsrfProtected, DbSession, Staff, SubscriberId, VaultDep, client_ip
@@ -83,7 +84,7 @@ def dead_letter_list(
 
 @router.post("/console/grants/dead-letters/{message_id}/redrive", dependencies=[CsrfProtected])
 def dead_letter_redrive(
-    request: Request, message_id: int, staff: Staff, session: DbSession
+    request: Request, message_id: IdParam, staff: Staff, session: DbSession
 ) -> Response:
     try:
         grants.redrive(
@@ -105,7 +106,7 @@ def dead_letter_redrive(
 @router.get("/console/benefits/{benefit_id}/grants-per-day.json")
 def grants_per_day(
     request: Request,
-    benefit_id: int,
+    benefit_id: IdParam,
     staff: Staff,
     session: DbSession,
     days: Annotated[int, Query(ge=1, le=366)] = 30,
@@ -152,7 +153,7 @@ def my_benefits(request: Request, sid: SubscriberId, session: DbSession) -> Resp
 
 @router.post("/h5/benefits/{grant_id}/reveal", dependencies=[CsrfProtected])
 def reveal_code(
-    request: Request, grant_id: int, sid: SubscriberId, session: DbSession, vault: VaultDep
+    request: Request, grant_id: IdParam, sid: SubscriberId, session: DbSession, vault: VaultDep
 ) -> Response:
     actor = grants.subscriber_actor(subscriber_id=sid, ip=client_ip(request))
     try:

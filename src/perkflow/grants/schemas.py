@@ -7,15 +7,16 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from perkflow.grants.rules import GrantStatus
+from perkflow.kit.bounds import Id, Line
 
 
 class GrantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subscriber_id: int = Field(gt=0)
-    benefit_id: int = Field(gt=0)
-    source: str = Field(default="api", min_length=1, max_length=64)
-    idempotency_key: str | None = Field(
+    subscriber_id: Id
+    benefit_id: Id
+    source: Line = Field(default="api", min_length=1, max_length=64)
+    idempotency_key: Line | None = Field(
         default=None,
         min_length=1,
         max_length=128,
@@ -66,10 +67,10 @@ class GrantPage(BaseModel):
 class CallbackIn(BaseModel):
     """A partner's confirmation; the raw body is signed with the partner's shared secret."""
 
-    callback_id: str = Field(min_length=1, max_length=128, description="unique per partner")
-    grant_id: int = Field(gt=0)
-    status: str = Field(description="fulfilled or failed")
-    order_id: str | None = None
+    callback_id: Line = Field(min_length=1, max_length=128, description="unique per partner")
+    grant_id: Id
+    status: Line = Field(description="fulfilled or failed")
+    order_id: Line | None = None
 
 
 class CallbackAck(BaseModel):

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from perkflow.insights import service as insights
+from perkflow.kit.bounds import IdParam
 from perkflow.web.auth import ApiActor, DbSession
 
 router = APIRouter(prefix="/v1", tags=["insights"])
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/v1", tags=["insights"])
 
 @router.get("/campaigns/{campaign_id}/evaluation")
 def evaluation(
-    campaign_id: int,
+    campaign_id: IdParam,
     request: Request,
     actor: ApiActor,
     session: DbSession,

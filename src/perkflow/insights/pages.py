@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from perkflow.insights import service as insights
+from perkflow.kit.bounds import IdParam
 from perkflow.web.auth import DbSession, Staff
 from perkflow.web.render import render
 
@@ -38,7 +39,7 @@ def _uplift_chart(report: dict[str, Any], all_label: str) -> dict[str, Any]:
 @router.get("/console/campaigns/{campaign_id}/evaluation")
 def evaluation_page(
     request: Request,
-    campaign_id: int,
+    campaign_id: IdParam,
     staff: Staff,
     session: DbSession,
     wave: WaveQuery = None,

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 
+from perkflow.kit.bounds import IdParam, LineParam
 from perkflow.membership import service as membership
 from perkflow.membership.schemas import (
     BillIn,
@@ -122,7 +123,7 @@ def preview_tiers(
 
 @router.get("/members/{subscriber_id}", response_model=MemberOut)
 def get_member(
-    subscriber_id: int, request: Request, actor: ApiActor, session: DbSession
+    subscriber_id: IdParam, request: Request, actor: ApiActor, session: DbSession
 ) -> MemberOut:
     """A member's tier, progress, bundle value, points and history (scope `members:read`)."""
     return _member(
@@ -134,7 +135,7 @@ def get_member(
 
 @router.post("/members/{subscriber_id}/prepayments", response_model=PrepaymentOut)
 def prepay(
-    subscriber_id: int,
+    subscriber_id: IdParam,
     body: PrepaymentIn,
     request: Request,
     actor: ApiActor,
@@ -160,7 +161,7 @@ def prepay(
 
 @router.post("/members/{subscriber_id}/plan", response_model=MemberOut)
 def change_plan(
-    subscriber_id: int,
+    subscriber_id: IdParam,
     body: PlanIn,
     request: Request,
     actor: ApiActor,
@@ -184,7 +185,7 @@ def change_plan(
 
 @router.post("/members/{subscriber_id}/bills", response_model=PointsOut)
 def earn(
-    subscriber_id: int, body: BillIn, request: Request, actor: ApiActor, session: DbSession
+    subscriber_id: IdParam, body: BillIn, request: Request, actor: ApiActor, session: DbSession
 ) -> PointsOut:
     """Points for a paid bill (scope `members:write`); the same bill twice is recorded once."""
     return _points(
@@ -201,7 +202,11 @@ def earn(
 
 @router.post("/members/{subscriber_id}/bills/{bill_ref}/reversal", response_model=PointsOut)
 def reverse(
-    subscriber_id: int, bill_ref: str, request: Request, actor: ApiActor, session: DbSession
+    subscriber_id: IdParam,
+    bill_ref: LineParam,
+    request: Request,
+    actor: ApiActor,
+    session: DbSession,
 ) -> PointsOut:
     """A reversed bill takes its points back (as far as they are unspent; the rest is stated)."""
     return _points(

@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from perkflow.errors import PerkflowError
 from perkflow.kit import clock
+from perkflow.kit.bounds import IdParam
 from perkflow.membership import service as membership
 from perkflow.web.auth import CsrfProtected, DbSession, MartDep, Staff, SubscriberId, client_ip
 from perkflow.web.render import render, request_locale
@@ -148,7 +149,7 @@ def member_center(request: Request, sid: SubscriberId, session: DbSession) -> Re
 
 
 @router.post("/h5/member/picks/{item_id}", dependencies=[CsrfProtected])
-def pick(request: Request, item_id: int, sid: SubscriberId, session: DbSession) -> Response:
+def pick(request: Request, item_id: IdParam, sid: SubscriberId, session: DbSession) -> Response:
     actor = membership.subscriber_actor(subscriber_id=sid, ip=client_ip(request))
     try:
         membership.pick_benefit(

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from perkflow.kit.bounds import FEN_MAX, Int, Line, Text
+
 
 class BundleItemOut(BaseModel):
     id: int
@@ -46,9 +48,11 @@ class PreviewOut(BaseModel):
 class PrepaymentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    amount_fen: int = Field(description="positive: prepaid; negative: prepaid money used")
-    idempotency_key: str = Field(min_length=1, max_length=128)
-    reason: str = Field(default="prepayment", max_length=255)
+    amount_fen: Int = Field(
+        description="positive: prepaid; negative: prepaid money used", ge=-FEN_MAX, le=FEN_MAX
+    )
+    idempotency_key: Line = Field(min_length=1, max_length=128)
+    reason: Text = Field(default="prepayment", max_length=255)
 
 
 class PrepaymentOut(BaseModel):
@@ -60,15 +64,15 @@ class PrepaymentOut(BaseModel):
 class PlanIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    plan_fee_fen: int = Field(ge=0, le=10_000_000)
-    reason: str = Field(default="plan change", max_length=255)
+    plan_fee_fen: Int = Field(ge=0, le=10_000_000)
+    reason: Text = Field(default="plan change", max_length=255)
 
 
 class BillIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    bill_ref: str = Field(min_length=1, max_length=100, description="the bill's id; once per bill")
-    bill_fen: int = Field(ge=0, le=100_000_000)
+    bill_ref: Line = Field(min_length=1, max_length=100, description="the bill's id; once per bill")
+    bill_fen: Int = Field(ge=0, le=100_000_000)
 
 
 class PointsEntryOut(BaseModel):

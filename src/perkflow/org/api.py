@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from perkflow.kit.bounds import LineParam
 from perkflow.org import service as org
 from perkflow.org.schemas import AuditOut, RegionOut
 from perkflow.web.auth import ApiActor, DbSession
@@ -25,7 +26,7 @@ def audit(
     session: DbSession,
     page: Annotated[int, Query(ge=1)] = 1,
     size: Annotated[int, Query(ge=1, le=500)] = 100,
-    action: str | None = None,
+    action: LineParam | None = None,
 ) -> AuditPage:
     """The audit log, newest first (hq_admin)."""
     rows, total = org.list_audit(

@@ -7,17 +7,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from perkflow.kit.bounds import Line
 from perkflow.org.rules import Role
 
 
 class StaffCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    username: str = Field(min_length=3, max_length=64, pattern=r"^[a-z0-9_.-]+$")
-    display_name: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=10, max_length=256)
+    username: Line = Field(min_length=3, max_length=64, pattern=r"^[a-z0-9_.-]+$")
+    display_name: Line = Field(min_length=1, max_length=128)
+    password: Line = Field(min_length=10, max_length=256)
     role: Role
-    region_code: str = Field(min_length=2, max_length=32)
+    region_code: Line = Field(min_length=2, max_length=32)
 
 
 class StaffOut(BaseModel):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from perkflow.grants import service as grants
+from perkflow.kit.bounds import IdParam
 from perkflow.subscribers import service as subscribers
 from perkflow.subscribers.rules import Status
 from perkflow.subscribers.schemas import (
@@ -50,7 +51,11 @@ def list_subscribers(
 
 @router.get("/subscribers/{subscriber_id}", response_model=SubscriberOut)
 def get_subscriber(
-    subscriber_id: int, actor: ApiActor, session: DbSession, vault: VaultDep, reveal: bool = False
+    subscriber_id: IdParam,
+    actor: ApiActor,
+    session: DbSession,
+    vault: VaultDep,
+    reveal: bool = False,
 ) -> SubscriberOut:
     """One subscriber; `reveal=true` shows the full phone to roles allowed to, and is audited."""
     return _out(
@@ -62,7 +67,7 @@ def get_subscriber(
 
 @router.post("/subscribers/{subscriber_id}/status", response_model=StatusEventOut)
 def change_status(
-    subscriber_id: int, body: StatusChange, actor: ApiActor, session: DbSession
+    subscriber_id: IdParam, body: StatusChange, actor: ApiActor, session: DbSession
 ) -> StatusEventOut:
     """Move a subscriber to active, suspended or churned; the change is kept as an event."""
     # Through grants: the status change and the binding of the grants commit together.
@@ -78,7 +83,9 @@ def change_status(
 
 
 @router.get("/subscribers/{subscriber_id}/events", response_model=list[StatusEventOut])
-def status_events(subscriber_id: int, actor: ApiActor, session: DbSession) -> list[StatusEventOut]:
+def status_events(
+    subscriber_id: IdParam, actor: ApiActor, session: DbSession
+) -> list[StatusEventOut]:
     """Every status change of one subscriber."""
     return [
         StatusEventOut.model_validate(e)

@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from perkflow.errors import PerkflowError
 from perkflow.grants import service as grants
+from perkflow.kit.bounds import IdParam
 from perkflow.kit.pagination import Page
 from perkflow.org import service as org
 from perkflow.org.rules import Perm
@@ -93,7 +94,7 @@ def _detail(
 
 @router.get("/console/subscribers/{subscriber_id}")
 def subscriber_detail(
-    request: Request, subscriber_id: int, staff: Staff, session: DbSession, vault: VaultDep
+    request: Request, subscriber_id: IdParam, staff: Staff, session: DbSession, vault: VaultDep
 ) -> Response:
     return _detail(request, staff, session, vault, subscriber_id)
 
@@ -101,7 +102,7 @@ def subscriber_detail(
 @router.post("/console/subscribers/{subscriber_id}/status", dependencies=[CsrfProtected])
 def subscriber_change_status(
     request: Request,
-    subscriber_id: int,
+    subscriber_id: IdParam,
     staff: Staff,
     session: DbSession,
     vault: VaultDep,

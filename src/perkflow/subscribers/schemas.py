@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from perkflow.kit.bounds import Text
 from perkflow.subscribers.rules import Status
 
 
@@ -13,7 +14,7 @@ class StatusChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Status
-    reason: str = Field(min_length=1, max_length=255)
+    reason: Text = Field(min_length=1, max_length=255)
 
 
 class SubscriberOut(BaseModel):

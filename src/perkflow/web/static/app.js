@@ -51,6 +51,22 @@
       });
     });
   });
+  // No inline handlers (the Content-Security-Policy refuses them): listeners on the document
+  // serve the elements htmx swaps in as well.
+  document.addEventListener("click", function (e) {
+    var remove = e.target.closest && e.target.closest(".rule-remove");
+    if (!remove) { return; }
+    // The segment builder: drop one rule, then let the form's live preview count again.
+    var form = remove.closest("form");
+    remove.closest(".rule").remove();
+    if (form) { htmx.trigger(form, "change"); }
+  });
+  document.addEventListener("submit", function (e) {
+    var form = e.target;
+    if (form.dataset && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+      e.preventDefault();
+    }
+  });
   // Fragments swapped in by htmx (the segment builder's live preview) bring their own charts.
   document.addEventListener("htmx:load", function (e) {
     var root = e.detail && e.detail.elt;
