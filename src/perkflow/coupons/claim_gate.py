@@ -11,6 +11,9 @@ A group is settled a round at a time (`claim_batch.split_rounds`: a subscriber, 
 at most once per round), each round one transaction (`claim_batch.claim_coupons`). If a round
 fails as a whole (a database error, or a case only the lone path settles exactly), it is rolled
 back and each of its requests is claimed alone in its own transaction, as before the gate.
+So one request's error is only its own: whatever a round raises (a value the driver cannot
+store, a bug met by one request), the round's requests are settled again one by one, and a
+request that still fails alone gets its own error while the others get their claims.
 """
 
 from __future__ import annotations
@@ -20,18 +23,23 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+import psycopg
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from perkflow.coupons import claim_batch
 from perkflow.coupons import service as coupons
-from perkflow.errors import PerkflowError, TooManyRequests
+from perkflow.errors import PerkflowError, TooManyRequests, ValidationFailed
 from perkflow.kit.crypto import Vault
 
 log = logging.getLogger(__name__)
 
 ClaimRequest = claim_batch.ClaimRequest
+# What a group gives each of its requests: its outcome, its refusal, or the error it alone met.
+Settled = claim_batch.ClaimResult | Exception
+# Values the edge's types refuse, should one come through anyway: the driver cannot store them.
+_UNSTORABLE = (DataError, psycopg.DataError, OverflowError)
 
 # Bigger groups amortise more, but a group's rows stay locked for its whole transaction.
 MAX_GROUP = 64
@@ -103,9 +111,9 @@ def _claim_alone_once(
 
 def settle(
     sessions: sessionmaker[Session], *, vault: Vault, requests: list[ClaimRequest]
-) -> list[claim_batch.ClaimResult]:
+) -> list[Settled]:
     """Claim a group, a transaction per round; a round that fails as a whole, each alone."""
-    results: list[claim_batch.ClaimResult | None] = [None] * len(requests)
+    results: list[Settled | None] = [None] * len(requests)
     for indexes in claim_batch.split_rounds(requests):
         batch = [requests[i] for i in indexes]
         for i, result in zip(indexes, _settle_round(sessions, vault, batch), strict=True):
@@ -115,20 +123,33 @@ def settle(
 
 def _settle_round(
     sessions: sessionmaker[Session], vault: Vault, requests: list[ClaimRequest]
-) -> list[claim_batch.ClaimResult]:
+) -> list[Settled]:
     with sessions() as session:
         try:
             results = claim_batch.claim_coupons(session, vault=vault, requests=requests)
             session.commit()
-            return results
-        except (claim_batch.RetryEach, DBAPIError, PerkflowError) as exc:
-            # Not an answer to anyone: the round is claimed again, one request at a time.
+            return list(results)
+        except Exception as exc:
+            # Not an answer to anyone: whichever request caused it, the round is claimed
+            # again one request at a time, so only that request meets its error.
             session.rollback()
-            log.info("claim round of %d settled one by one: %s", len(requests), exc)
+            log.info("claim round of %d settled one by one: %r", len(requests), exc)
         except BaseException:
             session.rollback()
             raise
-    return [claim_alone(sessions, vault=vault, request=r) for r in requests]
+    return [_settle_alone(sessions, vault, r) for r in requests]
+
+
+def _settle_alone(sessions: sessionmaker[Session], vault: Vault, request: ClaimRequest) -> Settled:
+    """One request's own answer, whatever it meets."""
+    try:
+        return claim_alone(sessions, vault=vault, request=request)
+    except _UNSTORABLE as exc:
+        log.info("claim refused by the driver: %r", exc)
+        return ValidationFailed("a value is out of range or malformed", field="body")
+    except Exception as exc:
+        log.exception("claim failed alone")
+        return exc
 
 
 class ClaimGate:
@@ -136,7 +157,7 @@ class ClaimGate:
 
     def __init__(
         self,
-        settle_group: Callable[[list[ClaimRequest]], list[claim_batch.ClaimResult]],
+        settle_group: Callable[[list[ClaimRequest]], list[Settled]],
         *,
         max_group: int = MAX_GROUP,
         lanes: int = LANES,
@@ -145,18 +166,18 @@ class ClaimGate:
         self._max_group = max_group
         self._lanes = lanes
         self._running = 0
-        self._pending: deque[tuple[ClaimRequest, asyncio.Future[claim_batch.ClaimResult]]] = deque()
+        self._pending: deque[tuple[ClaimRequest, asyncio.Future[Settled]]] = deque()
 
     async def claim(self, request: ClaimRequest) -> coupons.ClaimOutcome:
         """Claim through the next group; raises the claim's own error."""
-        future: asyncio.Future[claim_batch.ClaimResult] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Settled] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
         if self._running < self._lanes:
             # A lane lives while there is work, so no task outlives a request (or its loop).
             self._running += 1
             asyncio.get_running_loop().create_task(self._lane())
         result = await future
-        if isinstance(result, PerkflowError):
+        if isinstance(result, Exception):
             raise result
         return result
 
