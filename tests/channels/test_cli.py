@@ -21,6 +21,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PERKFLOW_SECRET_KEY", "cli-test-secret-0123456789abcdef0123456789")
     for name in ("DATABASE_URL", "SMPP_HOST", "SMTP_HOST", "WEBHOOK_URL"):
         monkeypatch.delenv(f"PERKFLOW_{name}", raising=False)
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0  # a home that is set up
     return path
 
 

@@ -6,10 +6,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from pydantic import ValidationError
 
 from perkflow.channels.rules import Receipt
 from perkflow.channels.sms import SmppChannel
 from perkflow.channels.smsc_sim import SmscSim
+from perkflow.settings import Settings
 from tests.channels.helpers import msg, poll
 
 LONG_ZH = "【权益中心】尊敬的客户，您本月的流量包优惠已到账，点击链接领取视频会员与外卖红包。" * 4
@@ -126,3 +128,33 @@ def test_a_wrong_password_fails_retryably_without_raising(smsc: SmscSim) -> None
     channel.close()
     assert not result.ok and result.retryable and "refused the bind" in (result.error or "")
     assert smsc.messages == []
+
+
+def test_any_session_may_ask_the_smsc_for_a_message_s_final_state(smsc: SmscSim) -> None:
+    sender = SmppChannel(host="127.0.0.1", port=smsc.port, system_id="perkflow", password="secret")
+    good, bad = sender.send(None, [msg(1, "13800000001"), msg(2, "13900000002")])
+    sender.close()
+    asker = SmppChannel(host="127.0.0.1", port=smsc.port, system_id="perkflow", password="secret")
+    found = asker.query([str(good.message_ref), str(bad.message_ref), "FFFFFFFFFF"])
+    asker.close()
+    assert found == [
+        Receipt(message_ref=str(good.message_ref), delivered=True),
+        Receipt(message_ref=str(bad.message_ref), delivered=False, error="UNDELIV"),
+    ]  # an id the SMSC does not know gives nothing
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("smpp_password", "123456789", "at most 8 characters"),
+        ("smpp_system_id", "perkflow-province-gd", "at most 15 characters"),
+        ("smpp_system_id", "", "required"),
+        ("smpp_password", "pässwd", "printable ASCII"),
+    ],
+)
+def test_smpp_settings_an_smsc_would_refuse_are_refused_when_they_load(
+    variable: str, value: str, says: str
+) -> None:
+    with pytest.raises(ValidationError, match=says):
+        Settings(**{variable: value})
+    assert Settings(smpp_password="12345678", smpp_system_id="a" * 15).smpp_password == "12345678"

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 import perkflow.models_registry  # noqa: F401  (registers every table on Base.metadata)
+from perkflow.cli import migrate
 from perkflow.cli.synth import synth
 from perkflow.db import Base, make_engine, make_session_factory
 from perkflow.errors import Conflict, ValidationFailed
@@ -234,7 +235,10 @@ class TestCommand:
         monkeypatch.setenv("PERKFLOW_SECRET_KEY", "cli-secret")
         monkeypatch.delenv("PERKFLOW_DATABASE_URL", raising=False)
         settings = Settings()
-        migrated_engine(Path(settings.ledger_url.removeprefix("sqlite:///"))).dispose()
+        # Through Alembic, as `perkflow db upgrade` does: the command checks the schema version.
+        ledger = make_engine(settings.ledger_url)
+        migrate.upgrade(ledger)
+        ledger.dispose()
         app = typer.Typer()
         app.command("synth")(synth)
 

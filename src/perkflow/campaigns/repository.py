@@ -537,6 +537,27 @@ def apply_receipt(
     return _rowcount(result)
 
 
+def unreceipted(
+    session: Session, *, channel: str, since: datetime, before: datetime, limit: int
+) -> list[str]:
+    """Message refs of contacts still `sent` on a channel, sent in [since, before), oldest first."""
+    c = CampaignContact
+    return list(
+        session.scalars(
+            select(c.message_ref)
+            .where(
+                c.channel == channel,
+                c.status == ContactStatus.SENT.value,
+                c.message_ref.is_not(None),
+                c.contacted_at >= since,
+                c.contacted_at < before,
+            )
+            .order_by(c.contacted_at, c.id)
+            .limit(limit)
+        )
+    )
+
+
 def contacts_of_subscriber(session: Session, *, subscriber_id: int) -> Sequence[CampaignContact]:
     return session.scalars(
         select(CampaignContact)

@@ -30,7 +30,7 @@ from perkflow.campaigns import service as campaigns
 from perkflow.campaigns.models import Campaign, CampaignWave
 from perkflow.campaigns.rules import Cell, ContactStatus, WaveKind, WaveStatus
 from perkflow.channels import service as channels_service
-from perkflow.channels.rules import Channel, Message, SendResult, Throttle
+from perkflow.channels.rules import AsksForReceipts, Channel, Message, SendResult, Throttle
 from perkflow.db import unit_of_work
 from perkflow.kit import clock
 from perkflow.kit.crypto import Vault, mask_phone
@@ -226,6 +226,11 @@ class Dispatcher:
     throttles: dict[Any, Throttle] = field(default_factory=dict)
     monotonic: Callable[[], float] = time.monotonic
     specs: dict[tuple[int, int], rules.CampaignSpec] = field(default_factory=dict)
+    # A receipt can be lost (read by a worker that died before recording it): messages still
+    # `sent` this long after sending are asked about, once per `receipt_query_every_s`.
+    receipt_query_after_s: float = 600.0
+    receipt_query_every_s: float = 60.0
+    receipts_queried_at: float | None = None
 
     def spec_of(self, campaign: Campaign) -> rules.CampaignSpec:
         """The campaign's parsed spec, kept per version (every change bumps it)."""
@@ -570,6 +575,7 @@ def dispatch_batch(
             _settle(session, dispatcher, items, results, now=at, report=report)
             session.commit()
     report.receipts = apply_receipts(sessions, dispatcher)
+    report.receipts += recover_receipts(sessions, dispatcher, now=at)
     return report
 
 
@@ -590,6 +596,50 @@ def apply_receipts(sessions: sessionmaker[Session], dispatcher: Dispatcher) -> i
                     at=clock.now(),
                 )
             session.commit()
+    return n
+
+
+# Messages older than this are not asked about any more (an SMSC keeps them 2-3 days at most).
+RECEIPT_QUERY_HORIZON = timedelta(days=3)
+RECEIPT_QUERY_BATCH = 500
+
+
+def recover_receipts(
+    sessions: sessionmaker[Session], dispatcher: Dispatcher, *, now: datetime | None = None
+) -> int:
+    """Ask the channels that can about contacts whose receipt never came; settle the final ones."""
+    tick = dispatcher.monotonic()
+    last = dispatcher.receipts_queried_at
+    if last is not None and tick - last < dispatcher.receipt_query_every_s:
+        return 0
+    dispatcher.receipts_queried_at = tick
+    at = now or clock.now()
+    n = 0
+    for name, channel in sorted(dispatcher.channels.items()):
+        if not isinstance(channel, AsksForReceipts):
+            continue
+        with unit_of_work(sessions) as session:
+            refs = repo.unreceipted(
+                session,
+                channel=name,
+                since=at - RECEIPT_QUERY_HORIZON,
+                before=at - timedelta(seconds=dispatcher.receipt_query_after_s),
+                limit=RECEIPT_QUERY_BATCH,
+            )
+        receipts = channel.query(refs) if refs else []
+        if not receipts:
+            continue
+        with unit_of_work(sessions) as session:
+            for r in receipts:
+                n += repo.apply_receipt(
+                    session,
+                    message_ref=r.message_ref,
+                    delivered=r.delivered,
+                    error=r.error,
+                    at=clock.now(),
+                )
+            session.commit()
+        log.info("channel %s: %d receipts recovered by asking the peer", name, n)
     return n
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from perkflow.kit import crypto
 
@@ -69,6 +69,15 @@ class Channel(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class AsksForReceipts(Protocol):
+    """A channel whose peer answers for a message's final state later (SMS: query_sm)."""
+
+    def query(self, refs: Sequence[str]) -> list[Receipt]:
+        """Receipts for the messages whose state is final; nothing for the others."""
         ...
 
 

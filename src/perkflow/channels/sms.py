@@ -150,11 +150,11 @@ class SmppChannel:
             raise smpp_errors.ConnectionError("SMSC unbound the session")
         return pdu
 
-    def _await_resp(self, sequence: int) -> Any:
+    def _await_resp(self, sequence: int, command: str = "submit_sm_resp") -> Any:
         """Read until the answer to `sequence` (a socket timeout ends the wait)."""
         while True:
             pdu = self._read_one()
-            if pdu.sequence == sequence and pdu.command in ("submit_sm_resp", "generic_nack"):
+            if pdu.sequence == sequence and pdu.command in (command, "generic_nack"):
                 return pdu
 
     def _drain(self) -> None:
@@ -199,6 +199,11 @@ class SmppChannel:
                 )
         return out
 
+    def _source_ton(self) -> int:
+        if self.source_addr.isdigit():
+            return int(smpp_consts.SMPP_TON_UNK)
+        return int(smpp_consts.SMPP_TON_ALNUM)
+
     def _submit(self, message: Message) -> str:
         """Submit every part of one message; the ref (first part's message_id)."""
         try:
@@ -210,9 +215,7 @@ class SmppChannel:
         ids: list[str] = []
         for part in parts:
             pdu = self._client.send_message(
-                source_addr_ton=smpp_consts.SMPP_TON_ALNUM
-                if not self.source_addr.isdigit()
-                else smpp_consts.SMPP_TON_UNK,
+                source_addr_ton=self._source_ton(),
                 source_addr_npi=smpp_consts.SMPP_NPI_ISDN,
                 source_addr=self.source_addr,
                 dest_addr_ton=smpp_consts.SMPP_TON_UNK,
@@ -295,6 +298,43 @@ class SmppChannel:
                     self._drop()
             taken, self._receipts = self._receipts, []
             return self._per_message(taken)
+
+    def query(self, refs: Sequence[str]) -> list[Receipt]:
+        """The final state of earlier messages, asked with query_sm (for receipts never seen).
+
+        A receipt read by a worker that died before recording it is gone from the SMSC's queue;
+        the SMSC still knows the message's state. Messages still en route, and ids the SMSC no
+        longer knows, give no receipt. Any session of the same system_id may ask.
+        """
+        found: list[Receipt] = []
+        with self._lock:
+            for ref in refs:
+                if self._ensure() is not None:
+                    break
+                try:
+                    pdu = smpp.make_pdu(
+                        "query_sm",
+                        client=self._client,
+                        message_id=ref,
+                        source_addr_ton=self._source_ton(),
+                        source_addr_npi=smpp_consts.SMPP_NPI_ISDN,
+                        source_addr=self.source_addr,
+                    )
+                    self._client.send_pdu(pdu)
+                    resp = self._await_resp(pdu.sequence, "query_sm_resp")
+                except _TRANSPORT:
+                    self._drop()
+                    break
+                if resp.command != "query_sm_resp" or resp.status != smpp_consts.SMPP_ESME_ROK:
+                    continue  # ESME_RQUERYFAIL: the SMSC no longer knows the message
+                state = resp.message_state
+                if state == _STATE_DELIVERED:
+                    found.append(Receipt(message_ref=ref, delivered=True))
+                elif state in _STATE_FAILED:
+                    found.append(
+                        Receipt(message_ref=ref, delivered=False, error=_STATE_FAILED[state])
+                    )
+        return found
 
     def close(self) -> None:
         """Unbind and disconnect (receipts that were waiting are read first)."""

@@ -21,6 +21,7 @@ _ESME_RINVPASWD = 0x0E
 _ESME_RINVBNDSTS = 0x04
 _ESME_RINVDSTADR = 0x0B
 _ESME_RALYBND = 0x05
+_ESME_RQUERYFAIL = 0x67
 _ESM_UDHI = 0x40
 _SENDERS = ("bind_transmitter", "bind_transceiver")
 _RECEIVERS = ("bind_receiver", "bind_transceiver")
@@ -130,6 +131,8 @@ class SmscSim:
         self._pending: list[tuple[str, dict[str, Any]]] = []
         # Receipts sent but not yet answered with deliver_sm_resp: a lost session sends them again.
         self._unacked: dict[tuple[int, int], tuple[str, dict[str, Any]]] = {}
+        # Each message's final state for query_sm: (message_state, final_date, error_code).
+        self._states: dict[str, tuple[int, str, int]] = {}
         self._conns: set[_Conn] = set()
         self._ids = itertools.count(1)
         self._listener: socket.socket | None = None
@@ -138,6 +141,7 @@ class SmscSim:
         self.submits = 0
         self.binds = 0
         self.receipts_sent = 0
+        self.queries = 0
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -252,6 +256,10 @@ class SmscSim:
                 self._pending[:0] = [self._unacked.pop(k) for k in lost]
             with contextlib.suppress(OSError):
                 conn.sock.close()
+            # Receipts the lost session never acknowledged go to another bound session at once
+            # (or wait for the next bind), as an SMSC does.
+            if lost and not self._stop.is_set():
+                self._flush_receipts()
 
     def _reply(
         self, conn: _Conn, request: Any, command: str, status: int = 0, **fields: Any
@@ -285,6 +293,9 @@ class SmscSim:
         if command == "submit_sm":
             self._on_submit(conn, pdu)
             self._flush_receipts()
+            return True
+        if command == "query_sm":
+            self._on_query(conn, pdu)
             return True
         if command == "enquire_link":
             self._reply(conn, pdu, "enquire_link_resp")
@@ -348,12 +359,40 @@ class SmscSim:
                     )
             if whole is not None:
                 self._messages.append(whole)
+            # Every message is final at once here: delivered, or undeliverable. (The final
+            # date is SMPP absolute time, YYMMDDhhmmsstnnp, in UTC.)
+            self._states[message_id] = (
+                5 if destination in self.undeliverable else 2,
+                datetime.now(UTC).strftime("%y%m%d%H%M%S") + "000+",
+                1 if destination in self.undeliverable else 0,
+            )
             if pdu.registered_delivery:
                 self._pending.append(
                     (conn.system_id, self._receipt(message_id, source, destination))
                 )
         if whole is not None and self.on_message is not None:
             self.on_message(whole)
+
+    def _on_query(self, conn: _Conn, pdu: Any) -> None:
+        message_id = bytes(pdu.message_id or b"").decode("latin-1")
+        with self._lock:
+            self.queries += 1
+            known = self._states.get(message_id)
+        if conn.mode is None:
+            self._reply(conn, pdu, "query_sm_resp", _ESME_RINVBNDSTS, message_id=message_id)
+        elif known is None:
+            self._reply(conn, pdu, "query_sm_resp", _ESME_RQUERYFAIL, message_id=message_id)
+        else:
+            state, final_date, error = known
+            self._reply(
+                conn,
+                pdu,
+                "query_sm_resp",
+                message_id=message_id,
+                final_date=final_date,
+                message_state=state,
+                error_code=error,
+            )
 
     def _receipt(self, message_id: str, source: str, destination: str) -> dict[str, Any]:
         failed = destination in self.undeliverable
