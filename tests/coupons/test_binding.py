@@ -132,3 +132,18 @@ def test_clerk_page_and_api_refuse_a_churned_subscribers_coupon(
     error = api.json()["error"]
     assert error["code"] == "redemption_refused" and error["details"]["reason"] == "void"
     assert "left the network" in error["message"]
+
+
+def test_a_redemption_reversed_after_churn_leaves_the_coupon_void(
+    session: Session, vault: Vault
+) -> None:
+    [a, _] = make_subscribers(session, vault, GD)
+    code = _claim_code(session, vault, make_batch(session).id, a, "bind-7")
+    clerk = _clerk(session)
+    done = coupons.redeem_coupon(session, actor=clerk, vault=vault, code=code, order_fen=8000)
+    session.commit()
+    _move(session, a, Status.CHURNED)
+    coupons.reverse_redemption(session, actor=clerk, redemption_id=done.id, reason="wrong till")
+    session.commit()
+    assert session.scalar(select(Coupon.status).where(Coupon.subscriber_id == a)) == "void"
+    assert _refusal(session, clerk, vault, code) == Refusal.VOID

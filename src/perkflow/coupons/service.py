@@ -1384,6 +1384,13 @@ def reverse_redemption(
         target_id=str(redemption.coupon_id),
         details={"redemption": redemption.id, "reason": reason.strip()},
     )
+    # Back in the wallet of a subscriber who churned or was suspended since: binding applies.
+    coupon = repo.get_coupon(session, redemption.coupon_id)
+    if coupon is not None:
+        sid = coupon.subscriber_id
+        status = subscribers.subscriber_statuses(session, subscriber_ids=[sid]).get(sid)
+        if status is not None and status != SubscriberStatus.ACTIVE:
+            bind_coupons(session, actor=actor, subscriber_id=sid, status=status, reason="reversed")
     return redemption
 
 
