@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     export_ttl_s: int = Field(default=24 * 3600, ge=60)
     # Serve the session cookie with `Secure` (set when the console is reached over HTTPS).
     cookie_secure: bool = False
+    # Addresses (comma-separated) of the reverse proxies whose X-Forwarded-For is believed;
+    # empty: none, the peer address is the client (a forged header cannot dodge sign-in limits).
+    trusted_proxies: str = ""
     # Channels (docs/channels.md): a channel whose peer is not configured is not opened.
     smpp_host: str | None = None
     smpp_port: int = 2775

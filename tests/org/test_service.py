@@ -8,6 +8,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from perkflow.errors import Conflict, Forbidden, TooManyRequests, ValidationFailed
+from perkflow.kit import clock
 from perkflow.kit.crypto import sha256_hex
 from perkflow.org import service as org
 from perkflow.org.models import ApiKey, AuditEntry, LoginAttempt, Region
@@ -71,32 +72,39 @@ def test_passwords_are_stored_as_argon2_hashes(session: Session) -> None:
     assert PASSWORD not in user.password_hash
 
 
+def _try(session: Session, password: str, *, max_failures: int = 3) -> org.SignIn:
+    turn = org.take_sign_in_turn(
+        session, username="admin", ip="10.0.0.1", max_failures=max_failures, window_s=900
+    )
+    return org.sign_in(session, turn=turn, password=password)
+
+
 def test_sign_in_records_attempts_and_locks_after_repeated_failures(session: Session) -> None:
     make_staff(session, username="admin", role=Role.HQ_ADMIN, region="CN")
-    ok = org.sign_in(
-        session, username="admin", password=PASSWORD, ip="10.0.0.1", max_failures=3, window_s=900
-    )
-    assert ok.user is not None
+    assert _try(session, PASSWORD).user is not None
     for _ in range(3):
-        bad = org.sign_in(
-            session,
-            username="admin",
-            password="wrong-password-1",
-            ip="10.0.0.1",
-            max_failures=3,
-            window_s=900,
-        )
-        assert bad.user is None
+        assert _try(session, "wrong-password-1").user is None
     with pytest.raises(TooManyRequests):
-        org.sign_in(
-            session,
-            username="admin",
-            password=PASSWORD,
-            ip="10.0.0.1",
-            max_failures=3,
-            window_s=900,
-        )
+        _try(session, PASSWORD)
     assert session.scalar(select(func.count()).select_from(LoginAttempt)) == 4
+
+
+def test_a_success_gives_its_turn_back_and_the_window_ends(session: Session) -> None:
+    make_staff(session, username="admin", role=Role.HQ_ADMIN, region="CN")
+    frozen = clock.FrozenClock(clock.now())
+    clock.set_clock(frozen)
+    try:
+        for _ in range(2):
+            assert _try(session, "wrong-password-1").user is None
+        for _ in range(5):  # successes do not use up the window
+            assert _try(session, PASSWORD).user is not None
+        assert _try(session, "wrong-password-1").user is None
+        with pytest.raises(TooManyRequests):
+            _try(session, PASSWORD)
+        frozen.advance(seconds=901)
+        assert _try(session, PASSWORD).user is not None
+    finally:
+        clock.set_clock(None)
 
 
 def test_api_keys_are_stored_hashed_and_carry_scopes(session: Session) -> None:

@@ -101,10 +101,16 @@ def test_subscriber_list_masks_phones(
     sign_in(client, "admin")
     page = client.get("/console/subscribers").text
     assert "138****5678" in page and "13812345678" not in page
-    found = client.get("/console/subscribers", params={"phone": "13912345678"}).text
+    # The number is posted, never put in a URL (access logs, history, referrers).
+    assert 'method="post" action="/console/subscribers/search"' in page
+    token = csrf_of(page)
+    search = {"phone": "13912345678", "csrf_token": token}
+    found = client.post("/console/subscribers/search", data=search).text
     assert "139****5678" in found and "138****5678" not in found
-    bad = client.get("/console/subscribers", params={"phone": "12"})
+    bad = client.post("/console/subscribers/search", data={"phone": "12", "csrf_token": token})
     assert bad.status_code == 422 and "phone" in bad.text
+    forged = client.post("/console/subscribers/search", data={"phone": "13912345678"})
+    assert forged.status_code == 403
 
 
 def test_status_change_from_console_needs_csrf(

@@ -103,7 +103,16 @@ def serve(
     host = host or ctx.settings.host
     port = port or ctx.settings.port
     console.print(f"perkflow console: [bold]http://{host}:{port}/[/bold]  (API docs: /docs)")
-    uvicorn.run(create_app(ctx.settings), host=host, port=port, log_level="warning")
+    proxies = ctx.settings.trusted_proxies.strip()
+    uvicorn.run(
+        create_app(ctx.settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: only configured proxies.
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+    )
 
 
 @app.command("demo")
@@ -176,7 +185,11 @@ def _print_h5_link(ctx: Context) -> None:
             session, actor=SYSTEM, vault=ctx.vault, subscriber_id=rows[0].id, reveal=True
         ).phone
         _, signed = subscribers.issue_login_token(
-            session, actor=SYSTEM, vault=ctx.vault, phone=phone
+            session,
+            actor=SYSTEM,
+            vault=ctx.vault,
+            phone=phone,
+            max_age_s=ctx.settings.h5_link_max_age_s,
         )
         session.commit()
     base = f"http://{ctx.settings.host}:{ctx.settings.port}"
@@ -363,7 +376,11 @@ def subscriber_login_link(
         raise ValidationFailed("phone is required", field="phone")
     with ctx.uow() as session:
         _, signed = subscribers.issue_login_token(
-            session, actor=SYSTEM, vault=ctx.vault, phone=phone
+            session,
+            actor=SYSTEM,
+            vault=ctx.vault,
+            phone=phone,
+            max_age_s=ctx.settings.h5_link_max_age_s,
         )
         session.commit()
     base = base_url or f"http://{ctx.settings.host}:{ctx.settings.port}"

@@ -1,4 +1,4 @@
-"""Ledger tables of the organisation: regions, staff, API keys, login attempts, audit log."""
+"""Ledger tables of the organisation: regions, staff, API keys, sign-in tries, audit log."""
 
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ class StaffUser(Base):
     region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Signed into every session at sign-in and compared on each request: bumping it (logout,
+    # password or role change) signs out every copy of the user's cookies at once.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApiKey(Base):
@@ -67,6 +70,16 @@ class LoginAttempt(Base):
     ip: Mapped[str] = mapped_column(String(64), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     success: Mapped[bool] = mapped_column(Boolean)
+
+
+class LoginThrottle(Base):
+    """Sign-in tries per username or address in a window, counted before any password check."""
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)  # "user:…" or "ip:…"
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    count: Mapped[int] = mapped_column(Integer)
 
 
 class AuditEntry(Base):

@@ -63,14 +63,17 @@ def login(
 ) -> Response:
     settings = request.app.state.settings
     try:
-        result = org.sign_in(
-            session,
-            username=username.strip(),
-            password=password,
-            ip=client_ip(request),
-            max_failures=settings.login_max_failures,
-            window_s=settings.login_window_s,
-        )
+        # The try is counted in its own transaction, committed before the password is checked:
+        # parallel guesses each see the others' turns, so at most the limit are ever verified.
+        with request.app.state.sessions() as turns:
+            turn = org.take_sign_in_turn(
+                turns,
+                username=username.strip(),
+                ip=client_ip(request),
+                max_failures=settings.login_max_failures,
+                window_s=settings.login_window_s,
+            )
+            turns.commit()
     except TooManyRequests as exc:
         return render(
             request,
@@ -78,6 +81,7 @@ def login(
             {"next": _safe_next(next), "error": "locked", "message": exc.message},
             status_code=429,
         )
+    result = org.sign_in(session, turn=turn, password=password)
     if result.user is None:
         return render(
             request, "login.html", {"next": _safe_next(next), "error": "wrong"}, status_code=401
@@ -85,12 +89,18 @@ def login(
     # A fresh session on sign-in: nothing from before (a planted token) carries over.
     request.session.clear()
     request.session["staff_id"] = result.user.id
+    request.session["epoch"] = result.user.session_epoch
     request.session["csrf"] = token(24)
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
 @router.post("/logout", dependencies=[CsrfProtected])
-def logout(request: Request) -> Response:
+def logout(request: Request, session: DbSession) -> Response:
+    staff_id = request.session.get("staff_id")
+    epoch = request.session.get("epoch")
+    if staff_id and org.staff_of_session(session, staff_id=int(staff_id), epoch=epoch):
+        # Ends this session everywhere: a copy of the cookie taken before logout stops working.
+        org.end_sessions(session, staff_id=int(staff_id))
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, bindparam, case, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from perkflow.db import postgres_driver
-from perkflow.org.models import ApiKey, AuditEntry, LoginAttempt, Region, StaffUser
+from perkflow.db import UTCDateTime, postgres_driver
+from perkflow.org.models import ApiKey, AuditEntry, LoginThrottle, Region, StaffUser
 
 # On the Table, not the mapped class: a plain Core insert, no ORM bulk-persistence layer.
 _AUDIT = insert(cast(Table, AuditEntry.__table__))
@@ -50,21 +51,63 @@ def list_staff(session: Session) -> Sequence[StaffUser]:
     return session.scalars(select(StaffUser).order_by(StaffUser.id)).all()
 
 
-def recent_failures(
-    session: Session, *, username: str, ip: str, since: datetime
-) -> tuple[int, int]:
-    """Failed sign-ins since a time, for this username and for this address."""
-    by_user = session.scalar(
-        select(func.count())
-        .select_from(LoginAttempt)
-        .where(LoginAttempt.username == username, LoginAttempt.at >= since, ~LoginAttempt.success)
+def take_turn(session: Session, *, key: str, limit: int, now: datetime, since: datetime) -> bool:
+    """Count one try on a throttle key unless its window holds `limit` already (one upsert)."""
+    # One statement decides and counts: of many parallel tries, the database lets exactly
+    # `limit` through per window (the row is locked while it is checked and bumped).
+    table = cast(Table, LoginThrottle.__table__)
+    ins = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    at = bindparam("now", now, type_=UTCDateTime())
+    stale = table.c.window_start < bindparam("since", since, type_=UTCDateTime())
+    stmt = (
+        ins(table)
+        .values(key=key, window_start=at, count=1)
+        .on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={
+                "count": case((stale, 1), else_=table.c.count + 1),
+                "window_start": case((stale, at), else_=table.c.window_start),
+            },
+            where=stale | (table.c.count < limit),
+        )
+        .returning(table.c.count)
     )
-    by_ip = session.scalar(
-        select(func.count())
-        .select_from(LoginAttempt)
-        .where(LoginAttempt.ip == ip, LoginAttempt.at >= since, ~LoginAttempt.success)
+    return session.execute(stmt).first() is not None
+
+
+def give_back_turns(session: Session, *, keys: Sequence[str]) -> None:
+    """Return tries that succeeded: only failures keep counting against the window."""
+    session.execute(
+        update(LoginThrottle)
+        .where(LoginThrottle.key.in_(sorted(keys)), LoginThrottle.count > 0)
+        .values(count=LoginThrottle.count - 1)
+        .execution_options(synchronize_session=False)
     )
-    return by_user or 0, by_ip or 0
+
+
+def prune_turns(session: Session, *, before: datetime, limit: int = 500) -> None:
+    """Forget throttle windows that ended; rows another try holds are skipped, never waited for."""
+    stale = (
+        select(LoginThrottle.key)
+        .where(LoginThrottle.window_start < before)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(
+        delete(LoginThrottle)
+        .where(LoginThrottle.key.in_(stale.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def bump_session_epoch(session: Session, staff_id: int) -> None:
+    """Move a staff member's session epoch on: every session signed with the old one ends."""
+    session.execute(
+        update(StaffUser)
+        .where(StaffUser.id == staff_id)
+        .values(session_epoch=StaffUser.session_epoch + 1)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def get_api_key_by_hash(session: Session, key_hash: str) -> ApiKey | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
 
@@ -300,6 +300,10 @@ def set_password(session: Session, *, actor: Actor, username: str, password: str
     if user is None:
         raise NotFound(f"no staff user {username!r}", field="username")
     user.password_hash = _hasher.hash(password)
+    # A new password ends every session: a cookie copied under the old one stops working.
+    repo.bump_session_epoch(session, user.id)
+    session.flush()
+    session.refresh(user)
     record_audit(
         session,
         actor=actor,
@@ -317,6 +321,74 @@ def list_staff(session: Session, *, actor: Actor) -> Sequence[StaffUser]:
     return repo.list_staff(session)
 
 
+def set_staff_role(
+    session: Session, *, actor: Actor, username: str, role: Role, region_code: str
+) -> StaffUser:
+    """Give a staff member another role or region; their open sessions end."""
+    require(actor, Perm.STAFF_MANAGE)
+    user = repo.get_staff_by_username(session, username)
+    if user is None:
+        raise NotFound(f"no staff user {username!r}", field="username")
+    region = get_region(session, code=region_code)
+    if not role_fits_level(role, region.level):
+        raise ValidationFailed(
+            f"a {role.value} is scoped to a region of another level than {region.level}",
+            field="region_code",
+        )
+    before = {"role": user.role, "region": user.region_code}
+    user.role = role.value
+    user.region_code = region.code
+    # A session signed under the old role must not keep its old powers for 8 hours.
+    repo.bump_session_epoch(session, user.id)
+    session.flush()
+    session.refresh(user)
+    record_audit(
+        session,
+        actor=actor,
+        action="staff.set_role",
+        target_type="staff",
+        target_id=str(user.id),
+        details={
+            "username": username,
+            "from": before,
+            "to": {"role": role.value, "region": region.code},
+        },
+    )
+    return user
+
+
+def end_sessions(session: Session, *, staff_id: int) -> None:
+    """Sign a staff member out everywhere (logout): every copy of their session cookie ends."""
+    repo.bump_session_epoch(session, staff_id)
+
+
+@dataclass(frozen=True)
+class SignInTurn:
+    """One sign-in try, counted against the limits before its password is checked."""
+
+    username: str
+    ip: str
+    keys: tuple[str, ...]
+    at: datetime
+
+
+def take_sign_in_turn(
+    session: Session, *, username: str, ip: str, max_failures: int, window_s: int
+) -> SignInTurn:
+    """Count a sign-in try per username and per address, or 429 when either window is spent."""
+    now = clock.now()
+    since = now - timedelta(seconds=window_s)
+    username, ip = username[:64], ip[:64]
+    limits = {f"user:{username}": max_failures, f"ip:{ip}": max_failures * 4}
+    # Keys in one order for every try: two tries never lock each other's rows crosswise.
+    for key in sorted(limits):
+        if not repo.take_turn(session, key=key, limit=limits[key], now=now, since=since):
+            # The caller rolls this transaction back: a refused try takes no turn anywhere.
+            raise TooManyRequests("too many failed sign-ins; try again later", field="username")
+    repo.prune_turns(session, before=since)
+    return SignInTurn(username=username, ip=ip, keys=tuple(sorted(limits)), at=now)
+
+
 @dataclass(frozen=True)
 class SignIn:
     """The outcome of a sign-in try; the attempt is recorded either way."""
@@ -325,26 +397,19 @@ class SignIn:
     reason: str | None = None
 
 
-def sign_in(
-    session: Session, *, username: str, password: str, ip: str, max_failures: int, window_s: int
-) -> SignIn:
-    """Check credentials under a per-username and per-address failure limit."""
-    now = clock.now()
-    by_user, by_ip = repo.recent_failures(
-        session, username=username, ip=ip, since=now - timedelta(seconds=window_s)
-    )
-    if by_user >= max_failures or by_ip >= max_failures * 4:
-        raise TooManyRequests("too many failed sign-ins; try again later", field="username")
-    user = repo.get_staff_by_username(session, username)
+def sign_in(session: Session, *, turn: SignInTurn, password: str) -> SignIn:
+    """Check the credentials of a try that took its turn (`take_sign_in_turn`, committed first)."""
+    user = repo.get_staff_by_username(session, turn.username)
     ok = False
     try:
         ok = _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         ok = False
     ok = ok and user is not None and user.is_active
-    session.add(LoginAttempt(username=username[:64], ip=ip[:64], at=now, success=ok))
+    session.add(LoginAttempt(username=turn.username, ip=turn.ip, at=turn.at, success=ok))
     if not ok or user is None:
         return SignIn(user=None, reason="wrong username or password")
+    repo.give_back_turns(session, keys=turn.keys)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     return SignIn(user=user)
@@ -354,6 +419,15 @@ def get_staff(session: Session, *, staff_id: int) -> StaffUser | None:
     """An active staff member by id, or None."""
     user = repo.get_staff(session, staff_id)
     return user if user is not None and user.is_active else None
+
+
+def staff_of_session(session: Session, *, staff_id: int, epoch: int | None) -> StaffUser | None:
+    """The active staff member a session cookie signs in, or None once it was ended."""
+    user = get_staff(session, staff_id=staff_id)
+    # A cookie from before a logout, password or role change carries an older epoch.
+    if user is None or epoch is None or user.session_epoch != epoch:
+        return None
+    return user
 
 
 def actor_for_staff(session: Session, *, user: StaffUser, ip: str) -> Actor:

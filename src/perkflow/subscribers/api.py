@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from perkflow.errors import ValidationFailed
 from perkflow.grants import service as grants
 from perkflow.kit.bounds import IdParam
 from perkflow.subscribers import service as subscribers
@@ -28,25 +29,52 @@ def _out(view: subscribers.SubscriberView) -> SubscriberOut:
 
 @router.get("/subscribers", response_model=SubscriberPage)
 def list_subscribers(
+    request: Request,
     actor: ApiActor,
     session: DbSession,
     vault: VaultDep,
     status: Status | None = None,
-    phone: str | None = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> SubscriberPage:
-    """Subscribers in the caller's region, phones masked."""
+    """Subscribers in the caller's region, phones masked (look a phone up with POST …/search)."""
+    if "phone" in request.query_params:
+        # Ignoring it would answer the whole list to an old client asking for one number.
+        raise ValidationFailed(
+            "phone numbers do not go in URLs: POST /v1/subscribers/search", field="phone"
+        )
+    rows, total = subscribers.list_subscribers(
+        session, actor=actor, vault=vault, status=status, offset=(page - 1) * size, limit=size
+    )
+    return SubscriberPage(items=[_out(r) for r in rows], total=total, page=page, size=size)
+
+
+class SubscriberSearch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    phone: str = Field(min_length=1, max_length=20)
+    status: Status | None = None
+    page: int = Field(default=1, ge=1, le=100_000, strict=True)
+    size: int = Field(default=50, ge=1, le=500, strict=True)
+
+
+@router.post("/subscribers/search", response_model=SubscriberPage)
+def search_subscribers(
+    body: SubscriberSearch, actor: ApiActor, session: DbSession, vault: VaultDep
+) -> SubscriberPage:
+    """Subscribers with this phone number in the caller's region; the number travels in the body."""
     rows, total = subscribers.list_subscribers(
         session,
         actor=actor,
         vault=vault,
-        status=status,
-        phone=phone,
-        offset=(page - 1) * size,
-        limit=size,
+        status=body.status,
+        phone=body.phone,
+        offset=(body.page - 1) * body.size,
+        limit=body.size,
     )
-    return SubscriberPage(items=[_out(r) for r in rows], total=total, page=page, size=size)
+    return SubscriberPage(
+        items=[_out(r) for r in rows], total=total, page=body.page, size=body.size
+    )
 
 
 @router.get("/subscribers/{subscriber_id}", response_model=SubscriberOut)
@@ -110,8 +138,10 @@ def create_login_link(
     body: LoginLinkRequest, request: Request, actor: ApiActor, session: DbSession, vault: VaultDep
 ) -> LoginLinkOut:
     """A signed, short-lived one-click link into the subscriber's H5 pages."""
-    sid, signed = subscribers.issue_login_token(session, actor=actor, vault=vault, phone=body.phone)
     ttl = request.app.state.settings.h5_link_max_age_s
+    sid, signed = subscribers.issue_login_token(
+        session, actor=actor, vault=vault, phone=body.phone, max_age_s=ttl
+    )
     return LoginLinkOut(
         subscriber_id=sid, url=str(request.url_for("h5_enter")) + f"?t={signed}", expires_in_s=ttl
     )

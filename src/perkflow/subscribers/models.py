@@ -42,3 +42,15 @@ class StatusEvent(Base):
     source: Mapped[str] = mapped_column(String(16))
     actor_name: Mapped[str] = mapped_column(String(128))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class H5LinkNonce(Base):
+    """An issued one-click link not used yet: using it deletes the row, so a link works once."""
+
+    __tablename__ = "h5_link_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("subscribers.id"), index=True
+    )
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from perkflow.db import postgres_driver
-from perkflow.subscribers.models import StatusEvent, Subscriber
+from perkflow.subscribers.models import H5LinkNonce, StatusEvent, Subscriber
 
 
 def get(session: Session, subscriber_id: int) -> Subscriber | None:
@@ -134,6 +134,7 @@ def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 def delete_all(session: Session) -> int:
+    session.execute(delete(H5LinkNonce))
     session.execute(delete(StatusEvent))
     return int(session.execute(delete(Subscriber)).rowcount)  # type: ignore[attr-defined]
 
@@ -176,3 +177,40 @@ def set_plan_fee(session: Session, *, subscriber_id: int, plan_fee_fen: int) -> 
         .execution_options(synchronize_session=False)
     )
     return int(before)
+
+
+def add_link_nonce(
+    session: Session, *, nonce: str, subscriber_id: int, expires_at: datetime
+) -> None:
+    session.execute(
+        insert(H5LinkNonce).values(nonce=nonce, subscriber_id=subscriber_id, expires_at=expires_at)
+    )
+
+
+def consume_link_nonce(session: Session, *, nonce: str, subscriber_id: int, now: datetime) -> bool:
+    """Use up a link's nonce: of two uses, even at the same moment, exactly one deletes it."""
+    result = session.execute(
+        delete(H5LinkNonce)
+        .where(
+            H5LinkNonce.nonce == nonce,
+            H5LinkNonce.subscriber_id == subscriber_id,
+            H5LinkNonce.expires_at > now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def prune_link_nonces(session: Session, *, before: datetime, limit: int = 1000) -> None:
+    """Forget nonces of links that expired unused; rows another issuer holds are skipped."""
+    stale = (
+        select(H5LinkNonce.nonce)
+        .where(H5LinkNonce.expires_at < before)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(
+        delete(H5LinkNonce)
+        .where(H5LinkNonce.nonce.in_(stale.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )

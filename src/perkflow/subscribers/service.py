@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from perkflow.errors import Conflict, Forbidden, NotFound, Unauthenticated, ValidationFailed
 from perkflow.kit import clock
 from perkflow.kit.crypto import Vault, mask_phone
+from perkflow.kit.ids import token
 from perkflow.org import service as org
 from perkflow.org.rules import Actor, Perm
 from perkflow.subscribers import repository as repo
@@ -63,14 +64,18 @@ def _view(vault: Vault, sub: Subscriber, *, reveal: bool) -> SubscriberView:
     )
 
 
+def _require_region(actor: Actor, sub: Subscriber) -> None:
+    province = org.visible_province(actor)
+    if province is not None and sub.province_code != province:
+        raise Forbidden("this subscriber is outside your region")
+
+
 def _get_in_scope(session: Session, *, actor: Actor, subscriber_id: int) -> Subscriber:
     """A subscriber, if it exists (404) and lies in the actor's region (403)."""
     sub = repo.get(session, subscriber_id)
     if sub is None:
         raise NotFound(f"no subscriber {subscriber_id}", field="subscriber_id")
-    province = org.visible_province(actor)
-    if province is not None and sub.province_code != province:
-        raise Forbidden("this subscriber is outside your region")
+    _require_region(actor, sub)
     return sub
 
 
@@ -293,22 +298,41 @@ def _link_serializer(vault: Vault) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(vault.link_key, salt=_LINK_SALT, signer=_ClockSigner)
 
 
+# The default of `Settings.h5_link_max_age_s`, for callers without settings at hand.
+H5_LINK_MAX_AGE_S = 15 * 60
+
+
 def issue_login_token(
-    session: Session, *, actor: Actor, vault: Vault, phone: str
+    session: Session,
+    *,
+    actor: Actor,
+    vault: Vault,
+    phone: str,
+    max_age_s: int = H5_LINK_MAX_AGE_S,
 ) -> tuple[int, str]:
-    """A signed one-click sign-in token for a subscriber's H5 pages (sent by SMS or push)."""
-    if actor.kind == "api_key" and not actor.has_scope("h5:link"):
-        raise Forbidden("this key lacks the h5:link scope")
+    """A signed one-click sign-in token for a subscriber's H5 pages, good for one use."""
+    # A link signs in as the subscriber and shows their coupon codes: it is a channel's
+    # capability (a key with h5:link) or the operator's own (the CLI), never a console user's.
     if actor.kind == "staff":
-        org.require(actor, Perm.SUBSCRIBERS_STATUS)
+        raise Forbidden("one-click links are issued by a channel's key (h5:link), not by staff")
+    if not actor.has_scope("h5:link"):
+        raise Forbidden("this key lacks the h5:link scope")
     if normalize_phone(phone) is None:
         raise ValidationFailed("phone must be an 11-digit mobile number", field="phone")
     sub = find_by_phone(session, vault=vault, phone=phone)
     if sub is None:
         raise NotFound("no subscriber with this phone number", field="phone")
+    _require_region(actor, sub)
     if sub.status == Status.CHURNED:
         raise Conflict("a churned subscriber cannot sign in", field="phone")
-    signed = _link_serializer(vault).dumps({"sid": sub.id})
+    now = clock.now()
+    nonce = token(16)
+    repo.prune_link_nonces(session, before=now)
+    # The link works while this row exists; using it deletes the row (`redeem_login_token`).
+    repo.add_link_nonce(
+        session, nonce=nonce, subscriber_id=sub.id, expires_at=now + timedelta(seconds=max_age_s)
+    )
+    signed = _link_serializer(vault).dumps({"sid": sub.id, "n": nonce})
     org.record_audit(
         session,
         actor=actor,
@@ -320,7 +344,7 @@ def issue_login_token(
 
 
 def redeem_login_token(session: Session, *, vault: Vault, signed: str, max_age_s: int) -> int:
-    """The subscriber a one-click token signs in, if the token is genuine and fresh."""
+    """The subscriber a one-click token signs in, if genuine, fresh and not used before."""
     try:
         data = _link_serializer(vault).loads(signed, max_age=max_age_s)
     except SignatureExpired as exc:
@@ -329,10 +353,25 @@ def redeem_login_token(session: Session, *, vault: Vault, signed: str, max_age_s
         ) from exc
     except BadSignature as exc:
         raise Unauthenticated("this sign-in link is not valid", field="token") from exc
+    nonce = data.get("n") if isinstance(data, dict) else None
+    if not isinstance(nonce, str):
+        raise Unauthenticated("this sign-in link is not valid", field="token")
     sub = repo.get(session, int(data["sid"]))
     if sub is None or sub.status == Status.CHURNED:
         raise Unauthenticated("this sign-in link is no longer valid", field="token")
+    # One atomic DELETE: of two uses of a link, even at the same moment, only one signs in.
+    if not repo.consume_link_nonce(session, nonce=nonce, subscriber_id=sub.id, now=clock.now()):
+        raise Unauthenticated(
+            "this sign-in link was already used; ask for a new one", field="token"
+        )
     return sub.id
+
+
+def may_use_h5(session: Session, *, subscriber_id: int) -> bool:
+    """Whether a signed-in subscriber's H5 session still stands (churn ends it)."""
+    # Suspended subscribers may still look; claims refuse them (`hold_active_subscriber`).
+    status = repo.statuses(session, [subscriber_id]).get(subscriber_id)
+    return status is not None and status != Status.CHURNED
 
 
 def subscriber_home(session: Session, *, vault: Vault, subscriber_id: int) -> SubscriberView:

@@ -19,6 +19,7 @@ from perkflow.mart import Mart
 from perkflow.org import service as org
 from perkflow.org.models import Region, StaffUser
 from perkflow.org.rules import Actor
+from perkflow.subscribers import service as subscribers
 
 
 class LoginRequired(Exception):
@@ -65,7 +66,7 @@ MartDep = Annotated[Mart, Depends(mart_of)]
 
 
 def client_ip(request: Request) -> str:
-    """The peer address (a proxy in front is expected to be trusted and configured there)."""
+    """The peer address; X-Forwarded-For counts only from `PERKFLOW_TRUSTED_PROXIES` (serve)."""
     return request.client.host if request.client else "-"
 
 
@@ -105,8 +106,14 @@ class StaffContext:
 def current_staff(request: Request, session: DbSession) -> StaffContext:
     """The signed-in staff member, or a redirect to the sign-in page."""
     staff_id = request.session.get("staff_id")
-    user = org.get_staff(session, staff_id=int(staff_id)) if staff_id else None
+    user = (
+        org.staff_of_session(session, staff_id=int(staff_id), epoch=request.session.get("epoch"))
+        if staff_id
+        else None
+    )
     if user is None:
+        # Ended (logout, new password or role elsewhere) or never signed in: signed out here too.
+        request.session.pop("staff_id", None)
         raise LoginRequired()
     csrf_token(request)
     region = org.get_region(session, code=user.region_code)
@@ -145,9 +152,10 @@ def _lookup_key(app: Any, presented: str, ip: str) -> Actor | None:
         return org.actor_for_api_key(session, presented=presented, ip=ip)
 
 
-def _lookup_staff(request: Request, staff_id: int) -> Actor | None:
+def _lookup_staff(request: Request, staff_id: int, epoch: Any) -> Actor | None:
+    # Never cached: a session ended by logout or a password change stops at its next call.
     with request.app.state.sessions() as session:
-        user = org.get_staff(session, staff_id=staff_id)
+        user = org.staff_of_session(session, staff_id=staff_id, epoch=epoch)
         return (
             None if user is None else org.actor_for_staff(session, user=user, ip=client_ip(request))
         )
@@ -184,7 +192,11 @@ async def api_actor(request: Request) -> Actor:
             raise Unauthenticated("unknown or revoked API key", field="authorization")
         return actor
     staff_id = request.session.get("staff_id")
-    staff = await run_in_threadpool(_lookup_staff, request, int(staff_id)) if staff_id else None
+    staff = (
+        await run_in_threadpool(_lookup_staff, request, int(staff_id), request.session.get("epoch"))
+        if staff_id
+        else None
+    )
     if staff is None:
         raise Unauthenticated(
             "send an API key as 'Authorization: Bearer …' or sign in", field="authorization"
@@ -197,10 +209,12 @@ async def api_actor(request: Request) -> Actor:
 ApiActor = Annotated[Actor, Depends(api_actor)]
 
 
-def current_subscriber_id(request: Request) -> int:
-    """The subscriber signed in to the H5 pages through a one-click link."""
+def current_subscriber_id(request: Request, session: DbSession) -> int:
+    """The subscriber signed in to the H5 pages through a one-click link, while not churned."""
     sub_id = request.session.get("subscriber_id")
-    if not sub_id:
+    # Checked on every request: churn ends an open H5 session at its next page, not hours later.
+    if not sub_id or not subscribers.may_use_h5(session, subscriber_id=int(sub_id)):
+        request.session.pop("subscriber_id", None)
         raise SubscriberLoginRequired()
     csrf_token(request)
     return int(sub_id)
