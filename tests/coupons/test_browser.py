@@ -36,6 +36,8 @@ PHONE = "13812345678"
 class Live:
     url: str
     link: str
+    # Each one-click link works once: a second browser context enters with its own.
+    second_link: str
     batch_id: int
     soon_id: int
 
@@ -59,6 +61,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
             claim_starts_at=clock.now() + timedelta(seconds=4),
         )
         _, signed = subscribers.issue_login_token(s, actor=SYSTEM, vault=vault, phone=PHONE)
+        _, second = subscribers.issue_login_token(s, actor=SYSTEM, vault=vault, phone=PHONE)
         s.commit()
     port = free_port()
     server = uvicorn.Server(
@@ -73,7 +76,13 @@ def live(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
     url = f"http://127.0.0.1:{port}"
-    yield Live(url=url, link=f"{url}/h5/enter?t={signed}", batch_id=batch.id, soon_id=soon.id)
+    yield Live(
+        url=url,
+        link=f"{url}/h5/enter?t={signed}",
+        second_link=f"{url}/h5/enter?t={second}",
+        batch_id=batch.id,
+        soon_id=soon.id,
+    )
     server.should_exit = True
     thread.join(timeout=10)
     engine.dispose()
@@ -165,7 +174,7 @@ def test_vendored_scanner_decodes_our_qr(browser: Browser, live: Live) -> None:
 def test_flash_sale_countdown_enables_the_button(browser: Browser, live: Live) -> None:
     context = browser.new_context(locale="en", viewport={"width": 390, "height": 844})
     page = context.new_page()
-    page.goto(live.link)
+    page.goto(live.second_link)
     page.goto(f"{live.url}/h5/coupons")
     button = page.locator(f"#claim-{live.soon_id}")
     if button.is_disabled():
