@@ -207,3 +207,11 @@ def test_openapi_declares_bearer_auth_errors_and_bounds(client: TestClient) -> N
                     assert parameter["schema"]["maximum"] == 2**63 - 1, (path, parameter)
     claim = doc["components"]["schemas"]["ClaimIn"]["properties"]
     assert claim["idempotency_key"]["pattern"].startswith("^[^\\x00")
+    # The values the server accepts are listed where it accepts only those.
+    assert doc["components"]["schemas"]["ResponseIn"]["properties"]["kind"]["enum"] == [
+        "claim",
+        "redemption",
+        "grant_use",
+        "order",
+    ]
+    assert "active" in doc["components"]["schemas"]["StatusIn"]["properties"]["status"]["enum"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from perkflow.audience.rules import LIST_KINDS
 from perkflow.kit.bounds import COUNT_MAX, Document, Id, Int, Line, Text
 
 
@@ -119,7 +120,7 @@ class ContactListIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     subscriber_id: Id
-    kind: Line = "opted_out"
+    kind: Line = Field(default="opted_out", json_schema_extra={"enum": list(LIST_KINDS)})
     channel: Line = "all"
     source: Line = Field(default="api", max_length=16)
     note: Text = Field(default="", max_length=255)

@@ -90,7 +90,10 @@ class ResponseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     subscriber_id: Id
-    kind: Line = Field(description=f"one of {', '.join(RESPONSE_KINDS)}")
+    kind: Line = Field(
+        description=f"one of {', '.join(RESPONSE_KINDS)}",
+        json_schema_extra={"enum": list(RESPONSE_KINDS)},
+    )
     occurred_at: datetime = Field(description="with a time zone offset")
     value_fen: Int = Field(default=0, ge=0, le=FEN_MAX)
     ref: Line | None = Field(default=None, max_length=64, description='e.g. "coupon_batch:12"')
@@ -109,7 +112,10 @@ class ResponseOut(BaseModel):
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Line = Field(description=f"one of {', '.join(EVENT_TYPES)}")
+    type: Line = Field(
+        description=f"one of {', '.join(EVENT_TYPES)}",
+        json_schema_extra={"enum": list(EVENT_TYPES)},
+    )
     subscriber_id: Id
     occurred_at: datetime
     attributes: Attributes = Field(default_factory=dict)

@@ -9,7 +9,14 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from perkflow.catalog.rules import BenefitStatus, Category, FulfilmentKind, ValidityKind
+from perkflow.catalog.rules import (
+    CONNECTOR_KINDS,
+    SETTLEMENT_CYCLES,
+    BenefitStatus,
+    Category,
+    FulfilmentKind,
+    ValidityKind,
+)
 from perkflow.errors import ValidationFailed
 from perkflow.kit.bounds import COUNT_MAX, FEN_MAX, Int, Line
 
@@ -19,7 +26,11 @@ M = TypeVar("M", bound=BaseModel)
 class SettlementTerms(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    cycle: Line = Field(default="monthly", description="monthly or quarterly")
+    cycle: Line = Field(
+        default="monthly",
+        description="monthly or quarterly",
+        json_schema_extra={"enum": list(SETTLEMENT_CYCLES)},
+    )
     statement_day: Int = Field(
         default=5, description="day of the month the statement is cut", ge=-COUNT_MAX, le=COUNT_MAX
     )
@@ -37,7 +48,11 @@ class PartnerCreate(BaseModel):
     contact_email: Line = Field(default="", max_length=128)
     contact_phone: Line = Field(default="", max_length=32)
     settlement_terms: SettlementTerms = Field(default_factory=SettlementTerms)
-    connector_kind: Line = Field(default="none", description="none or http")
+    connector_kind: Line = Field(
+        default="none",
+        description="none or http",
+        json_schema_extra={"enum": list(CONNECTOR_KINDS)},
+    )
     connector_url: Line = Field(default="", max_length=255)
     connector_secret: Line | None = Field(
         default=None, max_length=256, description="write-only; stored encrypted"
@@ -57,7 +72,9 @@ class PartnerUpdate(BaseModel):
     contact_email: Line | None = Field(default=None, max_length=128)
     contact_phone: Line | None = Field(default=None, max_length=32)
     settlement_terms: SettlementTerms | None = None
-    connector_kind: Line | None = None
+    connector_kind: Line | None = Field(
+        default=None, json_schema_extra={"enum": [*CONNECTOR_KINDS, None]}
+    )
     connector_url: Line | None = Field(default=None, max_length=255)
     connector_secret: Line | None = Field(default=None, max_length=256)
     connector_timeout_ms: Int | None = Field(default=None, ge=-COUNT_MAX, le=COUNT_MAX)

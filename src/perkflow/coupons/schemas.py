@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from perkflow.coupons.rules import CodeSource, ProgramKind, ValidityKind, ValueKind
+from perkflow.coupons.rules import BatchStatus, CodeSource, ProgramKind, ValidityKind, ValueKind
 from perkflow.kit.bounds import COUNT_MAX, Id, Int, Line, Text
 
 
@@ -87,7 +87,7 @@ class StockOut(BaseModel):
 class StatusIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    status: Line
+    status: Line = Field(json_schema_extra={"enum": [s.value for s in BatchStatus]})
 
 
 class ClaimIn(BaseModel):

@@ -69,7 +69,9 @@ class CallbackIn(BaseModel):
 
     callback_id: Line = Field(min_length=1, max_length=128, description="unique per partner")
     grant_id: Id
-    status: Line = Field(description="fulfilled or failed")
+    status: Line = Field(
+        description="fulfilled or failed", json_schema_extra={"enum": ["fulfilled", "failed"]}
+    )
     order_id: Line | None = None
 
 
