@@ -509,10 +509,7 @@ TABLE: dict[tuple[str, str], str] = {
     ("GET", "/console/regions/{code}"): "AFAFUUU",
     ("GET", "/console/segments"): "AAAFUUU",
     ("POST", "/console/segments"): "AAFFFFF",
-    (
-        "GET",
-        "/console/segments/builder/row",
-    ): "AAAAUUU",  # GAP: no permission check (lists the mart's columns)
+    ("GET", "/console/segments/builder/row"): "AAFFUUU",
     ("GET", "/console/segments/new"): "AAFFUUU",
     ("POST", "/console/segments/preview"): "AAAFFFF",
     ("GET", "/console/segments/{segment_id}"): "AFAFUUU",

@@ -193,6 +193,8 @@ def segment_new(request: Request, staff: Staff, session: DbSession, mart: MartDe
 @router.get("/console/segments/builder/row")
 def segment_builder_row(request: Request, staff: Staff, mart: MartDep) -> Response:
     """One empty rule row for the builder (htmx appends it)."""
+    # The row lists the mart's columns: only for those who may build segments.
+    org.require(staff.actor, Perm.SEGMENTS_EDIT)
     return render(
         request,
         "audience/_segment_rule.html",
