@@ -495,6 +495,7 @@ TABLE: dict[tuple[str, str], str] = {
     ("POST", "/console/extractions"): "AFAFFFF",
     ("POST", "/console/extractions/{template_id}/run"): "NFNFFFF",
     ("GET", "/console/grants"): "AAAFUUU",
+    ("POST", "/console/grants/search"): "AAAFFFF",
     ("GET", "/console/grants/dead-letters"): "AFFFUUU",
     ("POST", "/console/grants/dead-letters/{message_id}/redrive"): "NFFFFFF",
     ("GET", "/console/membership"): "AFAFUUU",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from perkflow.errors import PerkflowError
@@ -19,9 +19,8 @@ router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
 
 
-@router.get("/console/grants")
-def grant_search(
-    request: Request, staff: Staff, session: DbSession, vault: VaultDep, phone: str = ""
+def _search(
+    request: Request, staff: Staff, session: DbSession, vault: VaultDep, *, phone: str
 ) -> Response:
     sub: SubscriberView | None = None
     rows: list[grants.GrantRow] = []
@@ -43,6 +42,25 @@ def grant_search(
         {"phone": phone, "sub": sub, "rows": rows, "error": error},
         status_code=status_code,
     )
+
+
+@router.get("/console/grants")
+def grant_search_form(
+    request: Request, staff: Staff, session: DbSession, vault: VaultDep
+) -> Response:
+    # No phone here: a number in a URL lands in access logs, history and referrers (POST below).
+    return _search(request, staff, session, vault, phone="")
+
+
+@router.post("/console/grants/search", dependencies=[CsrfProtected])
+def grant_search(
+    request: Request,
+    staff: Staff,
+    session: DbSession,
+    vault: VaultDep,
+    phone: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    return _search(request, staff, session, vault, phone=phone)
 
 
 def _dead_letters(
