@@ -71,14 +71,19 @@ class SecurityHeaders:
     )
     DOCS_PATHS = ("/docs", "/docs/oauth2-redirect")
 
-    def __init__(self, app: ASGIApp) -> None:
+    # Served over HTTPS (PERKFLOW_COOKIE_SECURE): browsers keep to HTTPS for a year.
+    HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+    def __init__(self, app: ASGIApp, *, https: bool = False) -> None:
         self.app = app
+        self.https = https
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         policy = self.DOCS_POLICY if scope["path"] in self.DOCS_PATHS else self.POLICY
+        extra = [self.HSTS] if self.https else []
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -88,6 +93,7 @@ class SecurityHeaders:
                     (b"x-frame-options", b"DENY"),
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"same-origin"),
+                    *extra,
                 ]
                 message["headers"] = headers
             await send(message)
@@ -206,7 +212,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         # `Secure` once the console is reached over HTTPS: the cookie never travels in clear.
         https_only=settings.cookie_secure,
     )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, https=settings.cookie_secure)
     if settings.claim_fast_lane:
         # Outermost: the flash-sale claims skip the framework (coupons/claim_lane.py).
         app.add_middleware(ClaimLane)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -66,14 +67,17 @@ def test_templates_hold_nothing_the_policy_would_refuse() -> None:
             assert 'type="application/json"' in attrs, f"{path}: an inline script"
 
 
-def _session_cookie(settings: Settings, engine: Engine, *, secure: bool) -> str:
+def _login_headers(settings: Settings, engine: Engine, *, secure: bool) -> Any:
     app = create_app(
         settings.model_copy(update={"database_url": str(engine.url), "cookie_secure": secure}),
         engine=engine,
     )
     with TestClient(app, base_url="https://127.0.0.1") as c:
-        r = c.get("/login")
-        return r.headers["set-cookie"]
+        return c.get("/login").headers
+
+
+def _session_cookie(settings: Settings, engine: Engine, *, secure: bool) -> str:
+    return str(_login_headers(settings, engine, secure=secure)["set-cookie"])
 
 
 def test_the_session_cookie_is_secure_when_served_over_https(
@@ -86,6 +90,14 @@ def test_the_session_cookie_is_secure_when_served_over_https(
     assert "secure" in flags(secure) and "httponly" in flags(secure)
     assert "samesite=lax" in flags(secure)
     assert "secure" not in flags(plain)
+
+
+def test_browsers_are_told_to_keep_to_https_only_when_served_over_it(
+    settings: Settings, web_engine: Engine
+) -> None:
+    hsts = _login_headers(settings, web_engine, secure=True).get("strict-transport-security")
+    assert hsts is not None and "max-age=31536000" in hsts
+    assert "strict-transport-security" not in _login_headers(settings, web_engine, secure=False)
 
 
 def test_a_signed_in_console_over_http_keeps_working_by_default(
