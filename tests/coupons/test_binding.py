@@ -16,6 +16,7 @@ from perkflow.kit.crypto import Vault
 from perkflow.org import service as org
 from perkflow.org.models import AuditEntry
 from perkflow.org.rules import SYSTEM, Actor, Role
+from perkflow.subscribers import service as subscribers
 from perkflow.subscribers.rules import Status
 from tests.coupons.factories import ZONE, make_batch
 from tests.factories import make_staff, make_subscribers
@@ -147,3 +148,21 @@ def test_a_redemption_reversed_after_churn_leaves_the_coupon_void(
     session.commit()
     assert session.scalar(select(Coupon.status).where(Coupon.subscriber_id == a)) == "void"
     assert _refusal(session, clerk, vault, code) == Refusal.VOID
+
+
+def test_a_suspended_subscriber_sees_the_coupon_paused_without_its_qr(
+    client: TestClient, web_sessions: sessionmaker[Session], vault: Vault
+) -> None:
+    with web_sessions() as s:
+        [a, _] = make_subscribers(s, vault, GD)
+        code = _claim_code(s, vault, make_batch(s).id, a, "bind-7")
+        coupon_id = s.scalars(select(Coupon.id).where(Coupon.subscriber_id == a)).one()
+        _move(s, a, Status.SUSPENDED)
+        _, signed = subscribers.issue_login_token(s, actor=SYSTEM, vault=vault, phone=GD[0][0])
+        s.commit()
+    assert client.get(f"/h5/enter?t={signed}", follow_redirects=False).status_code == 303
+    zh = {"accept-language": "zh-CN"}
+    assert "号码停机期间暂停使用" in client.get("/h5/wallet", headers=zh).text
+    page = client.get(f"/h5/wallet/{coupon_id}", headers=zh).text
+    assert 'id="coupon-status">号码停机期间暂停使用<' in page
+    assert 'id="coupon-qr"' not in page and code in page
