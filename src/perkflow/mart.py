@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ibis
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+from perkflow.kit.lazy import lazy_module
 from perkflow.settings import Settings
+
+if TYPE_CHECKING:
+    import ibis
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+else:
+    ibis = lazy_module("ibis")
+    pa = lazy_module("pyarrow")
+    pq = lazy_module("pyarrow.parquet")
 
 
 class Mart:
@@ -55,6 +62,12 @@ class Mart:
         pq.write_table(table, tmp, compression="zstd")
         tmp.replace(target)
         return target
+
+    def check(self) -> None:
+        """Raise unless the mart answers: its folder can be listed and the engine runs a query."""
+        with os.scandir(self.root):
+            pass
+        self.con.sql("SELECT 1 AS ok").to_pyarrow()
 
     def tables(self) -> list[str]:
         """Names of the stored tables."""

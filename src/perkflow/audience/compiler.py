@@ -6,10 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import reduce
-from typing import Any
-
-import ibis
-import ibis.expr.types as ir
+from typing import TYPE_CHECKING, Any
 
 from perkflow.audience import rules
 from perkflow.audience.rules import (
@@ -29,6 +26,14 @@ from perkflow.audience.rules import (
     Responded,
     Score,
 )
+from perkflow.kit.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import ibis
+    import ibis.expr.types as ir
+else:
+    ibis = lazy_module("ibis")
+    ir = lazy_module("ibis.expr.types")
 
 _TRUE = ibis.literal(True)
 _FALSE = ibis.literal(False)

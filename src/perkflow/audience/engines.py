@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
-import ibis
+from typing import TYPE_CHECKING, Any
 
 from perkflow.errors import ValidationFailed
+from perkflow.kit.lazy import lazy_module
 from perkflow.mart import Mart
 
+if TYPE_CHECKING:
+    import ibis
+else:
+    ibis = lazy_module("ibis")
+
 ENGINES = ("duckdb", "spark")
+SPARK_MISSING = "the Spark engine needs `pip install perkflow[spark]`"
+
+
+def _require_pyspark() -> None:
+    # PySpark is an extra: a plain install reads the mart through DuckDB only.
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as exc:
+        raise ValidationFailed(SPARK_MISSING, field="engine") from exc
 
 
 def spark_session(*, cores: int = 2, app_name: str = "perkflow") -> Any:
     """A local-mode SparkSession bound to loopback, without its web UI, in UTC."""
     # The JVM reads this at launch: without it Spark binds to the first non-loopback address.
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    _require_pyspark()
     from pyspark.sql import SparkSession
 
     session = (
@@ -42,5 +56,6 @@ def open_engine_mart(root: Path, engine: str, *, spark: Any | None = None) -> Ma
     if engine == "duckdb":
         return Mart(root)
     if engine == "spark":
+        _require_pyspark()
         return Mart(root, backend=ibis.pyspark.connect(spark or spark_session()))
     raise ValidationFailed(f"engine must be one of {', '.join(ENGINES)}", field="engine")

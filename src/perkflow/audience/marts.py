@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
+from perkflow.kit.lazy import lazy_module
 from perkflow.mart import Mart
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = lazy_module("pyarrow")
 
 PROFILE = "subscriber_profile"
 CONTACT_HISTORY = "contact_history"
@@ -20,57 +25,86 @@ RESPONSE_FEATURES = "response_features"
 FEATURE_COLUMNS_HIDDEN = frozenset({"subscriber_id", "computed_at"})
 TARGET_LIST_PREFIX = "target_list_"
 
-UTC_TS = pa.timestamp("us", tz="UTC")
+if TYPE_CHECKING:
+    UTC_TS: pa.DataType
+    CONTACT_HISTORY_SCHEMA: pa.Schema
+    RESPONSE_HISTORY_SCHEMA: pa.Schema
+    CONTACT_LISTS_SCHEMA: pa.Schema
+    MODEL_SCORES_SCHEMA: pa.Schema
+    TARGET_LIST_SCHEMA: pa.Schema
 
-# One row per message sent (or held back, for control cells) to one subscriber.
-CONTACT_HISTORY_SCHEMA = pa.schema(
-    [
-        pa.field("subscriber_id", pa.int64(), nullable=False),
-        pa.field("campaign_id", pa.string(), nullable=False),
-        pa.field("channel", pa.string(), nullable=False),
-        pa.field("cell", pa.string(), nullable=False),  # target | control
-        pa.field("contacted_at", UTC_TS, nullable=False),
-        pa.field("target_list_id", pa.int64()),
-    ]
-)
-# One row per thing a subscriber did after a contact (click, claim, redeem, purchase).
-RESPONSE_HISTORY_SCHEMA = pa.schema(
-    [
-        pa.field("subscriber_id", pa.int64(), nullable=False),
-        pa.field("campaign_id", pa.string(), nullable=False),
-        pa.field("channel", pa.string()),
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("responded_at", UTC_TS, nullable=False),
-        pa.field("value_fen", pa.int64()),
-    ]
-)
-# The ledger's opt-out and complaint lists, as last exported (`service.export_contact_lists`).
-CONTACT_LISTS_SCHEMA = pa.schema(
-    [
-        pa.field("subscriber_id", pa.int64(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),  # opted_out | complaint
-        pa.field("channel", pa.string(), nullable=False),  # a channel, or "all"
-        pa.field("since", UTC_TS, nullable=False),
-    ]
-)
-# Scores of models kept outside the profile: one row per subscriber and model.
-MODEL_SCORES_SCHEMA = pa.schema(
-    [
-        pa.field("subscriber_id", pa.int64(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("score", pa.float64(), nullable=False),
-    ]
-)
-TARGET_LIST_SCHEMA = pa.schema(
-    [
-        pa.field("target_list_id", pa.int64(), nullable=False),
-        pa.field("subscriber_id", pa.int64(), nullable=False),
-        pa.field("province_code", pa.string(), nullable=False),
-        pa.field("activity_level", pa.string()),
-        pa.field("cell", pa.string(), nullable=False),
-        pa.field("reason", pa.string()),
-    ]
-)
+
+@cache
+def _arrow_types() -> dict[str, Any]:
+    """The Arrow types of the tables above, built on first use: pyarrow is slow to import."""
+    utc_ts = pa.timestamp("us", tz="UTC")
+
+    # One row per message sent (or held back, for control cells) to one subscriber.
+    contact_history_schema = pa.schema(
+        [
+            pa.field("subscriber_id", pa.int64(), nullable=False),
+            pa.field("campaign_id", pa.string(), nullable=False),
+            pa.field("channel", pa.string(), nullable=False),
+            pa.field("cell", pa.string(), nullable=False),  # target | control
+            pa.field("contacted_at", utc_ts, nullable=False),
+            pa.field("target_list_id", pa.int64()),
+        ]
+    )
+    # One row per thing a subscriber did after a contact (click, claim, redeem, purchase).
+    response_history_schema = pa.schema(
+        [
+            pa.field("subscriber_id", pa.int64(), nullable=False),
+            pa.field("campaign_id", pa.string(), nullable=False),
+            pa.field("channel", pa.string()),
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("responded_at", utc_ts, nullable=False),
+            pa.field("value_fen", pa.int64()),
+        ]
+    )
+    # The ledger's opt-out and complaint lists, as last exported (`service.export_contact_lists`).
+    contact_lists_schema = pa.schema(
+        [
+            pa.field("subscriber_id", pa.int64(), nullable=False),
+            pa.field("kind", pa.string(), nullable=False),  # opted_out | complaint
+            pa.field("channel", pa.string(), nullable=False),  # a channel, or "all"
+            pa.field("since", utc_ts, nullable=False),
+        ]
+    )
+    # Scores of models kept outside the profile: one row per subscriber and model.
+    model_scores_schema = pa.schema(
+        [
+            pa.field("subscriber_id", pa.int64(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("score", pa.float64(), nullable=False),
+        ]
+    )
+    target_list_schema = pa.schema(
+        [
+            pa.field("target_list_id", pa.int64(), nullable=False),
+            pa.field("subscriber_id", pa.int64(), nullable=False),
+            pa.field("province_code", pa.string(), nullable=False),
+            pa.field("activity_level", pa.string()),
+            pa.field("cell", pa.string(), nullable=False),
+            pa.field("reason", pa.string()),
+        ]
+    )
+    return {
+        "UTC_TS": utc_ts,
+        "CONTACT_HISTORY_SCHEMA": contact_history_schema,
+        "RESPONSE_HISTORY_SCHEMA": response_history_schema,
+        "CONTACT_LISTS_SCHEMA": contact_lists_schema,
+        "MODEL_SCORES_SCHEMA": model_scores_schema,
+        "TARGET_LIST_SCHEMA": target_list_schema,
+    }
+
+
+def __getattr__(name: str) -> Any:
+    # Module attributes resolved late (PEP 562), so importing the table names stays cheap.
+    if name.isupper():  # not for dunder probes such as `__path__`: those must stay cheap
+        types = _arrow_types()
+        if name in types:
+            return types[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def target_list_table(target_list_id: int) -> str:
@@ -109,12 +143,12 @@ def append(mart: Mart, name: str, schema: pa.Schema, rows: pa.Table) -> int:
 
 def append_contacts(mart: Mart, rows: pa.Table) -> int:
     """Record contacts in the mart's contact history."""
-    return append(mart, CONTACT_HISTORY, CONTACT_HISTORY_SCHEMA, rows)
+    return append(mart, CONTACT_HISTORY, _arrow_types()["CONTACT_HISTORY_SCHEMA"], rows)
 
 
 def append_responses(mart: Mart, rows: pa.Table) -> int:
     """Record responses in the mart's response history."""
-    return append(mart, RESPONSE_HISTORY, RESPONSE_HISTORY_SCHEMA, rows)
+    return append(mart, RESPONSE_HISTORY, _arrow_types()["RESPONSE_HISTORY_SCHEMA"], rows)
 
 
 def rows_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:

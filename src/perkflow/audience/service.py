@@ -10,16 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from perkflow.audience import compiler, marts, rules
+from perkflow.audience import marts, rules
 from perkflow.audience import repository as repo
 from perkflow.audience.models import (
     ContactListEntry,
@@ -35,10 +31,25 @@ from perkflow.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from perkflow.kit import clock
 from perkflow.kit.crypto import Vault
 from perkflow.kit.ids import token
+from perkflow.kit.lazy import lazy_module
 from perkflow.mart import Mart
 from perkflow.org import service as org
 from perkflow.org.rules import Actor, Perm
 from perkflow.subscribers import service as subscribers
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from perkflow.audience import compiler
+else:
+    compiler = lazy_module("perkflow.audience.compiler")
+    pa = lazy_module("pyarrow")
+    pc = lazy_module("pyarrow.compute")
+    pacsv = lazy_module("pyarrow.csv")
+    pq = lazy_module("pyarrow.parquet")
 
 Progress = Callable[[int, int], None]
 # String columns with at most this many distinct values get a vocabulary: typos become errors.

@@ -8,12 +8,18 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from functools import cache, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import holidays
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
+
+from perkflow.kit.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import holidays
+else:
+    holidays = lazy_module("holidays")
 
 
 class CampaignStatus(StrEnum):

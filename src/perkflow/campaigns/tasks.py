@@ -16,9 +16,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ibis
 from sqlalchemy.orm import Session, sessionmaker
 
 from perkflow.audience import rules as audience_rules
@@ -34,10 +33,16 @@ from perkflow.channels.rules import AsksForReceipts, Channel, Message, SendResul
 from perkflow.db import unit_of_work
 from perkflow.kit import clock
 from perkflow.kit.crypto import Vault, mask_phone
+from perkflow.kit.lazy import lazy_module
 from perkflow.mart import Mart
 from perkflow.org.rules import SYSTEM
 from perkflow.settings import Settings
 from perkflow.subscribers import service as subscribers
+
+if TYPE_CHECKING:
+    import ibis
+else:
+    ibis = lazy_module("ibis")
 
 log = logging.getLogger("perkflow.campaigns.worker")
 

@@ -9,8 +9,6 @@ from functools import cached_property, wraps
 from typing import Any, TypeVar
 
 import typer
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
@@ -47,6 +45,10 @@ class SettingsInvalid(PerkflowError):
 
 def check_schema(engine: Engine) -> None:
     """Refuse a ledger whose schema is not this version's, saying what to run."""
+    # Imported here: alembic is slow to import and only commands that open the ledger need it.
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     where = engine.url.render_as_string(hide_password=True)
     with engine.connect() as conn:
         current = set(MigrationContext.configure(conn).get_current_heads())

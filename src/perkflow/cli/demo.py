@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,9 +22,15 @@ from perkflow.channels.smtp_sink import SmtpSink
 from perkflow.cli.context import Context, console
 from perkflow.insights import service as insights
 from perkflow.kit import clock
+from perkflow.kit.lazy import lazy_module
 from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM, Actor
 from perkflow.synth import service as synth
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")
 
 DEMO_NAME = "Demo · Video VIP month (视频会员月卡)"
 AUTHOR = "admin"

@@ -9,9 +9,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import asdict
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pyarrow as pa
 import typer
 from rich.table import Table
 
@@ -21,7 +20,13 @@ from perkflow.grants import partner_sim
 from perkflow.grants import service as grants
 from perkflow.grants.tasks import OutboxWorker, WorkerConfig
 from perkflow.kit import clock
+from perkflow.kit.lazy import lazy_module
 from perkflow.org.rules import SYSTEM
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = lazy_module("pyarrow")
 
 grants_app = typer.Typer(
     help="Grants: the outbox worker, expiry, dead letters.", no_args_is_help=True

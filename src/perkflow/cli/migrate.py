@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import Engine
 
 from perkflow.db import make_session_factory, unit_of_work
 from perkflow.org import service as org
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
 
 
 def alembic_config(url: str) -> Config:
     """Alembic settings pointing at the project's migrations."""
+    from alembic.config import Config  # imported where used: alembic is slow to import
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -24,6 +28,8 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(engine: Engine) -> int:
     """Migrate to head on this engine, then seed the region tree; returns regions added."""
+    from alembic import command
+
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ibis
-import pyarrow as pa
-
+from perkflow.audience import marts
 from perkflow.insights.rules import TIME_SLOTS
+from perkflow.kit.lazy import lazy_module
 
-UTC_TS = pa.timestamp("us", tz="UTC")
+if TYPE_CHECKING:
+    import ibis
+    import pyarrow as pa
+else:
+    ibis = lazy_module("ibis")
+    pa = lazy_module("pyarrow")
 
 
 def features_schema(channels: Sequence[str], categories: Sequence[str]) -> pa.Schema:
@@ -27,9 +31,9 @@ def features_schema(channels: Sequence[str], categories: Sequence[str]) -> pa.Sc
             pa.field("response_rate", pa.float64()),
             *[pa.field(name, pa.float64()) for name in rates],
             pa.field("contacts_30d", pa.int64(), nullable=False),
-            pa.field("last_contact_at", UTC_TS),
-            pa.field("last_response_at", UTC_TS),
-            pa.field("computed_at", UTC_TS, nullable=False),
+            pa.field("last_contact_at", marts.UTC_TS),
+            pa.field("last_response_at", marts.UTC_TS),
+            pa.field("computed_at", marts.UTC_TS, nullable=False),
         ]
     )
 

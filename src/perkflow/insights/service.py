@@ -9,12 +9,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import ibis
-import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy.orm import Session
 
 from perkflow.audience import marts
@@ -27,9 +24,19 @@ from perkflow.insights import repository as repo
 from perkflow.insights import rules
 from perkflow.insights.rules import Arm, Comparison, Timeline
 from perkflow.kit import clock
+from perkflow.kit.lazy import lazy_module
 from perkflow.mart import Mart
 from perkflow.org import service as org
 from perkflow.org.rules import Actor, Perm
+
+if TYPE_CHECKING:
+    import ibis
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    ibis = lazy_module("ibis")
+    pa = lazy_module("pyarrow")
+    pc = lazy_module("pyarrow.compute")
 
 DEFAULT_ZONE = "Asia/Shanghai"
 WAVES = ("test", "rollout")

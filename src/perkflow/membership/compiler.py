@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from functools import reduce
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ibis
-import ibis.expr.types as ir
-
+from perkflow.kit.lazy import lazy_module
 from perkflow.membership.rules import Condition, Op, Program, TierSpec
+
+if TYPE_CHECKING:
+    import ibis
+    import ibis.expr.types as ir
+else:
+    ibis = lazy_module("ibis")
+    ir = lazy_module("ibis.expr.types")
 
 # The mart table the ledger's prepaid balances are exported to before a batch evaluation.
 PREPAID_TABLE = "member_prepaid"

@@ -6,12 +6,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import ibis
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -23,6 +20,7 @@ from perkflow.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from perkflow.grants import service as grants
 from perkflow.kit import clock
 from perkflow.kit.crypto import Vault
+from perkflow.kit.lazy import lazy_module
 from perkflow.mart import Mart
 from perkflow.membership import compiler, rules
 from perkflow.membership import repository as repo
@@ -51,6 +49,15 @@ from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM, Actor, Perm
 from perkflow.subscribers import service as subscribers
 from perkflow.subscribers.rules import Status
+
+if TYPE_CHECKING:
+    import ibis
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+else:
+    ibis = lazy_module("ibis")
+    pa = lazy_module("pyarrow")
+    pq = lazy_module("pyarrow.parquet")
 
 # --- who may do what -----------------------------------------------------------------------------
 

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-import ibis
-import pyarrow as pa
 from sqlalchemy.orm import Session, sessionmaker
 
 from perkflow.db import unit_of_work
 from perkflow.errors import Conflict
+from perkflow.kit.lazy import lazy_module
 from perkflow.mart import Mart
 from perkflow.membership import rules
 from perkflow.membership import service as membership
 from perkflow.org.rules import SYSTEM, Actor
+
+if TYPE_CHECKING:
+    import ibis
+    import pyarrow as pa
+else:
+    ibis = lazy_module("ibis")
+    pa = lazy_module("pyarrow")
 
 Progress = Callable[[int, int], None]
 USAGE_TABLE = "usage_monthly"

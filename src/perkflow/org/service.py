@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -33,8 +34,13 @@ from perkflow.org.rules import (
 )
 
 _hasher = PasswordHasher()
-# Verifying against this keeps the time of an unknown username equal to a wrong password.
-_DUMMY_HASH = _hasher.hash("perkflow-timing-equaliser")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verifying against this keeps the time of an unknown username equal to a wrong password."""
+    # Hashed on first sign-in, not at import: argon2 costs a quarter second every CLI start.
+    return _hasher.hash("perkflow-timing-equaliser")
 
 
 def load_region_data() -> dict[str, Any]:
@@ -402,7 +408,7 @@ def sign_in(session: Session, *, turn: SignInTurn, password: str) -> SignIn:
     user = repo.get_staff_by_username(session, turn.username)
     ok = False
     try:
-        ok = _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        ok = _hasher.verify(user.password_hash if user else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         ok = False
     ok = ok and user is not None and user.is_active

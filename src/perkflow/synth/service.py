@@ -7,19 +7,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy.orm import Session
 
 from perkflow.errors import Conflict, NotFound, ValidationFailed
 from perkflow.kit.crypto import Vault
+from perkflow.kit.lazy import lazy_module
 from perkflow.mart import Mart
 from perkflow.org import service as org
 from perkflow.subscribers import service as subscribers
-from perkflow.synth import rules
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from perkflow.synth import rules
+else:
+    # numpy and pyarrow at module level: loaded when an operator is generated, not at CLI start.
+    rules = lazy_module("perkflow.synth.rules")
+    np = lazy_module("numpy")
+    pa = lazy_module("pyarrow")
+    pq = lazy_module("pyarrow.parquet")
 
 PROFILE_TABLE = "subscriber_profile"
 USAGE_TABLE = "usage_monthly"
