@@ -24,7 +24,7 @@ from perkflow.catalog.rules import (
     lifecycle_problem,
 )
 from perkflow.catalog.schemas import BenefitCreate, BenefitUpdate, PartnerCreate, PartnerUpdate
-from perkflow.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from perkflow.errors import Conflict, NotFound, ValidationFailed
 from perkflow.kit import clock
 from perkflow.kit.crypto import Vault
 from perkflow.org import service as org
@@ -111,11 +111,7 @@ def _refuse(issue: rules.Issue | None) -> None:
 
 def _require_read(actor: Actor) -> None:
     """Staff need catalog.read; an API key needs the catalog:read scope."""
-    if actor.kind == "api_key":
-        if not actor.has_scope("catalog:read"):
-            raise Forbidden("this key lacks the catalog:read scope")
-        return
-    org.require(actor, Perm.CATALOG_READ)
+    org.require_perm_or_scope(actor, perm=Perm.CATALOG_READ, scope="catalog:read")
 
 
 def _partner_limit(session: Session, actor: Actor) -> int | None:
@@ -829,3 +825,48 @@ def pool_levels(
         void=counts["void"],
         expired=counts["expired"],
     )
+
+
+# ---------------------------------------------------------------- the console home
+
+
+@dataclass(frozen=True)
+class StockAlert:
+    """A listed benefit running out: its units left, or its card-code pool's usable codes."""
+
+    benefit: Benefit
+    left: int
+    threshold: int
+    pool: bool
+
+
+def stock_alerts(session: Session, *, actor: Actor, zone: str = DEFAULT_ZONE) -> list[StockAlert]:
+    """Listed benefits at or below their low-stock threshold, by stock or by card-code pool."""
+    from sqlalchemy import select
+
+    org.require(actor, Perm.DASHBOARD)
+    alerts = [
+        StockAlert(
+            b,
+            b.stock_remaining or 0,
+            b.low_stock_threshold,
+            pool=b.fulfilment_kind == FulfilmentKind.CARD_CODE.value,
+        )
+        for b in repo.low_stock(session)
+    ]
+    seen = {a.benefit.id for a in alerts}
+    pools = session.scalars(
+        select(Benefit).where(
+            Benefit.fulfilment_kind == FulfilmentKind.CARD_CODE.value,
+            Benefit.status == BenefitStatus.LISTED.value,
+        )
+    ).all()
+    today = clock.today(zone)
+    for b in pools:
+        if b.id in seen:
+            continue
+        counts = repo.code_counts(session, b.id, today=today)
+        usable = counts["available"] - counts["expired"]
+        if usable <= b.low_stock_threshold:
+            alerts.append(StockAlert(b, usable, b.low_stock_threshold, pool=True))
+    return sorted(alerts, key=lambda a: (a.left, a.benefit.code))

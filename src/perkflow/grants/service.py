@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +37,7 @@ from perkflow.grants.rules import (
     sign,
     signature_problem,
 )
-from perkflow.kit import clock
+from perkflow.kit import clock, metrics
 from perkflow.kit.crypto import Vault
 from perkflow.kit.ids import token
 from perkflow.org import service as org
@@ -49,21 +49,17 @@ from perkflow.subscribers.rules import Status, normalize_phone
 
 
 def _require_issue(actor: Actor) -> None:
-    if actor.kind == "staff":
-        org.require(actor, Perm.GRANTS_ISSUE)
-    elif actor.kind == "api_key" and not actor.has_scope("grants:write"):
-        raise Forbidden("this key lacks the grants:write scope")
-    elif actor.kind == "subscriber":
+    if actor.kind == "subscriber":
         raise Forbidden("subscribers claim benefits through the H5 pages")
+    if actor.kind in ("staff", "api_key"):
+        org.require_perm_or_scope(actor, perm=Perm.GRANTS_ISSUE, scope="grants:write")
 
 
 def _require_read(actor: Actor) -> None:
-    if actor.kind == "staff":
-        org.require(actor, Perm.GRANTS_READ)
-    elif actor.kind == "api_key" and not (
-        actor.has_scope("grants:read") or actor.has_scope("grants:write")
-    ):
-        raise Forbidden("this key lacks the grants:read scope")
+    if actor.kind in ("staff", "api_key"):
+        org.require_perm_or_scope(
+            actor, perm=Perm.GRANTS_READ, scope=("grants:read", "grants:write")
+        )
 
 
 def require_read(actor: Actor) -> None:
@@ -277,6 +273,7 @@ def issue_grant(
         return _replay(
             session, actor=actor, grant=winner, subscriber_id=subscriber_id, benefit_id=benefit_id
         )
+    metrics.GRANTS_ISSUED.labels(path="one").inc()
     return Issued(grant=grant, replayed=False)
 
 
@@ -363,6 +360,258 @@ def _create(
         grant.card_code_id = reservation.card_code_id
     session.flush()  # the card code lands on the grant inside the savepoint
     return grant
+
+
+# --- issuing many at once -------------------------------------------------------------------------
+
+
+class GrantRequest(NamedTuple):
+    """One benefit for one subscriber under its idempotency key (a member of a group)."""
+
+    subscriber_id: int
+    benefit_id: int
+    idempotency_key: str
+
+
+class GroupIssued(NamedTuple):
+    """What became of one request of a group: its grant (new or replayed), or why it was refused."""
+
+    grant_id: int | None
+    replayed: bool
+    refusal: str | None = None
+
+
+def _needs_one_by_one(benefit: Any) -> bool:
+    """Stock, limits and card codes are taken by the conditional per-grant path, atomically."""
+    return bool(
+        benefit.stock_total is not None
+        or benefit.limit_per_month is not None
+        or benefit.limit_total is not None
+        or benefit.fulfilment_kind == FulfilmentKind.CARD_CODE.value
+    )
+
+
+def issue_grants(
+    session: Session,
+    *,
+    actor: Actor,
+    requests: Sequence[GrantRequest],
+    source: str,
+    zone: str,
+) -> list[GroupIssued]:
+    """Give a group of benefits, exactly once per key: one statement per table (set-based).
+
+    The same grants, counters, events and outbox messages as `issue_grant` one by one; a
+    benefit with stock, limits or card codes goes through `issue_grant` itself, request by request.
+    """
+    _require_issue(actor)
+    source = source.strip()
+    if not source or len(source) > 64:
+        raise ValidationFailed("source must be 1 to 64 characters", field="source")
+    keys = [r.idempotency_key.strip() for r in requests]
+    if any(not k or len(k) > 128 for k in keys):
+        raise ValidationFailed(
+            "idempotency key must be 1 to 128 characters", field="idempotency_key"
+        )
+    if len(set(keys)) != len(keys):
+        raise ValidationFailed("a group repeats an idempotency key", field="idempotency_key")
+    out: dict[str, GroupIssued] = {}
+    mismatch = "this idempotency key was used for another subscriber or benefit"
+
+    def replay(key: str, found: tuple[int, int, int], r: GrantRequest) -> None:
+        gid, sid, bid = found
+        same = (sid, bid) == (r.subscriber_id, r.benefit_id)
+        out[key] = GroupIssued(gid, True) if same else GroupIssued(None, False, mismatch)
+
+    existing = repo.grants_by_keys(session, keys)
+    fresh: list[tuple[str, GrantRequest]] = []
+    for key, r in zip(keys, requests, strict=True):
+        if key in existing:
+            replay(key, existing[key], r)
+        else:
+            fresh.append((key, r))
+    now = clock.now()
+    benefits: dict[int, Any] = {}
+    refused_benefit: dict[int, str] = {}
+    valid: dict[int, datetime] = {}
+    for bid in sorted({r.benefit_id for _, r in fresh}):
+        b = catalog.get_benefit(session, benefit_id=bid)
+        if not _partner_may_see(session, actor=actor, partner_id=b.partner_id):
+            raise NotFound(f"no benefit {bid}", field="benefit_id")
+        benefits[bid] = b
+        valid[bid] = catalog_rules.valid_until(
+            kind=ValidityKind(b.validity_kind),
+            granted_at=now,
+            zone=zone,
+            valid_days=b.valid_days,
+            fixed_until=b.valid_until,
+        )
+        if b.status != BenefitStatus.LISTED.value:
+            refused_benefit[bid] = f"benefit is {b.status}, not listed"
+        elif valid[bid] <= now:
+            refused_benefit[bid] = "this benefit's validity has ended"
+    for key, r in fresh:
+        if r.benefit_id in refused_benefit:
+            out[key] = GroupIssued(None, False, refused_benefit[r.benefit_id])
+    fresh = [(k, r) for k, r in fresh if r.benefit_id not in refused_benefit]
+    if not fresh:
+        return [out[k] for k in keys]
+    repo.begin_write(session)
+    # Share locks on the subscribers in id order: a churn or suspension waits, then binds these.
+    held = subscribers.hold_subscribers(session, subscriber_ids=[r.subscriber_id for _, r in fresh])
+    province = org.visible_province(actor)
+    one_by_one = {bid: _needs_one_by_one(b) for bid, b in benefits.items()}
+    group: list[tuple[str, GrantRequest]] = []
+    for key, r in fresh:
+        found = held.get(r.subscriber_id)
+        if found is None:
+            raise NotFound(f"no subscriber {r.subscriber_id}", field="subscriber_id")
+        if province is not None and found[0] != province:
+            raise Forbidden("this subscriber is outside your region")
+        if found[1] != Status.ACTIVE:
+            out[key] = GroupIssued(None, False, f"subscriber is {found[1]}")
+        elif one_by_one[r.benefit_id]:
+            try:
+                one = issue_grant(
+                    session,
+                    actor=actor,
+                    subscriber_id=r.subscriber_id,
+                    benefit_id=r.benefit_id,
+                    source=source,
+                    idempotency_key=key,
+                    zone=zone,
+                )
+            except Conflict as exc:
+                out[key] = GroupIssued(None, False, exc.message)
+            else:
+                out[key] = GroupIssued(one.grant.id, one.replayed)
+        else:
+            group.append((key, r))
+    made = _create_group(
+        session,
+        actor=actor,
+        group=group,
+        benefits=benefits,
+        valid=valid,
+        source=source,
+        zone=zone,
+        now=now,
+    )
+    lost = [(k, r) for k, r in group if k not in made]
+    metrics.GRANTS_ISSUED.labels(path="group").inc(len(made))
+    winners = repo.grants_by_keys(session, [k for k, _ in lost]) if lost else {}
+    for key, r in group:
+        if key in made:
+            out[key] = GroupIssued(made[key], False)
+        else:
+            replay(key, winners[key], r)
+    return [out[k] for k in keys]
+
+
+def _create_group(
+    session: Session,
+    *,
+    actor: Actor,
+    group: Sequence[tuple[str, GrantRequest]],
+    benefits: dict[int, Any],
+    valid: dict[int, datetime],
+    source: str,
+    zone: str,
+    now: datetime,
+) -> dict[str, int]:
+    """Write a group's grants and what goes with them; {key: id} of the grants this call wrote."""
+    if not group:
+        return {}
+    period = month_period(now, zone)
+    kinds = {bid: FulfilmentKind(b.fulfilment_kind) for bid, b in benefits.items()}
+    # What every grant of a benefit shares, worked out once per benefit rather than per grant.
+    shared = {
+        bid: (
+            b.partner_id,
+            source,
+            (
+                GrantStatus.PENDING
+                if kinds[bid] == FulfilmentKind.DIRECT_RECHARGE
+                else GrantStatus.FULFILLED
+            ).value,
+            period,
+            b.sale_price_fen,
+            b.cost_price_fen,
+        )
+        for bid, b in benefits.items()
+    }
+    tails = {
+        bid: (valid[bid], now, now, None if k == FulfilmentKind.DIRECT_RECHARGE else now)
+        for bid, k in kinds.items()
+    }
+    coupon = FulfilmentKind.COUPON
+    rows = [
+        (
+            key,
+            r.subscriber_id,
+            r.benefit_id,
+            *shared[r.benefit_id],
+            "CP-" + token(9) if kinds[r.benefit_id] == coupon else None,
+            *tails[r.benefit_id],
+        )
+        for key, r in group
+    ]
+    # The unique idempotency key decides between concurrent groups: a key another group wrote
+    # first is not returned, and is answered with that group's grant.
+    made = repo.insert_grants(session, rows)
+    issued = f"issued via {source}"[:255]
+    events: list[tuple[Any, ...]] = []
+    messages: list[tuple[Any, ...]] = []
+    orders: list[tuple[int, str]] = []
+    counts: Counter[tuple[int, int, str]] = Counter()
+    per_benefit: Counter[int] = Counter()
+    for key, r in group:
+        gid = made.get(key)
+        if gid is None:
+            continue
+        kind = kinds[r.benefit_id]
+        counts[(r.subscriber_id, r.benefit_id, period)] += 1
+        counts[(r.subscriber_id, r.benefit_id, TOTAL_PERIOD)] += 1
+        per_benefit[r.benefit_id] += 1
+        events.append((gid, None, "pending", issued, now))
+        if kind == FulfilmentKind.DIRECT_RECHARGE:
+            # Transactional outbox: the partner requests commit with their grants, in one batch.
+            messages.append(
+                (
+                    gid,
+                    OutboxKind.FULFIL.value,
+                    OutboxStatus.PENDING.value,
+                    0,
+                    now,
+                    {"took_stock": False},
+                    now,
+                    now,
+                )
+            )
+        elif kind == FulfilmentKind.SERVICE:
+            order = f"WO-{gid:08d}"
+            orders.append((gid, order))
+            events.append((gid, "pending", "fulfilled", f"in-house work order {order} opened", now))
+        else:
+            events.append((gid, "pending", "fulfilled", "coupon code issued", now))
+    repo.add_to_counters(session, [(s, b, p, n) for (s, b, p), n in counts.items()])
+    repo.set_order_ids(session, orders)
+    repo.insert_events(session, events)
+    repo.insert_messages(session, messages)
+    if per_benefit:
+        org.record_audit(
+            session,
+            actor=actor,
+            action="grant.issue_group",
+            target_type="grants",
+            target_id=f"{min(made.values())}-{max(made.values())}",
+            details={
+                "source": source,
+                "grants": sum(per_benefit.values()),
+                "by_benefit": {str(b): n for b, n in sorted(per_benefit.items())},
+            },
+        )
+    return made
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -714,6 +963,8 @@ def change_subscriber_status(
     session: Session, *, actor: Actor, subscriber_id: int, status: Status, reason: str, source: str
 ) -> StatusChanged:
     """Change a subscriber's status and bind their grants and coupons to it in one transaction."""
+    # Entry points call membership.service.change_status, which calls this and then ends or
+    # re-derives the tier: membership sits above grants, so the whole path is assembled there.
     event = subscribers.change_status(
         session,
         actor=actor,
@@ -1109,6 +1360,7 @@ def record_outcome(
             error=f"after {message.attempts} attempt(s): {error}",
         ):
             return "settled meanwhile"
+        metrics.PARTNER_ERRORS.labels(partner=partner.code, outcome="dead").inc()
         if fulfil and _fail(session, grant=grant, reason=error):
             # A timed-out attempt may have created an order after all: have it cancelled.
             _ensure_revoke_message(session, grant=grant)
@@ -1130,6 +1382,8 @@ def record_outcome(
     )
     if not ok:
         return "settled meanwhile"
+    if outcome.kind != OutcomeKind.ACCEPTED:
+        metrics.PARTNER_ERRORS.labels(partner=partner.code, outcome="retry").inc()
     return "accepted" if outcome.kind == OutcomeKind.ACCEPTED else "retry"
 
 
@@ -1366,3 +1620,66 @@ def uses_since(session: Session, *, after_id: int, limit: int = 5_000) -> list[G
         GrantUse(i, s, at, 0, f"benefit:{b}")
         for i, s, b, at in repo.uses_after(session, after_id=after_id, limit=limit)
     ]
+
+
+# --- the console home -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GrantActivity:
+    """Grants issued today and this month (with each day of the month), and failed deliveries."""
+
+    today: int
+    month: int
+    days: list[str]
+    per_day: list[int]
+    failed_month: int
+    dead_letters: int
+
+
+def grant_activity(session: Session, *, actor: Actor, zone: str) -> GrantActivity:
+    """Grants per operator-local day this month and delivery failures, in the actor's region."""
+    import itertools
+
+    from sqlalchemy import and_, case, func, select
+
+    org.require(actor, Perm.DASHBOARD)
+    tz = ZoneInfo(zone)
+    today = clock.now().astimezone(tz).date()
+    first = today.replace(day=1)
+    dates = [first + timedelta(days=i) for i in range((today - first).days + 1)]
+    edges = [datetime.combine(d, datetime.min.time(), tzinfo=tz) for d in dates]
+    edges.append(edges[-1] + timedelta(days=1))
+    # One scan of the month's grants with a sum per day: the same SQL on SQLite and PostgreSQL.
+    days = [
+        func.coalesce(
+            func.sum(case((and_(Grant.created_at >= lo, Grant.created_at < hi), 1), else_=0)),
+            0,
+        )
+        for lo, hi in itertools.pairwise(edges)
+    ]
+    failed = func.coalesce(
+        func.sum(case((Grant.status == GrantStatus.FAILED.value, 1), else_=0)), 0
+    )
+    stmt = select(*days, failed).where(Grant.created_at >= edges[0], Grant.created_at < edges[-1])
+    dead = (
+        select(func.count())
+        .select_from(OutboxMessage)
+        .join(Grant, Grant.id == OutboxMessage.grant_id)
+        .where(OutboxMessage.status == OutboxStatus.DEAD.value)
+    )
+    province = org.visible_province(actor)
+    if province is not None:
+        members = subscribers.ids_in_province(province=province)
+        stmt = stmt.where(Grant.subscriber_id.in_(members))
+        dead = dead.where(Grant.subscriber_id.in_(members))
+    row = session.execute(stmt).one()
+    per_day = [int(n) for n in row[:-1]]
+    return GrantActivity(
+        today=per_day[-1],
+        month=sum(per_day),
+        days=[d.isoformat() for d in dates],
+        per_day=per_day,
+        failed_month=int(row[-1]),
+        dead_letters=int(session.scalar(dead) or 0),
+    )

@@ -17,17 +17,19 @@ from sqlalchemy.orm import Session
 from perkflow.audience import marts
 from perkflow.campaigns import service as campaigns
 from perkflow.campaigns.models import Campaign
-from perkflow.campaigns.rules import POLICY_CHANNEL, Cell, CellCount
+from perkflow.campaigns.rules import POLICY_CHANNEL, Cell, CellCount, HistoryRow
 from perkflow.catalog.rules import Category
 from perkflow.errors import Forbidden, NotFound, ValidationFailed
 from perkflow.insights import repository as repo
 from perkflow.insights import rules
 from perkflow.insights.rules import Arm, Comparison, Timeline
 from perkflow.kit import clock
+from perkflow.kit.crypto import Vault
 from perkflow.kit.lazy import lazy_module
 from perkflow.mart import Mart
 from perkflow.org import service as org
 from perkflow.org.rules import Actor, Perm
+from perkflow.subscribers import service as subscribers
 
 if TYPE_CHECKING:
     import ibis
@@ -296,25 +298,81 @@ def report_dict(evaluation: Evaluation) -> dict[str, Any]:
 # ---- imported histories -------------------------------------------------------------------
 
 
-def import_history_csv(
-    session: Session, *, actor: Actor, path: Path, name: str, zone: str = DEFAULT_ZONE
-) -> Campaign:
-    """Load a history CSV as a finished campaign; any bad line refuses the whole file."""
+MATCH_KINDS = ("phone",)
+
+
+def _read(path: Path, parse: Any) -> Any:
     try:
         with path.open(encoding="utf-8-sig", newline="") as fh:
-            rows, problems = rules.parse_history(fh, zone=zone)
+            return parse(fh)
     except FileNotFoundError as exc:
         raise NotFound(f"no file {path}", field="file") from exc
     except UnicodeDecodeError as exc:
-        raise ValidationFailed("the file is not UTF-8 text", field="file") from exc
-    if problems:
+        raise ValidationFailed(f"{path.name} is not UTF-8 text", field="file") from exc
+
+
+def _refuse(path: Path, problems: Sequence[rules.Problem], field: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"{len(problems)} problem(s) in {path.name}, nothing loaded:\n"
+        + rules.summarize_problems(problems, limit=_PROBLEMS_SHOWN),
+        field=field,
+        problems=[dataclasses.asdict(p) for p in problems[:100]],
+    )
+
+
+def _phone_links(session: Session, *, vault: Vault, rows: Sequence[HistoryRow]) -> dict[int, int]:
+    """Outside id → subscriber for the rows whose phone is a subscriber's (by keyed hash)."""
+    if not any(r.phone is not None for r in rows):
         raise ValidationFailed(
-            f"{len(problems)} problem(s) in {path.name}, nothing loaded:\n"
-            + rules.summarize_problems(problems, limit=_PROBLEMS_SHOWN),
-            field="file",
-            problems=[dataclasses.asdict(p) for p in problems[:100]],
+            f"--match phone needs a {rules.PHONE_COLUMN} column with numbers", field="match"
         )
-    return campaigns.import_history(session, actor=actor, name=name, rows=rows)
+    links: dict[int, int] = {}
+    for r in rows:
+        if r.phone is None:
+            continue
+        found = subscribers.find_by_phone(session, vault=vault, phone=r.phone)
+        if found is not None:
+            links[r.subscriber_id] = found.id
+    return links
+
+
+def import_history_csv(
+    session: Session,
+    *,
+    actor: Actor,
+    path: Path,
+    name: str,
+    source: str,
+    zone: str = DEFAULT_ZONE,
+    match: str | None = None,
+    vault: Vault | None = None,
+    map_path: Path | None = None,
+) -> Campaign:
+    """Load a history CSV as a finished campaign of an outside source; a bad line refuses all.
+
+    Its ids stay the source's unless matched on purpose: ``match="phone"`` (a phone column,
+    matched by the subscriber master's keyed hash) or ``map_path`` (a CSV
+    ``outside_id,subscriber_id``).
+    """
+    if match is not None and match not in MATCH_KINDS:
+        raise ValidationFailed(f"match is one of {', '.join(MATCH_KINDS)}", field="match")
+    if match is not None and map_path is not None:
+        raise ValidationFailed("match by phone or by a mapping file, not both", field="match")
+    rows, problems = _read(path, lambda fh: rules.parse_history(fh, zone=zone))
+    if problems:
+        raise _refuse(path, problems, "file")
+    links: dict[int, int] = {}
+    if map_path is not None:
+        links, problems = _read(map_path, rules.parse_id_map)
+        if problems:
+            raise _refuse(map_path, problems, "map")
+    elif match == "phone":
+        if vault is None:
+            raise ValidationFailed("matching by phone needs the vault", field="match")
+        links = _phone_links(session, vault=vault, rows=rows)
+    return campaigns.import_history(
+        session, actor=actor, name=name, source=source, rows=rows, links=links
+    )
 
 
 # ---- the mart: contact and response history, response features ----------------------------
@@ -434,3 +492,38 @@ def write_back_features(
     table = marts.conform(mart.con.to_pyarrow(expr), schema)
     mart.write(RESPONSE_FEATURES, table)
     return int(table.num_rows)
+
+
+# ---- the console home ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A campaign's incremental responses in one region; None where there is not enough data."""
+
+    campaign_id: int
+    name: str
+    contacts: int
+    incremental: float | None
+    ci95: tuple[float, float] | None
+
+
+def incremental_headline(
+    session: Session, *, actor: Actor, campaign_id: int, zone: str = DEFAULT_ZONE
+) -> Headline:
+    """A campaign's incremental responses, in the actor's province when limited to one."""
+    evaluation = evaluate(session, actor=actor, campaign_id=campaign_id, zone=zone)
+    province = org.visible_province(actor)
+    comparison: Comparison | None = evaluation.overall
+    if province is not None:
+        # A province marketer reads their province's own experiment, never the national figure.
+        comparison = next((g.comparison for g in evaluation.provinces if g.key == province), None)
+    if comparison is None:
+        return Headline(campaign_id, evaluation.name, 0, None, None)
+    return Headline(
+        campaign_id=campaign_id,
+        name=evaluation.name,
+        contacts=comparison.target.contacts + comparison.control.contacts,
+        incremental=comparison.incremental_responses,
+        ci95=comparison.incremental_ci95,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
@@ -19,6 +19,9 @@ from perkflow.org.rules import Actor, Perm
 from perkflow.subscribers import repository as repo
 from perkflow.subscribers.models import StatusEvent, Subscriber
 from perkflow.subscribers.rules import Status, normalize_phone, transition_problem
+
+if TYPE_CHECKING:
+    from perkflow.mart import Mart
 
 
 @dataclass(frozen=True)
@@ -152,10 +155,7 @@ def get_subscriber(
     session: Session, *, actor: Actor, vault: Vault, subscriber_id: int, reveal: bool = False
 ) -> SubscriberView:
     """One subscriber within the actor's scope; revealing the phone is audited."""
-    if actor.kind == "staff":
-        org.require(actor, Perm.SUBSCRIBERS_READ)
-    elif not actor.has_scope("subscribers:read"):
-        raise Forbidden("this key lacks the subscribers:read scope")
+    org.require_perm_or_scope(actor, perm=Perm.SUBSCRIBERS_READ, scope="subscribers:read")
     sub = _get_in_scope(session, actor=actor, subscriber_id=subscriber_id)
     if reveal:
         org.require(actor, Perm.PHONE_REVEAL)
@@ -189,7 +189,7 @@ def list_subscribers(
     limit: int = 50,
 ) -> tuple[list[SubscriberView], int]:
     """A page of subscribers in the actor's scope, phones masked."""
-    org.require(actor, Perm.SUBSCRIBERS_READ)
+    org.require_perm_or_scope(actor, perm=Perm.SUBSCRIBERS_READ, scope="subscribers:read")
     limited = org.visible_province(actor)
     if limited is not None:
         if province not in (None, limited):
@@ -222,10 +222,8 @@ def change_status(
     source: str,
 ) -> StatusEvent:
     """Move a subscriber to a new status and keep the change as an event."""
-    if actor.kind == "staff":
-        org.require(actor, Perm.SUBSCRIBERS_STATUS)
-    elif actor.kind == "api_key" and not actor.has_scope("subscribers:status"):
-        raise Forbidden("this key lacks the subscribers:status scope")
+    if actor.kind in ("staff", "api_key"):
+        org.require_perm_or_scope(actor, perm=Perm.SUBSCRIBERS_STATUS, scope="subscribers:status")
     if not reason.strip():
         raise ValidationFailed("a reason is required", field="reason")
     sub = _get_in_scope(session, actor=actor, subscriber_id=subscriber_id)
@@ -268,7 +266,7 @@ def change_status(
 
 def status_history(session: Session, *, actor: Actor, subscriber_id: int) -> Sequence[StatusEvent]:
     """Every status change of one subscriber, oldest first."""
-    org.require(actor, Perm.SUBSCRIBERS_READ)
+    org.require_perm_or_scope(actor, perm=Perm.SUBSCRIBERS_READ, scope="subscribers:read")
     _get_in_scope(session, actor=actor, subscriber_id=subscriber_id)
     return repo.events(session, subscriber_id)
 
@@ -479,3 +477,55 @@ def change_plan_fee(
         details={"from_fen": before, "to_fen": plan_fee_fen, "reason": reason.strip()[:255]},
     )
     return before
+
+
+def ids_in_province(*, province: str) -> Any:
+    """A subquery of one province's subscriber ids, for other capabilities' region-scoped counts."""
+    from sqlalchemy import select
+
+    return select(Subscriber.id).where(Subscriber.province_code == province)
+
+
+# --- the mart's copy of the status ----------------------------------------------------------------
+
+MART_PROFILE = "subscriber_profile"
+# The last status event the mart's profile reflects, kept in the profile file's own metadata: a
+# profile rewritten from scratch (synth, an operator load) starts over from the first event.
+STATUS_MARK = b"perkflow.status_event_id"
+# Events are re-read this far behind the mark: a transaction that took an id before a later one
+# but committed after it would otherwise be skipped. Re-applying the ledger's status is harmless.
+STATUS_LOOKBACK = 1_000
+
+
+def export_statuses(session: Session, *, mart: Mart) -> int:
+    """Copy the ledger's status changes since the last export to the mart's profile; rows moved."""
+    # The one sync path ledger → mart for `status` (the ledger is the truth). It runs after the
+    # change committed (the mart is no part of the transaction) and before every job that reads
+    # the profile's status: tier evaluation, extraction. Two runs at once both write what the
+    # ledger says; the later mark may be the lower one, so the next run reads a little more.
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if not mart.has(MART_PROFILE):
+        return 0
+    path = mart.path(MART_PROFILE)
+    table = pq.read_table(path)
+    meta = dict(table.schema.metadata or {})
+    mark = int(meta.get(STATUS_MARK, b"0"))
+    changed, last = repo.statuses_changed_after(session, after=max(0, mark - STATUS_LOOKBACK))
+    if last == mark and not changed:
+        return 0
+    column = table["status"]
+    old = column.cast(pa.string())
+    ids = pa.array(sorted(changed), type=pa.int64())
+    new = pa.array([changed[i] for i in ids.to_pylist()], type=pa.string())
+    at = pc.index_in(table["subscriber_id"].cast(pa.int64()), value_set=ids)
+    status = pc.if_else(pc.is_valid(at), pc.take(new, at), old)
+    moved = int(pc.sum(pc.not_equal(status, old).fill_null(False).cast(pa.int64())).as_py() or 0)
+    meta[STATUS_MARK] = str(last).encode()
+    index = table.schema.get_field_index("status")
+    field = table.schema.field(index)
+    out = table.set_column(index, field, status.cast(field.type)).replace_schema_metadata(meta)
+    mart.write(MART_PROFILE, out)
+    return moved

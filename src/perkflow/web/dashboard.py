@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+from perkflow.campaigns import service as campaigns
+from perkflow.catalog import service as catalog
+from perkflow.coupons import service as coupons
+from perkflow.errors import Forbidden
+from perkflow.grants import service as grants
+from perkflow.insights import service as insights
+from perkflow.kit import clock
 from perkflow.org import service as org
-from perkflow.org.rules import Perm
+from perkflow.org.rules import Actor, Perm
 from perkflow.subscribers import service as subscribers
 from perkflow.subscribers.rules import Status
 from perkflow.web.auth import DbSession, Staff
@@ -37,6 +45,63 @@ def _plan_fee_bands(request: Request, province: str | None) -> list[dict[str, An
     return [{"fee": int(r["plan_fee_yuan"]), "n": int(r["n"])} for r in counts]
 
 
+RUNNING_SHOWN = 5
+RECENT_DAYS = 30
+
+
+def _campaigns(session: Any, actor: Actor, zone: str) -> dict[str, Any] | None:
+    """Running campaigns in the viewer's region, then those finished lately, with their uplift."""
+    if not actor.can(Perm.CAMPAIGNS_READ):
+        return None
+    running, total = campaigns.list_campaigns(
+        session, actor=actor, status="running", limit=RUNNING_SHOWN
+    )
+    # A campaign that finished sending last week is still being answered: worth a morning look.
+    since = clock.now() - timedelta(days=RECENT_DAYS)
+    finished, _ = campaigns.list_campaigns(
+        session, actor=actor, status="finished", limit=RUNNING_SHOWN
+    )
+    recent = [c for c in finished if c.finished_at and clock.as_utc(c.finished_at) >= since]
+    shown = []
+    for c in [*running, *recent][:RUNNING_SHOWN]:
+        try:
+            headline = insights.incremental_headline(
+                session, actor=actor, campaign_id=c.id, zone=zone
+            )
+        except Forbidden:
+            continue
+        shown.append((c.status, headline))
+    return {"total": total, "rows": shown}
+
+
+def operations(session: Any, actor: Actor, zone: str) -> dict[str, Any]:
+    """The morning figures: today's and this month's activity, campaigns, what needs a look."""
+    activity = grants.grant_activity(session, actor=actor, zone=zone)
+    offers = coupons.coupon_activity(session, actor=actor, zone=zone)
+    stock = catalog.stock_alerts(session, actor=actor, zone=zone)
+    batches = coupons.low_stock_batches(session, actor=actor)
+    edit_coupons = actor.can(Perm.COUPONS_EDIT)
+    return {
+        "grants": activity,
+        "coupons": offers,
+        "campaigns": _campaigns(session, actor, zone),
+        "stock": stock,
+        "batches": batches,
+        "links": {
+            "grants": "/console/grants" if actor.can(Perm.GRANTS_READ) else None,
+            "failures": (
+                "/console/grants/dead-letters"
+                if actor.can(Perm.GRANTS_REDRIVE)
+                else ("/console/grants" if actor.can(Perm.GRANTS_READ) else None)
+            ),
+            "coupons": "/console/coupons" if edit_coupons else None,
+            "campaigns": "/console/campaigns" if actor.can(Perm.CAMPAIGNS_READ) else None,
+            "benefits": "/console/benefits" if actor.can(Perm.CATALOG_READ) else None,
+        },
+        "days": [d[5:] for d in activity.days],
+    }
+
+
 @router.get("/")
 def root() -> Response:
     return RedirectResponse("/console", status_code=303)
@@ -62,10 +127,12 @@ def dashboard(request: Request, staff: Staff, session: DbSession) -> Response:
         "series": {s: [by_province[c][s] for c in order] for s in STATUSES},
     }
     bands = _plan_fee_bands(request, org.visible_province(staff.actor))
+    zone = request.app.state.settings.timezone
     return render(
         request,
         "dashboard.html",
         {
+            "ops": operations(session, staff.actor, zone),
             "total": total,
             "by_status": by_status,
             "order": order,
