@@ -6,6 +6,7 @@ contact has on them), so the demo can say how close the evaluation came to the p
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,9 +18,11 @@ from rich.table import Table
 from perkflow.audience import service as audience
 from perkflow.campaigns import service as campaigns
 from perkflow.campaigns import tasks
+from perkflow.catalog import service as catalog
 from perkflow.channels import service as channels
 from perkflow.channels.smtp_sink import SmtpSink
 from perkflow.cli.context import Context, console
+from perkflow.coupons import service as coupons
 from perkflow.insights import service as insights
 from perkflow.kit import clock
 from perkflow.kit.lazy import lazy_module
@@ -317,3 +320,403 @@ def print_result(result: DemoResult, *, base_url: str) -> None:
         inside = "inside" if result.covered else "OUTSIDE"
         console.print(f"planted true effect {_pct(result.true_uplift)} — {inside} the 95% interval")
     console.print(f"evaluation: {base_url}/console/campaigns/{result.campaign_id}/evaluation")
+
+
+# --- the demo operator's product: catalog, tiers, coupons, red envelopes, a served subscriber ---
+
+# Partners the default programme's catalog lacks, so each category of the H5 has something in it.
+# Fictional names, marked as a demo: (code, name, category, benefit code, zh, en, kind, cost fen,
+# sale fen, card codes loaded, low-stock threshold).
+EXTRA_CATALOG = [
+    (
+        "yueting-demo",
+        "悦听音乐（演示） Yueting Music (demo)",
+        "music",
+        "music-vip-month",
+        "悦听音乐月卡",
+        "Yueting Music VIP, 1 month",
+        "card_code",
+        600,
+        1500,
+        300,
+        20,
+    ),
+    (
+        "fandian-demo",
+        "饭点外卖（演示） Fandian Food Delivery (demo)",
+        "food_drink",
+        "food-delivery-15",
+        "外卖满40减15券",
+        "Food delivery: 15 off 40",
+        "coupon",
+        500,
+        1500,
+        0,
+        0,
+    ),
+    (
+        "xingbei-demo",
+        "行呗出行（演示） Xingbei Travel (demo)",
+        "travel",
+        "ride-voucher-20",
+        "打车20元券",
+        "Ride voucher, 20 yuan",
+        "card_code",
+        1200,
+        2000,
+        40,
+        50,  # a small pool below its threshold: the console home shows it as a stock alert
+    ),
+]
+FLASH_SALE = "demo-flash-99-30"
+WEEKEND = "demo-coffee-weekend"
+LOTTERY = "demo-lucky-draw"
+SAMPLE_MEMBERS = 12  # subscribers besides the link's one who get a bundle, claims and a draw
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """What the demo put in the product, and the subscriber its one-click link is for."""
+
+    subscriber_id: int | None
+    partners: int
+    benefits: int
+    tiers: int
+    grants: int
+    coupons: int
+
+
+def _seed_catalog(session: Any, ctx: Context) -> None:
+    from perkflow.catalog.rules import BenefitStatus
+    from perkflow.catalog.schemas import BenefitCreate, PartnerCreate
+    from perkflow.errors import NotFound
+    from perkflow.membership import service as membership
+
+    if membership.program_document(session) is None:
+        # The same path as `perkflow member load-default`: its partners, benefits and tiers.
+        membership.load_default_program(session, actor=SYSTEM, vault=ctx.vault)
+    partners = {p.code for p in catalog.list_partners(session, actor=SYSTEM)}
+    for code, name, category, bcode, zh, en, kind, cost, sale, codes, low in EXTRA_CATALOG:
+        if code not in partners:
+            catalog.create_partner(
+                session,
+                actor=SYSTEM,
+                vault=ctx.vault,
+                spec=PartnerCreate(code=code, name=name, contact_email=f"ops@{code}.example"),
+            )
+        try:
+            benefit = catalog.find_benefit(session, actor=SYSTEM, code=bcode)
+        except NotFound:
+            benefit = catalog.create_benefit(
+                session,
+                actor=SYSTEM,
+                spec=BenefitCreate.model_validate(
+                    {
+                        "code": bcode,
+                        "partner_code": code,
+                        "name_zh": zh,
+                        "name_en": en,
+                        "category": category,
+                        "fulfilment_kind": kind,
+                        "face_value_fen": sale,
+                        "cost_price_fen": cost,
+                        "sale_price_fen": sale,
+                        "validity_kind": "days",
+                        "valid_days": 31,
+                        "low_stock_threshold": low,
+                    }
+                ),
+            )
+        if codes and not catalog.list_lots(session, actor=SYSTEM, benefit_id=benefit.id):
+            # A partner's file of card codes (卡密), as an operator would upload it.
+            rows = ["code,pin,expiry"] + [
+                f"{bcode[:4].upper()}{benefit.id:03d}{n:06d},{(n * 7919) % 10**6:06d},"
+                for n in range(1, codes + 1)
+            ]
+            catalog.import_card_codes(
+                session,
+                actor=SYSTEM,
+                vault=ctx.vault,
+                benefit_id=benefit.id,
+                file_name=f"{code}-codes.csv",
+                unit_cost_fen=cost,
+                rows=rows,
+                zone=ctx.settings.timezone,
+            )
+        if benefit.status != BenefitStatus.LISTED.value:
+            catalog.set_benefit_status(
+                session, actor=SYSTEM, benefit_id=benefit.id, status=BenefitStatus.LISTED
+            )
+
+
+def _seed_offers(session: Any) -> dict[str, int]:
+    """A flash sale and a small weekend batch claimable now, and a running lottery."""
+    from perkflow.coupons.rules import BatchStatus, ProgramKind, ProgramStatus
+    from perkflow.coupons.schemas import BatchSpec, ProgramSpec, TierSpec
+
+    now = clock.now()
+    batches = {b.code: b for b in coupons.list_batches(session, actor=SYSTEM)}
+    specs = [
+        BatchSpec(
+            code=FLASH_SALE,
+            name_zh="限时秒杀：满99减30",
+            name_en="Flash sale: 30 off 99",
+            amount_fen=3000,
+            min_spend_fen=9900,
+            flash_sale=True,
+            stock_total=2000,
+            claim_starts_at=now - timedelta(hours=1),
+            claim_ends_at=now + timedelta(days=30),
+            valid_days=14,
+        ),
+        BatchSpec(
+            code=WEEKEND,
+            name_zh="周末咖啡券：满30减10",
+            name_en="Weekend coffee: 10 off 30",
+            amount_fen=1000,
+            min_spend_fen=3000,
+            stock_total=SAMPLE_MEMBERS + 2,  # nearly claimed out: a stock alert on the home page
+            valid_days=7,
+        ),
+    ]
+    ids = {}
+    for spec in specs:
+        batch = batches.get(spec.code)
+        if batch is None:
+            batch = coupons.create_batch(session, actor=SYSTEM, spec=spec)
+        if batch.status == BatchStatus.DRAFT.value:
+            coupons.set_batch_status(
+                session, actor=SYSTEM, batch_id=batch.id, status=BatchStatus.ACTIVE
+            )
+        ids[spec.code] = batch.id
+    programs = {p.code: p for p in coupons.list_programs(session, actor=SYSTEM)}
+    program = programs.get(LOTTERY)
+    if program is None:
+        program = coupons.create_program(
+            session,
+            actor=SYSTEM,
+            spec=ProgramSpec(
+                code=LOTTERY,
+                name_zh="话费红包天天抽",
+                name_en="Daily red-envelope draw",
+                kind=ProgramKind.LOTTERY,
+                budget_fen=500_000,
+                limit_per_subscriber=3,
+                tiers=[
+                    TierSpec(
+                        tier=1,
+                        name_zh="一等奖",
+                        name_en="First prize",
+                        prize_fen=8800,
+                        weight_ppm=10_000,
+                    ),
+                    TierSpec(
+                        tier=2,
+                        name_zh="二等奖",
+                        name_en="Second prize",
+                        prize_fen=888,
+                        weight_ppm=200_000,
+                    ),
+                    TierSpec(
+                        tier=3,
+                        name_zh="三等奖",
+                        name_en="Third prize",
+                        prize_fen=188,
+                        weight_ppm=600_000,
+                    ),
+                ],
+                seed="perkflow-demo-lottery-7",
+            ),
+        )
+    if program.status == ProgramStatus.DRAFT.value:
+        coupons.set_program_status(
+            session, actor=SYSTEM, program_id=program.id, status=ProgramStatus.ACTIVE
+        )
+    ids[LOTTERY] = program.id
+    return ids
+
+
+def _members(session: Any, ctx: Context, *, campaign_id: int | None, want: int) -> list[int]:
+    """Active subscribers on a 99-yuan plan or more, in-app targets of the demo campaign first."""
+    from perkflow.subscribers import service as subscribers
+    from perkflow.subscribers.rules import Status
+
+    candidates: list[int] = []
+    if campaign_id is not None:
+        rows = campaigns.history_contacts(session, actor=SYSTEM, after_id=0, limit=20_000)
+        # (id, campaign, subscriber, channel, cell, contacted_at, target list)
+        candidates = sorted(
+            {r[2] for r in rows if r[1] == campaign_id and r[3] == "in_app" and r[4] == "target"}
+        )
+    if len(candidates) < want:
+        listed, _ = subscribers.list_subscribers(
+            session, actor=SYSTEM, vault=ctx.vault, status=Status.ACTIVE, limit=500
+        )
+        candidates += [s.id for s in listed if s.id not in set(candidates)]
+    facts = subscribers.plan_facts(session, subscriber_ids=candidates[:2000])
+    fit = [
+        s
+        for s in candidates
+        if s in facts and facts[s].status == Status.ACTIVE and facts[s].plan_fee_fen >= 9900
+    ]
+    return fit[:want]
+
+
+def _serve_member(
+    session: Any, ctx: Context, *, sid: int, first: bool, offers: dict[str, int], month: str
+) -> None:
+    """A member's tier and bundle, a card-code benefit, coupons, a lottery draw; each once."""
+    from perkflow.errors import PerkflowError
+    from perkflow.grants import service as grants
+    from perkflow.membership import service as membership
+
+    zone = ctx.settings.timezone
+    membership.evaluate_member(
+        session,
+        actor=SYSTEM,
+        subscriber_id=sid,
+        reason="demo operator",
+        source="demo",
+        zone=zone,
+        mart=ctx.mart,
+    )
+    card = membership.member_card(session, subscriber_id=sid, zone=zone)
+    if card.tier is not None:
+        # Bundle keys are per member, item, cycle and unit: a second run replays them.
+        membership.issue_bundles_for(
+            session, actor=SYSTEM, members=[(sid, card.tier.id)], month=month, zone=zone
+        )
+    extra = ["music-vip-month"] + (["ride-voucher-20"] if first else [])
+    for code in extra:
+        benefit = catalog.find_benefit(session, actor=SYSTEM, code=code)
+        # The pool may have run dry on an earlier run: the demo goes on without it.
+        with suppress(PerkflowError):
+            grants.issue_grant(
+                session,
+                actor=SYSTEM,
+                subscriber_id=sid,
+                benefit_id=benefit.id,
+                source="demo",
+                idempotency_key=f"demo-seed:{code}:{sid}",
+                zone=zone,
+            )
+    as_member = coupons.subscriber_actor(sid, ip="demo")
+    for code in [FLASH_SALE, WEEKEND] if first else [WEEKEND]:
+        # Sold out or past its window on a later run: nothing to add.
+        with suppress(PerkflowError):
+            coupons.claim_coupon(
+                session,
+                actor=as_member,
+                vault=ctx.vault,
+                batch_id=offers[code],
+                subscriber_id=sid,
+                idempotency_key=f"demo-seed:{code}",
+                channel="h5",
+                device_id=None,
+                zone=zone,
+            )
+    if not coupons.draws_of(session, subscriber_id=sid):
+        # The budget may be spent: the programme stays on show.
+        with suppress(PerkflowError):
+            coupons.draw_lottery(
+                session,
+                actor=as_member,
+                vault=ctx.vault,
+                program_id=offers[LOTTERY],
+                subscriber_id=sid,
+            )
+
+
+def _redeem_some(session: Any, ctx: Context, *, members: list[int], clerk: Actor | None) -> None:
+    """The Guangzhou clerk redeems a few weekend coupons at the counter (核销)."""
+    from perkflow.coupons.rules import CouponStatus
+
+    if clerk is None:
+        return
+    for sid in members[1:4]:
+        for item in coupons.wallet(session, actor=SYSTEM, vault=ctx.vault, subscriber_id=sid):
+            if item.batch.code == WEEKEND and item.coupon.status == CouponStatus.CLAIMED.value:
+                coupons.redeem_coupon(
+                    session, actor=clerk, vault=ctx.vault, code=item.code, order_fen=3600
+                )
+
+
+def seed_operator(ctx: Context, *, campaign_id: int | None) -> Seeded:
+    """Give the demo operator a product: partners, benefits, tiers, offers, served members."""
+    from perkflow.grants import service as grants
+    from perkflow.membership import service as membership
+
+    zone = ctx.settings.timezone
+    with ctx.uow() as session:
+        _seed_catalog(session, ctx)
+        offers = _seed_offers(session)
+        session.commit()
+    month = clock.now().astimezone(ZoneInfo(zone)).strftime("%Y-%m")
+    try:
+        clerk: Actor | None = _actor(ctx, "gz.clerk")
+    except RuntimeError:
+        clerk = None
+    with ctx.uow() as session:
+        members = _members(session, ctx, campaign_id=campaign_id, want=SAMPLE_MEMBERS + 1)
+        for n, sid in enumerate(members):
+            _serve_member(session, ctx, sid=sid, first=n == 0, offers=offers, month=month)
+        _redeem_some(session, ctx, members=members, clerk=clerk)
+        session.commit()
+        linked = members[0] if members else None
+        return Seeded(
+            subscriber_id=linked,
+            partners=len(catalog.list_partners(session, actor=SYSTEM)),
+            benefits=len(catalog.list_benefits(session, actor=SYSTEM, limit=500)[0]),
+            tiers=len(membership.tier_views(session)),
+            grants=len(grants.my_grants(session, subscriber_id=linked)) if linked else 0,
+            coupons=(
+                len(coupons.wallet(session, actor=SYSTEM, vault=ctx.vault, subscriber_id=linked))
+                if linked
+                else 0
+            ),
+        )
+
+
+def print_h5_link(ctx: Context, *, subscriber_id: int | None) -> None:
+    """A fresh one-click link into a subscriber's H5 pages (each link signs in once)."""
+    from perkflow.subscribers import service as subscribers
+    from perkflow.subscribers.rules import Status
+
+    with ctx.uow() as session:
+        if subscriber_id is None:
+            rows, _ = subscribers.list_subscribers(
+                session, actor=SYSTEM, vault=ctx.vault, status=Status.ACTIVE, limit=1
+            )
+            if not rows:
+                return
+            subscriber_id = rows[0].id
+        phone = subscribers.get_subscriber(
+            session, actor=SYSTEM, vault=ctx.vault, subscriber_id=subscriber_id, reveal=True
+        ).phone
+        _, signed = subscribers.issue_login_token(
+            session,
+            actor=SYSTEM,
+            vault=ctx.vault,
+            phone=phone,
+            max_age_s=ctx.settings.h5_link_max_age_s,
+        )
+        session.commit()
+    base = f"http://{ctx.settings.host}:{ctx.settings.port}"
+    minutes = ctx.settings.h5_link_max_age_s // 60
+    console.print(
+        f"subscriber H5 (valid {minutes} min, one use): {base}/h5/enter?t={signed}", soft_wrap=True
+    )
+
+
+def print_seeded(seeded: Seeded) -> None:
+    """One line on what the product holds, and what the link's subscriber has."""
+    console.print(
+        f"product: {seeded.partners} partners, {seeded.benefits} benefits, {seeded.tiers} tiers, "
+        f"a flash sale, a weekend coupon and a red-envelope lottery running"
+        + (
+            f"; subscriber {seeded.subscriber_id} has {seeded.grants} benefits "
+            f"and {seeded.coupons} coupons"
+            if seeded.subscriber_id
+            else ""
+        )
+    )

@@ -26,14 +26,19 @@ from perkflow.cli.catalog import catalog_app
 from perkflow.cli.channels import channels_app
 from perkflow.cli.context import Context, PerkflowGroup, console, get_context, handles_errors
 from perkflow.cli.coupons import coupons_app
-from perkflow.cli.demo import print_result, run_demo_campaign
+from perkflow.cli.demo import (
+    print_h5_link,
+    print_result,
+    print_seeded,
+    run_demo_campaign,
+    seed_operator,
+)
 from perkflow.cli.grants import binding_app, grants_app, partner_sim_command
 from perkflow.cli.membership import member_app
 from perkflow.cli.synth import synth
 from perkflow.errors import NotFound, ValidationFailed
-from perkflow.grants import service as grants
 from perkflow.org import service as org
-from perkflow.org.rules import SYSTEM, Role
+from perkflow.org.rules import SCOPES, SYSTEM, Role
 from perkflow.subscribers import service as subscribers
 from perkflow.subscribers.rules import Status
 
@@ -104,11 +109,15 @@ def serve(
     port = port or ctx.settings.port
     console.print(f"perkflow console: [bold]http://{host}:{port}/[/bold]  (API docs: /docs)")
     proxies = ctx.settings.trusted_proxies.strip()
+    from perkflow.kit.logs import configure_logging
+
+    configure_logging(json_lines=ctx.settings.log_json)
     uvicorn.run(
         create_app(ctx.settings),
         host=host,
         port=port,
         log_level="warning",
+        log_config=None,  # configured above: plain lines, or JSON with PERKFLOW_LOG_JSON
         # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: only configured proxies.
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies or None,
@@ -165,38 +174,17 @@ def demo(
         console.print(table)
     else:
         console.print("demo accounts exist; forgot a password? `perkflow staff set-password NAME`")
+    campaign_id = None
     if campaign:
         base = f"http://{ctx.settings.host}:{ctx.settings.port}"
-        print_result(run_demo_campaign(ctx, seed=seed), base_url=base)
-    _print_h5_link(ctx)
+        result = run_demo_campaign(ctx, seed=seed)
+        print_result(result, base_url=base)
+        campaign_id = result.campaign_id
+    seeded = seed_operator(ctx, campaign_id=campaign_id)
+    print_seeded(seeded)
+    print_h5_link(ctx, subscriber_id=seeded.subscriber_id)
     if serve_after:
         serve(host=None, port=None)
-
-
-def _print_h5_link(ctx: Context) -> None:
-    """A one-click link into a demo subscriber's H5 pages, valid for a few minutes."""
-    with ctx.uow() as session:
-        rows, _ = subscribers.list_subscribers(
-            session, actor=SYSTEM, vault=ctx.vault, status=Status.ACTIVE, limit=1
-        )
-        if not rows:
-            return
-        phone = subscribers.get_subscriber(
-            session, actor=SYSTEM, vault=ctx.vault, subscriber_id=rows[0].id, reveal=True
-        ).phone
-        _, signed = subscribers.issue_login_token(
-            session,
-            actor=SYSTEM,
-            vault=ctx.vault,
-            phone=phone,
-            max_age_s=ctx.settings.h5_link_max_age_s,
-        )
-        session.commit()
-    base = f"http://{ctx.settings.host}:{ctx.settings.port}"
-    minutes = ctx.settings.h5_link_max_age_s // 60
-    console.print(
-        f"subscriber H5 (valid {minutes} min): {base}/h5/enter?t={signed}", soft_wrap=True
-    )
 
 
 @staff_app.command("create")
@@ -251,14 +239,15 @@ def staff_list() -> None:
     console.print(table)
 
 
-@key_app.command("create")
+@key_app.command(
+    "create",
+    epilog="Scopes: " + "; ".join(f"{name} — {what}" for name, what in SCOPES.items()),
+)
 @handles_errors
 def apikey_create(
     name: str,
     owner: Annotated[str, typer.Option(help="partner or channel")],
-    scope: Annotated[
-        list[str], typer.Option(help="repeatable: subscribers:read, subscribers:status, h5:link")
-    ],
+    scope: Annotated[list[str], typer.Option(help="repeatable, one of: " + ", ".join(SCOPES))],
     partner: Annotated[
         str | None, typer.Option(help="partner code: the key sees only that partner's data")
     ] = None,
@@ -323,13 +312,25 @@ def subscriber_set_status(
     reason: Annotated[str, typer.Option(help="why; kept with the event")],
 ) -> None:
     """Change a subscriber's status (kept as an event, audited)."""
+    from perkflow.membership import service as membership  # imported here: ibis is heavy
+
     ctx = get_context()
     with ctx.uow() as session:
         sid = _resolve(session, ctx, subscriber)
-        changed = grants.change_subscriber_status(
-            session, actor=SYSTEM, subscriber_id=sid, status=status, reason=reason, source="cli"
+        changed = membership.change_status(
+            session,
+            actor=SYSTEM,
+            subscriber_id=sid,
+            status=status,
+            reason=reason,
+            source="cli",
+            zone=ctx.settings.timezone,
+            mart=ctx.mart,
         )
         session.commit()
+    # The mart's copy of the status follows once the change committed (the one sync path).
+    with ctx.uow() as session:
+        subscribers.export_statuses(session, mart=ctx.mart)
     event, bound = changed.event, changed.binding
     console.print(
         f"subscriber {sid}: {event.from_status} → {event.to_status}"
@@ -339,6 +340,7 @@ def subscriber_set_status(
             if bound.changed
             else ""
         )
+        + (" (left the membership tier)" if changed.run.left else "")
     )
 
 
