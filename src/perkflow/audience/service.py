@@ -713,11 +713,7 @@ def _check_list_args(kind: str, channel: str) -> None:
 
 
 def _require_list_writer(actor: Actor) -> None:
-    if actor.kind == "api_key":
-        if not actor.has_scope("optouts:write"):
-            raise Forbidden("this key lacks the optouts:write scope")
-    else:
-        org.require(actor, Perm.OPTOUTS_MANAGE)
+    org.require_perm_or_scope(actor, perm=Perm.OPTOUTS_MANAGE, scope="optouts:write")
 
 
 def _subscriber_province(session: Session, *, actor: Actor, subscriber_id: int) -> str:
@@ -813,11 +809,7 @@ def list_contact_list(
     limit: int = 50,
 ) -> tuple[Sequence[ContactListEntry], int]:
     """A page of list entries, newest first (a province sees its own subscribers' entries)."""
-    if actor.kind == "api_key":
-        if not actor.has_scope("optouts:write"):
-            raise Forbidden("this key lacks the optouts:write scope")
-    else:
-        org.require(actor, Perm.SEGMENTS_READ)
+    org.require_perm_or_scope(actor, perm=Perm.SEGMENTS_READ, scope="optouts:write")
     ids: list[int] | None = None
     if subscriber_id is not None:
         _subscriber_province(session, actor=actor, subscriber_id=subscriber_id)
@@ -1144,6 +1136,7 @@ def run_extraction(
     if reveal:
         org.require(actor, Perm.PHONE_REVEAL)
     row = get_template(session, actor=actor, template_id=template_id)
+    subscribers.export_statuses(session, mart=mart)  # churned in the ledger is churned here
     template = parse_template(session, mart=mart, actor=actor, raw=row.body)
     try:
         raw = rules.bind_params(template, params)

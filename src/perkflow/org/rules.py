@@ -88,25 +88,27 @@ ROLE_LEVELS: dict[Role, frozenset[str]] = {
     Role.CLERK: frozenset({"store"}),
 }
 
-API_SCOPES: frozenset[str] = frozenset(
-    {
-        "subscribers:read",
-        "subscribers:status",
-        "h5:link",
-        "grants:read",
-        "grants:write",
-        "catalog:read",
-        "optouts:write",
-        "coupons:read",
-        "coupons:claim",
-        "coupons:redeem",
-        "members:read",
-        "members:write",
-        "campaigns:read",
-        "events:write",
-        "responses:write",
-    }
-)
+# Every scope an API key may carry, with what it lets the key do: the one list that key
+# creation checks against, that `perkflow apikey create --help` shows and that the scope test
+# walks (each scope opens at least one route).
+SCOPES: dict[str, str] = {
+    "subscribers:read": "list, search and read subscribers and their status history",
+    "subscribers:status": "change a subscriber's status (binding follows)",
+    "h5:link": "issue one-click H5 links (the channel that delivers them)",
+    "grants:read": "read grants",
+    "grants:write": "issue grants (and read them)",
+    "catalog:read": "read partners, benefits and card-code lots",
+    "optouts:write": "read and write contact lists (opt-outs, complaints)",
+    "coupons:read": "read coupon batches and their stock",
+    "coupons:claim": "claim coupons and draw red envelopes for subscribers; read their wallet",
+    "coupons:redeem": "redeem coupons at a partner merchant (partner keys)",
+    "members:read": "read tiers, members and the points liability",
+    "members:write": "send prepayments, plan changes and bills (and read members)",
+    "campaigns:read": "read campaigns, their progress and evaluation",
+    "events:write": "send trigger events",
+    "responses:write": "send campaign responses",
+}
+API_SCOPES: frozenset[str] = frozenset(SCOPES)
 OWNER_KINDS: frozenset[str] = frozenset({"partner", "channel"})
 
 

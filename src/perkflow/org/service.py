@@ -138,6 +138,18 @@ def require(actor: Actor, perm: Perm) -> None:
         raise Forbidden(f"your role may not do this ({perm.value})")
 
 
+def require_perm_or_scope(actor: Actor, *, perm: Perm, scope: str | Sequence[str]) -> None:
+    """403 unless staff hold the permission or an API key one of the scopes (system may)."""
+    # The one check of every use case open to staff and keys: a route that names a scope in
+    # org.rules.SCOPES must accept a key holding it, not only the staff permission.
+    if actor.kind == "api_key":
+        scopes = (scope,) if isinstance(scope, str) else tuple(scope)
+        if not any(actor.has_scope(s) for s in scopes):
+            raise Forbidden(f"this key lacks the {scopes[0]} scope")
+        return
+    require(actor, perm)
+
+
 def require_region(session: Session, *, actor: Actor, region_code: str) -> Region:
     """The region, if the actor's scope covers it; 403 otherwise."""
     region = get_region(session, code=region_code)

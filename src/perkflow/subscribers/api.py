@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from perkflow.errors import ValidationFailed
-from perkflow.grants import service as grants
 from perkflow.kit.bounds import IdParam
+from perkflow.membership import service as membership
 from perkflow.subscribers import service as subscribers
 from perkflow.subscribers.rules import Status
 from perkflow.subscribers.schemas import (
@@ -18,7 +18,7 @@ from perkflow.subscribers.schemas import (
     SubscriberOut,
     SubscriberPage,
 )
-from perkflow.web.auth import ApiActor, DbSession, VaultDep
+from perkflow.web.auth import ApiActor, DbSession, MartDep, VaultDep
 
 router = APIRouter(prefix="/v1", tags=["subscribers"])
 
@@ -95,17 +95,24 @@ def get_subscriber(
 
 @router.post("/subscribers/{subscriber_id}/status", response_model=StatusEventOut)
 def change_status(
-    subscriber_id: IdParam, body: StatusChange, actor: ApiActor, session: DbSession
+    subscriber_id: IdParam,
+    body: StatusChange,
+    request: Request,
+    actor: ApiActor,
+    session: DbSession,
+    mart: MartDep,
 ) -> StatusEventOut:
     """Move a subscriber to active, suspended or churned; the change is kept as an event."""
-    # Through grants: the status change and the binding of the grants commit together.
-    changed = grants.change_subscriber_status(
+    # The one status change path: grants, coupons and membership follow in this transaction.
+    changed = membership.change_status(
         session,
         actor=actor,
         subscriber_id=subscriber_id,
         status=body.status,
         reason=body.reason,
         source="api",
+        zone=str(request.app.state.settings.timezone),
+        mart=mart,
     )
     return StatusEventOut.model_validate(changed.event)
 

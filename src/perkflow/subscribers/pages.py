@@ -8,9 +8,9 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from perkflow.errors import PerkflowError
-from perkflow.grants import service as grants
 from perkflow.kit.bounds import IdParam
 from perkflow.kit.pagination import Page
+from perkflow.membership import service as membership
 from perkflow.org import service as org
 from perkflow.org.rules import Perm
 from perkflow.subscribers import service as subscribers
@@ -151,13 +151,15 @@ def subscriber_change_status(
             status_code=422,
         )
     try:
-        grants.change_subscriber_status(  # binds the subscriber's grants in the same transaction
+        membership.change_status(  # grants, coupons and membership follow in this transaction
             session,
             actor=staff.actor,
             subscriber_id=subscriber_id,
             status=target,
             reason=reason,
             source="console",
+            zone=str(request.app.state.settings.timezone),
+            mart=request.app.state.mart,
         )
     except PerkflowError as exc:
         if exc.status_code in (403, 404):

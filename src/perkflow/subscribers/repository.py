@@ -214,3 +214,13 @@ def prune_link_nonces(session: Session, *, before: datetime, limit: int = 1000) 
         .where(H5LinkNonce.nonce.in_(stale.scalar_subquery()))
         .execution_options(synchronize_session=False)
     )
+
+
+def statuses_changed_after(session: Session, *, after: int) -> tuple[dict[int, str], int]:
+    """The status of each subscriber with an event after `after`, and the last event id."""
+    changed = select(StatusEvent.subscriber_id).where(StatusEvent.id > after)
+    rows = session.execute(
+        select(Subscriber.id, Subscriber.status).where(Subscriber.id.in_(changed))
+    )
+    last = session.scalar(select(func.max(StatusEvent.id)))
+    return {int(i): str(s) for i, s in rows}, int(last or 0)
