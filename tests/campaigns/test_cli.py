@@ -14,7 +14,7 @@ from perkflow.mart import Mart
 from perkflow.org.rules import Role
 from perkflow.settings import Settings
 from tests.campaigns.helpers import everyone, write_profile
-from tests.factories import make_staff
+from tests.factories import PASSWORD, make_staff
 
 runner = CliRunner()
 SECRET = "cli-test-secret-0123456789abcdef"
@@ -39,6 +39,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PERKFLOW_HOME", str(path))
     monkeypatch.setenv("PERKFLOW_SECRET_KEY", SECRET)
     monkeypatch.delenv("PERKFLOW_DATABASE_URL", raising=False)
+    monkeypatch.setenv("PERKFLOW_PASSWORD", PASSWORD)  # `--as USER` proves who acts
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
     return path
 

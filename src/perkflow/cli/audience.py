@@ -21,9 +21,8 @@ from sqlalchemy.orm import Session
 
 from perkflow.audience import engines, rules
 from perkflow.audience import service as audience
-from perkflow.cli.context import Context, console, get_context, handles_errors
+from perkflow.cli.context import Context, acting_as, console, get_context, handles_errors
 from perkflow.errors import NotFound, ValidationFailed
-from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM, Actor
 from perkflow.subscribers import service as subscribers
 
@@ -55,12 +54,7 @@ def _when(text: str | None, field: str) -> datetime | None:
 
 def _actor(session: Session, username: str | None) -> Actor:
     """The system, or a console user's identity (their role, region and row limits)."""
-    if not username:
-        return SYSTEM
-    for user in org.list_staff(session, actor=SYSTEM):
-        if user.username == username and user.is_active:
-            return org.actor_for_staff(session, user=user, ip="cli")
-    raise NotFound(f"no active staff user {username!r}", field="as")
+    return acting_as(session, username)  # a person's identity needs their password
 
 
 AsOption = Annotated[

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,9 +21,10 @@ from typer.core import TyperGroup
 
 from perkflow.cli.migrate import MIGRATIONS
 from perkflow.db import make_engine, make_session_factory, unit_of_work
-from perkflow.errors import PerkflowError
+from perkflow.errors import PerkflowError, Unauthenticated
 from perkflow.kit.crypto import Vault
 from perkflow.mart import Mart, open_mart
+from perkflow.org.rules import SYSTEM, Actor
 from perkflow.settings import Settings, get_settings
 
 console = Console()
@@ -151,3 +154,42 @@ class PerkflowGroup(TyperGroup):
                 f"[red]error[/red]: the ledger cannot be used: {escape(reason)}", soft_wrap=True
             )
             raise typer.Exit(code=1) from exc
+
+
+PASSWORD_ENV = "PERKFLOW_PASSWORD"  # noqa: S105  (the variable's name, not a password)
+
+
+def acting_as(session: Session, username: str | None) -> Actor:
+    """The system, or a console user proven by their password, as at the console's sign-in."""
+    # `--as USER` acts with that person's role and region, and the two-person rules (a campaign
+    # approved by someone other than its author) are only as strong as that proof: the password
+    # is asked for (hidden), or read from PERKFLOW_PASSWORD for scripts, and checked through the
+    # same throttled sign-in as the console's. Without `--as` the command is the system's, and
+    # the audit log says so (actor kind `system`).
+    from perkflow.org import service as org  # imported here: argon2 is slow to set up
+
+    if not username:
+        return SYSTEM
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        password = typer.prompt(f"password for {username}", hide_input=True, err=True)
+    settings = get_settings()
+    # Both steps in their own transactions, committed whatever the command does next: the try
+    # takes its turn before the password is verified (so guesses are limited), and the attempt
+    # is recorded even if the command then fails.
+    sessions = sessionmaker(bind=session.get_bind(), expire_on_commit=False)
+    with unit_of_work(sessions) as turns:
+        turn = org.take_sign_in_turn(
+            turns,
+            username=username.strip(),
+            ip=f"cli:{getpass.getuser()}",
+            max_failures=settings.login_max_failures,
+            window_s=settings.login_window_s,
+        )
+        turns.commit()
+    with unit_of_work(sessions) as checking:
+        result = org.sign_in(checking, turn=turn, password=password)
+        checking.commit()
+        if result.user is None:
+            raise Unauthenticated(f"--as {username}: wrong username or password", field="as")
+        return org.actor_for_staff(checking, user=result.user, ip=f"cli:{getpass.getuser()}")
