@@ -89,7 +89,8 @@ class TestInAppTriggers:
         # ... and the message is there as soon as it has, without any worker.
         (message,) = _inbox(sessions, sid)
         assert message.contact_id == t.contact_id and message.campaign_id == c.id
-        assert (message.title, message.body) == ("流量包", "A gift for 135****0001 in GD")
+        # The province is named, not coded.
+        assert (message.title, message.body) == ("流量包", "A gift for 135****0001 in 广东")
         (row,) = contacts(session, c.id)
         assert (row.status, row.attempts, row.message_ref) == (
             "delivered",

@@ -71,7 +71,9 @@ def test_import_prints_the_id_and_report_prints_the_json_shape(home: Path, tmp_p
         f"{i},control,A,2026-03-01T10:00:00+08:00,{int(i % 10 == 0)}," for i in range(401, 601)
     ]
     history.write_text("\n".join(rows).replace(",0,9.9", ",0,") + "\n")
-    result = runner.invoke(app, ["campaign", "import-history", str(history), "--name", "t"])
+    result = runner.invoke(
+        app, ["campaign", "import-history", str(history), "--name", "t", "--source", "t"]
+    )
     assert result.exit_code == 0, result.output
     campaign_id = json.loads(result.stdout)["campaign_id"]
 
@@ -116,7 +118,9 @@ def test_bad_rows_exit_2_with_their_line_numbers_and_load_nothing(
         "3,placebo,A,2026-03-01,1,\n"
         "1,control,,2026-03-01,0,\n"
     )
-    result = runner.invoke(app, ["campaign", "import-history", str(history), "--name", "bad"])
+    result = runner.invoke(
+        app, ["campaign", "import-history", str(history), "--name", "bad", "--source", "t"]
+    )
     assert result.exit_code == 2
     for expected in ("line 3 [contacted_at]", "line 4 [cell]", "line 5 [subscriber_id]"):
         assert expected in result.output
@@ -129,7 +133,16 @@ def test_hillstrom_email_experiment_end_to_end(home: Path, tmp_path: Path) -> No
     history = tmp_path / "hillstrom_history.csv"
     assert _converter().convert(str(HILLSTROM), str(history)) == 64_000
     result = runner.invoke(
-        app, ["campaign", "import-history", str(history), "--name", "Hillstrom e-mail"]
+        app,
+        [
+            "campaign",
+            "import-history",
+            str(history),
+            "--name",
+            "Hillstrom e-mail",
+            "--source",
+            "hillstrom",
+        ],
     )
     assert result.exit_code == 0, result.output
     campaign_id = json.loads(result.stdout)["campaign_id"]

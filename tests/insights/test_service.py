@@ -43,7 +43,7 @@ def test_import_then_evaluate_counts_cells_and_variants(session: Session, tmp_pa
         lines.append(f"{i + 101},target,B,2026-03-01 10:00,{int(i < 12)},")
         lines.append(f"{i + 201},control,,2026-03-01 10:00,{int(i < 10)},{'1' if i < 10 else ''}")
     campaign = insights.import_history_csv(
-        session, actor=SYSTEM, path=_history(tmp_path, lines), name="spring test"
+        session, actor=SYSTEM, path=_history(tmp_path, lines), name="spring test", source="spring"
     )
     session.flush()
     ev = insights.evaluate(session, actor=SYSTEM, campaign_id=campaign.id)
@@ -84,7 +84,7 @@ def test_a_file_with_bad_lines_loads_nothing_and_names_every_line(
     lines += [f"{i},target,A,2026-03-01,1,1.234" for i in range(53, 83)]
     with pytest.raises(ValidationFailed) as err:
         insights.import_history_csv(
-            session, actor=SYSTEM, path=_history(tmp_path, lines), name="broken"
+            session, actor=SYSTEM, path=_history(tmp_path, lines), name="broken", source="spring"
         )
     assert err.value.field == "file"
     message = err.value.message
@@ -100,7 +100,7 @@ def test_a_file_with_bad_lines_loads_nothing_and_names_every_line(
 def test_missing_file_is_not_found(session: Session, tmp_path: Path) -> None:
     with pytest.raises(NotFound):
         insights.import_history_csv(
-            session, actor=SYSTEM, path=tmp_path / "nope.csv", name="missing"
+            session, actor=SYSTEM, path=tmp_path / "nope.csv", name="missing", source="spring"
         )
 
 

@@ -29,6 +29,8 @@ class Campaign(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(120))
     kind: Mapped[str] = mapped_column(String(16))  # batch | trigger | imported
+    # An imported campaign's outside source (``hillstrom``, ``crm_2025``): whose ids it holds.
+    import_source: Mapped[str | None] = mapped_column(String(32), default=None)
     # draft | pending_approval | approved | running | paused | finished
     status: Mapped[str] = mapped_column(String(20), index=True)
     province_code: Mapped[str | None] = mapped_column(ForeignKey("regions.code"), index=True)
@@ -106,6 +108,9 @@ class CampaignContact(Base):
     wave_id: Mapped[int] = mapped_column(ForeignKey("campaign_waves.id"))
     # Imported histories carry their own subscriber ids, so there is no foreign key.
     subscriber_id: Mapped[int] = mapped_column(_FK_BIGINT)
+    # Set when subscriber_id is an outside source's id, stored negated (never one of ours, even to
+    # a query that forgets to ask); NULL when it is a subscriber of the master.
+    import_source: Mapped[str | None] = mapped_column(String(32), default=None)
     cell: Mapped[str] = mapped_column(String(8))  # target | control
     variant: Mapped[str | None] = mapped_column(String(32), default=None)
     channel: Mapped[str] = mapped_column(String(16))
@@ -134,6 +139,7 @@ class CampaignResponse(Base):
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
     contact_id: Mapped[int] = mapped_column(_FK_BIGINT, ForeignKey("campaign_contacts.id"))
     subscriber_id: Mapped[int] = mapped_column(_FK_BIGINT)
+    import_source: Mapped[str | None] = mapped_column(String(32), default=None)  # as its contact's
     cell: Mapped[str] = mapped_column(String(8))
     variant: Mapped[str | None] = mapped_column(String(32), default=None)
     kind: Mapped[str] = mapped_column(String(24))  # claim | redemption | grant_use | order | ...

@@ -114,7 +114,16 @@ def _slots(text: str) -> list[list[str]]:
 
 def _variants_of(form: FormData) -> list[dict[str, str]]:
     """The variant rows as typed (browsers send one value per field of each row, in order)."""
-    names = ("key", "channel", "subject", "body", "match_column", "match_op", "match_value")
+    names = (
+        "key",
+        "channel",
+        "locale",
+        "subject",
+        "body",
+        "match_column",
+        "match_op",
+        "match_value",
+    )
     columns = {n: [str(v) for v in form.getlist(f"v_{n}")] for n in names}
     rows = max((len(v) for v in columns.values()), default=0)
     out = []
@@ -166,6 +175,7 @@ def raw_spec(
             {
                 "key": v.get("key", "").strip() or chr(ord("A") + i),
                 "channel": v.get("channel", ""),
+                "locale": v.get("locale") or rules.DEFAULT_LOCALE,
                 "subject": v.get("subject", ""),
                 "body": v.get("body", ""),
                 "match": match,
@@ -272,6 +282,7 @@ def form_of_campaign(campaign: Campaign, zone: str) -> dict[str, Any]:
             {
                 "key": v.get("key", ""),
                 "channel": v.get("channel", ""),
+                "locale": v.get("locale", rules.DEFAULT_LOCALE),
                 "subject": v.get("subject", ""),
                 "body": v.get("body", ""),
                 "match_column": match.get("column", ""),
@@ -630,6 +641,11 @@ def _campaign_page(
     status_code: int = 200,
 ) -> Response:
     campaign = campaigns.get_campaign(session, actor=staff.actor, campaign_id=campaign_id)
+    if campaign.kind == rules.CampaignKind.IMPORTED:
+        # History run elsewhere: no spec to run, so it has a page of its own (and no controls).
+        return _imported_page(
+            request, staff, session, campaign, error=error, status_code=status_code
+        )
     spec = campaigns.spec_of(campaign)
     waves = campaigns.list_waves(session, actor=staff.actor, campaign_id=campaign.id)
     by_kind = {w.kind: w for w in waves}
@@ -669,6 +685,36 @@ def _campaign_page(
             "is_author": author,
             "can_run": actor.can(Perm.CAMPAIGNS_RUN),
             "fields": [f"{{{{ {name} }}}}" for name in rules.FIELDS],
+        },
+        status_code=status_code,
+    )
+
+
+def _imported_page(
+    request: Request,
+    staff: StaffContext,
+    session: Session,
+    campaign: Campaign,
+    *,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """What an imported campaign is: its source, when it came, its cells and variants."""
+    summary = campaigns.import_summary(session, actor=staff.actor, campaign_id=campaign.id)
+    report = insights.report_dict(
+        insights.evaluate(session, actor=staff.actor, campaign_id=campaign.id, zone=_zone(request))
+    )
+    return render(
+        request,
+        "campaigns/imported.html",
+        {
+            "c": campaign,
+            "summary": summary,
+            "r": report,
+            "error": error,
+            "trail": org.audit_of_target(
+                session, target_type="campaign", target_id=str(campaign.id)
+            ),
         },
         status_code=status_code,
     )

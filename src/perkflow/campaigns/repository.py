@@ -675,6 +675,8 @@ def contacts_after(session: Session, *, after_id: int, limit: int) -> list[Histo
             c.id > after_id,
             c.contacted_at.is_not(None),
             c.status != ContactStatus.SUPPRESSED.value,
+            # An outside source's unmatched ids are not our subscribers: the mart never sees them.
+            c.import_source.is_(None),
         )
         .order_by(c.id)
         .limit(limit)
@@ -700,7 +702,7 @@ def responses_after(session: Session, *, after_id: int, limit: int) -> list[Hist
             r.value_fen,
         )
         .join(CampaignContact, CampaignContact.id == r.contact_id)
-        .where(r.id > after_id)
+        .where(r.id > after_id, r.import_source.is_(None))
         .order_by(r.id)
         .limit(limit)
     )
@@ -708,6 +710,33 @@ def responses_after(session: Session, *, after_id: int, limit: int) -> list[Hist
         (int(i), int(cid), int(sid), ch, kind, at, int(v or 0))
         for i, cid, sid, ch, kind, at, v in session.execute(stmt)
     ]
+
+
+def import_counts(
+    session: Session, *, campaign_id: int
+) -> tuple[int, int, datetime | None, datetime | None]:
+    """(contacts, those matched to our subscribers, first and last contact) of a campaign."""
+    c = CampaignContact
+    row = session.execute(
+        select(
+            func.count(),
+            func.count(c.id).filter(c.import_source.is_(None)),
+            func.min(c.contacted_at),
+            func.max(c.contacted_at),
+        ).where(c.campaign_id == campaign_id)
+    ).one()
+    return int(row[0]), int(row[1]), row[2], row[3]
+
+
+def response_totals(session: Session, *, campaign_id: int) -> tuple[int, int]:
+    """(responses, revenue in fen) recorded for a campaign."""
+    r = CampaignResponse
+    row = session.execute(
+        select(func.count(), func.coalesce(func.sum(r.value_fen), 0)).where(
+            r.campaign_id == campaign_id
+        )
+    ).one()
+    return int(row[0]), int(row[1])
 
 
 def offers_by_campaign(session: Session) -> dict[int, dict[str, Any]]:

@@ -83,6 +83,16 @@ class HistoryRow:
     contacted_at: datetime
     responded: bool
     revenue_fen: int | None
+    phone: str | None = None  # an optional `phone` column, for matching to the subscriber master
+
+
+# An import source names an outside system's id space: lower-case, a letter first.
+IMPORT_SOURCE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def outside_id(source_id: int) -> int:
+    """How an unmatched outside id is stored: negated, so it is never a subscriber of ours."""
+    return -source_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,12 +182,19 @@ MATCH_OPS = ("=", "!=", "<", "<=", ">", ">=", "in", "not_in")
 FIELDS = ("plan_fee_yuan", "province", "city", "offer_name", "masked_phone", "campaign_name")
 SAMPLE_FIELDS: dict[str, Any] = {
     "plan_fee_yuan": 79,
-    "province": "GD",
-    "city": "GD01",
+    "province": "广东",
+    "city": "广州",
     "offer_name": "视频会员月卡",
     "masked_phone": "138****1234",
     "campaign_name": "campaign",
 }
+# A message's language: region fields are filled with names in it. Without one, zh_CN.
+LOCALES = ("zh_CN", "en")
+DEFAULT_LOCALE = "zh_CN"
+# Fields that hold a region code in a contact's row and a region's name in the message.
+REGION_FIELDS = ("province", "city")
+# How copy names a region: 广东 for 广东省, 广西 for 广西壮族自治区, 广州 for 广州市.
+_ZH_SUFFIXES = ("维吾尔自治区", "壮族自治区", "回族自治区", "特别行政区", "自治区", "省", "市")
 MAX_VARIANTS = 20
 MAX_BODY = 2000
 MAX_SUBJECT = 200
@@ -247,6 +264,7 @@ class Variant:
     subject: str
     body: str
     match: tuple[Condition, ...]
+    locale: str = DEFAULT_LOCALE
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +363,31 @@ def _compiled(source: str) -> Template:
 def template_fields(source: str) -> frozenset[str]:
     """The fields a template reads; its text depends on their values alone."""
     return frozenset(meta.find_undeclared_variables(_ENV.parse(source)))
+
+
+def short_name_zh(name: str) -> str:
+    """A region's Chinese name as a message says it (广东省 → 广东, 广州市 → 广州)."""
+    for suffix in _ZH_SUFFIXES:
+        if name.endswith(suffix) and len(name) - len(suffix) >= 2:
+            return name[: -len(suffix)]
+    return name
+
+
+def region_names(regions: Sequence[tuple[str, str, str]]) -> dict[str, dict[str, str]]:
+    """code → locale → name, from (code, Chinese name, English name) of the region tree."""
+    return {code: {"zh_CN": short_name_zh(zh), "en": en} for code, zh, en in regions}
+
+
+def message_fields(
+    fields: Mapping[str, Any], *, regions: Mapping[str, Mapping[str, str]], locale: str
+) -> dict[str, Any]:
+    """A contact's fields as its message shows them: region codes become names in its language."""
+    out = dict(fields)
+    for name in REGION_FIELDS:
+        code = out.get(name)
+        if isinstance(code, str) and code in regions:
+            out[name] = regions[code].get(locale) or regions[code].get(DEFAULT_LOCALE) or code
+    return out
 
 
 def render(source: str, fields: Mapping[str, Any]) -> str:
@@ -577,6 +620,11 @@ def parse_spec(raw: Any, *, columns: Mapping[str, str] | None = None) -> Campaig
     elif len(raw_variants) > MAX_VARIANTS:
         problems.append(SpecProblem("variants", f"at most {MAX_VARIANTS} variants"))
     seen: set[str] = set()
+    # The campaign's language is its variants' unless a variant says otherwise.
+    default_locale = raw.get("locale", DEFAULT_LOCALE)
+    if default_locale not in LOCALES:
+        problems.append(SpecProblem("locale", f"one of {', '.join(LOCALES)}"))
+        default_locale = DEFAULT_LOCALE
     for i, v in enumerate(raw_variants[:MAX_VARIANTS]):
         p = f"variants[{i}]"
         if not isinstance(v, Mapping):
@@ -608,7 +656,11 @@ def parse_spec(raw: Any, *, columns: Mapping[str, str] | None = None) -> Campaig
             problems.append(
                 SpecProblem(f"{p}.match", "only the last variant may have no match (the default)")
             )
-        variants.append(Variant(str(key), str(channel), subject, body, match))
+        locale = v.get("locale", default_locale)
+        if locale not in LOCALES:
+            problems.append(SpecProblem(f"{p}.locale", f"one of {', '.join(LOCALES)}"))
+            locale = DEFAULT_LOCALE
+        variants.append(Variant(str(key), str(channel), subject, body, match, str(locale)))
 
     sch = raw.get("schedule") or {}
     schedule = Schedule()
@@ -733,6 +785,7 @@ def spec_columns(spec: CampaignSpec) -> dict[str, Any]:
                 "subject": v.subject,
                 "body": v.body,
                 "match": _dump_conditions(v.match),
+                "locale": v.locale,
             }
             for v in spec.variants
         ],

@@ -17,6 +17,8 @@ class CampaignOut(BaseModel):
     id: int
     name: str
     kind: str
+    # An imported campaign's outside source: the id space of its history (docs/insights.md).
+    import_source: str | None = None
     status: str
     version: int
     province_code: str | None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,11 +53,7 @@ MAX_NAME = 120
 
 
 def _require_read(actor: Actor) -> None:
-    if actor.kind == "api_key":
-        if not actor.has_scope("campaigns:read"):
-            raise Forbidden("this key lacks the campaigns:read scope")
-        return
-    org.require(actor, Perm.CAMPAIGNS_READ)
+    org.require_perm_or_scope(actor, perm=Perm.CAMPAIGNS_READ, scope="campaigns:read")
 
 
 def _require_staff(actor: Actor, perm: Perm) -> None:
@@ -106,13 +102,28 @@ def response_times(
 
 
 def import_history(
-    session: Session, *, actor: Actor, name: str, rows: Sequence[HistoryRow]
+    session: Session,
+    *,
+    actor: Actor,
+    name: str,
+    source: str,
+    rows: Sequence[HistoryRow],
+    links: Mapping[int, int] | None = None,
 ) -> Campaign:
-    """Load a past campaign (contacts with cells, responses, revenue) as a finished campaign."""
+    """Load a past campaign (contacts with cells, responses, revenue) as a finished campaign.
+
+    Its ids are the outside ``source``'s: only those in ``links`` (outside id → subscriber, matched
+    on purpose) become our subscribers' history; the others stay in the source's namespace, so
+    they count in this campaign's evaluation and nowhere else.
+    """
     org.require(actor, Perm.CAMPAIGNS_EDIT)
     name = name.strip()
     if not name or len(name) > MAX_NAME:
         raise ValidationFailed(f"name must be 1 to {MAX_NAME} characters", field="name")
+    if not rules.IMPORT_SOURCE.match(source):
+        raise ValidationFailed(
+            "source is 1 to 32 lower-case letters, digits, - or _, a letter first", field="source"
+        )
     if not rows:
         raise ValidationFailed("the history has no rows", field="file")
     seen: set[int] = set()
@@ -122,12 +133,36 @@ def import_history(
                 f"row {i + 1}: subscriber {row.subscriber_id} appears twice", field="subscriber_id"
             )
         seen.add(row.subscriber_id)
+    links = {k: v for k, v in (links or {}).items() if k in seen}
+    if len(set(links.values())) != len(links):
+        raise ValidationFailed("two outside ids are matched to one subscriber", field="match")
+    provinces = subscribers.provinces_of(session, subscriber_ids=sorted(links.values()))
+    unknown = sorted(set(links.values()) - set(provinces))
+    if unknown:
+        raise ValidationFailed(
+            f"{len(unknown)} matched subscriber(s) are not in the subscriber master "
+            f"(such as {unknown[0]})",
+            field="match",
+        )
+    region = org.visible_province(actor)
+    if region is not None and any(p != region for p in provinces.values()):
+        raise Forbidden(f"matched subscribers must be in your region ({region})")
+
+    def stored(row: HistoryRow) -> tuple[int, str | None, str | None]:
+        """(subscriber_id, import_source, province) as the row is kept."""
+        sid = links.get(row.subscriber_id)
+        if sid is None:
+            return rules.outside_id(row.subscriber_id), source, None
+        return sid, None, provinces[sid]
+
+    kept = {r.subscriber_id: stored(r) for r in rows}
     now = clock.now()
     campaign = Campaign(
         name=name,
         kind=CampaignKind.IMPORTED.value,
+        import_source=source,
         status=CampaignStatus.FINISHED.value,
-        province_code=org.visible_province(actor),
+        province_code=region,
         goal={"kind": "import", "window_days": 0},
         offer={"kind": "none"},
         variants=[
@@ -165,7 +200,9 @@ def import_history(
             {
                 "campaign_id": campaign.id,
                 "wave_id": wave.id,
-                "subscriber_id": r.subscriber_id,
+                "subscriber_id": kept[r.subscriber_id][0],
+                "import_source": kept[r.subscriber_id][1],
+                "province_code": kept[r.subscriber_id][2],
                 "cell": r.cell.value,
                 "variant": r.variant,
                 "channel": "import",
@@ -186,15 +223,16 @@ def import_history(
         (
             {
                 "campaign_id": campaign.id,
-                "contact_id": ids[r.subscriber_id],
-                "subscriber_id": r.subscriber_id,
+                "contact_id": ids[kept[r.subscriber_id][0]],
+                "subscriber_id": kept[r.subscriber_id][0],
+                "import_source": kept[r.subscriber_id][1],
                 "cell": r.cell.value,
                 "variant": r.variant,
                 "kind": "import",
                 "value_fen": r.revenue_fen or 0,
                 "responded_at": r.contacted_at,
                 "source": "import",
-                "idempotency_key": f"import:{campaign.id}:{r.subscriber_id}",
+                "idempotency_key": f"import:{campaign.id}:{kept[r.subscriber_id][0]}",
             }
             for r in responded
         ),
@@ -205,9 +243,42 @@ def import_history(
         action="campaign.import_history",
         target_type="campaign",
         target_id=str(campaign.id),
-        details={"name": name, "rows": len(rows), "responses": len(responded)},
+        details={
+            "name": name,
+            "source": source,
+            "rows": len(rows),
+            "matched": len(links),
+            "responses": len(responded),
+        },
     )
     return campaign
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What an imported campaign holds: rows, how many matched our subscribers, responses."""
+
+    contacts: int
+    matched: int
+    responses: int
+    revenue_fen: int
+    first_contact_at: datetime | None
+    last_contact_at: datetime | None
+
+
+def import_summary(session: Session, *, actor: Actor, campaign_id: int) -> ImportSummary:
+    """Counts of an imported campaign's history, for its page."""
+    get_campaign(session, actor=actor, campaign_id=campaign_id)
+    contacts, matched, first, last = repo.import_counts(session, campaign_id=campaign_id)
+    responses, revenue = repo.response_totals(session, campaign_id=campaign_id)
+    return ImportSummary(
+        contacts=contacts,
+        matched=matched,
+        responses=responses,
+        revenue_fen=revenue,
+        first_contact_at=first,
+        last_contact_at=last,
+    )
 
 
 # ---- reads for insights (evaluation waves, mart history sync) -------------------------------
@@ -807,11 +878,7 @@ def run_progress(session: Session, *, actor: Actor, campaign_id: int) -> Progres
 
 
 def _require_writer(actor: Actor, *, scope: str, perm: Perm) -> None:
-    if actor.kind == "api_key":
-        if not actor.has_scope(scope):
-            raise Forbidden(f"this key lacks the {scope} scope")
-        return
-    org.require(actor, perm)
+    org.require_perm_or_scope(actor, perm=perm, scope=scope)
 
 
 def _goal_matches(campaign: Campaign, kind: str, ref: str | None) -> bool:
@@ -1253,6 +1320,11 @@ def _deliver_in_app_now(
     # with the event itself, so a retried event (same key) finds the event and contacts nobody.
     values = {k: v for k, v in fields.items() if v is not None}
     values |= {"offer_name": spec.offer.name, "campaign_name": campaign.name, "masked_phone": ""}
+    values = rules.message_fields(
+        values,
+        regions=message_regions(session, codes=region_codes([values])),
+        locale=variant.locale,
+    )
     try:
         used = rules.template_fields(variant.subject) | rules.template_fields(variant.body)
         if "masked_phone" in used:
@@ -1301,6 +1373,24 @@ def _deliver_in_app_now(
         ],
     )
     return bool(settled)
+
+
+def message_regions(session: Session, *, codes: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Names of the regions a batch of messages mentions, per language (one query a batch)."""
+    wanted = {c for c in codes if c}
+    found = org.regions_by_code(session, codes=wanted)
+    return rules.region_names([(r.code, r.name_zh, r.name_en) for r in found.values()])
+
+
+def region_codes(fields: Iterable[Mapping[str, Any] | None]) -> set[str]:
+    """The region codes (province, city) in contacts' fields."""
+    return {
+        str(f[name])
+        for f in fields
+        if f
+        for name in rules.REGION_FIELDS
+        if isinstance(f.get(name), str)
+    }
 
 
 def _fields_of(profile: dict[str, Any], province: str | None) -> dict[str, Any]:

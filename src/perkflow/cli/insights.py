@@ -36,9 +36,30 @@ def _spinner(text: str) -> Progress:
 def import_history(
     file: Annotated[Path, typer.Argument(help="CSV: subscriber_id,cell,variant,contacted_at,…")],
     name: Annotated[str, typer.Option("--name", help="the campaign's name")],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="the outside system whose ids these are (hillstrom, crm_2025…)",
+        ),
+    ],
+    match: Annotated[
+        str | None,
+        typer.Option(
+            "--match", help="phone: match the file's phone column to our subscribers (keyed hash)"
+        ),
+    ] = None,
+    map_file: Annotated[
+        Path | None,
+        typer.Option("--map", help="CSV outside_id,subscriber_id: link those ids to subscribers"),
+    ] = None,
     as_user: AsOption = None,
 ) -> None:
-    """Load a past campaign's contacts and responses; prints {"campaign_id": N}."""
+    """Load a past campaign's contacts and responses; prints {"campaign_id": N}.
+
+    Ids not matched by --match or --map stay the source's: they count in this campaign's report
+    and never in our subscribers' history, features or segments.
+    """
     ctx = get_context()
     with _spinner(f"importing {file.name}"), ctx.uow() as session:
         campaign = insights.import_history_csv(
@@ -46,7 +67,11 @@ def import_history(
             actor=_actor(session, as_user),
             path=file,
             name=name,
+            source=source,
             zone=ctx.settings.timezone,
+            match=match,
+            vault=ctx.vault if match is not None else None,
+            map_path=map_file,
         )
         session.commit()
         campaign_id = campaign.id

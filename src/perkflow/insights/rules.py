@@ -40,6 +40,8 @@ SEND_COST_FEN: dict[str, int] = {"sms": 5, "email": 0, "in_app": 0, "webhook": 0
 
 HISTORY_COLUMNS = ("subscriber_id", "cell", "variant", "contacted_at", "responded", "revenue")
 MAX_VARIANT = 32
+PHONE_COLUMN = "phone"  # optional: what `--match phone` matches to the subscriber master
+MAP_COLUMNS = ("outside_id", "subscriber_id")
 _MAX_ID = 2**63 - 1
 _TRUE = {"1", "true"}
 _FALSE = {"0", "false"}
@@ -289,6 +291,7 @@ def parse_history(lines: Iterable[str], *, zone: str) -> tuple[list[HistoryRow],
     if missing:
         return [], [Problem(1, "header", f"missing column(s): {', '.join(missing)}")]
     at = {c: names.index(c) for c in HISTORY_COLUMNS}
+    phone_at = names.index(PHONE_COLUMN) if PHONE_COLUMN in names else None
     rows: list[HistoryRow] = []
     first_line: dict[int, int] = {}
     for record in reader:
@@ -319,6 +322,8 @@ def parse_history(lines: Iterable[str], *, zone: str) -> tuple[list[HistoryRow],
             problems.append(
                 Problem(line, "cell", f"{values['cell']!r} is neither target nor control")
             )
+
+        phone = (record[phone_at].strip() or None) if phone_at is not None else None
 
         variant = values["variant"] or None
         if variant is not None and len(variant) > MAX_VARIANT:
@@ -367,11 +372,63 @@ def parse_history(lines: Iterable[str], *, zone: str) -> tuple[list[HistoryRow],
                     contacted_at=contacted_at,
                     responded=responded,
                     revenue_fen=revenue,
+                    phone=phone,
                 )
             )
     if not rows and not problems:
         problems.append(Problem(1, "file", "the file has no rows"))
     return (rows if not problems else []), problems
+
+
+def parse_id_map(lines: Iterable[str]) -> tuple[dict[int, int], list[Problem]]:
+    """A declared mapping ``outside_id,subscriber_id`` (outside id → subscriber), or its problems.
+
+    Each outside id and each subscriber appears once: two outside ids for one subscriber would
+    make them two contacts of one campaign.
+    """
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        return {}, [Problem(1, "file", "the mapping is empty")]
+    names = [h.strip().lower().lstrip("\ufeff") for h in header]
+    missing = [c for c in MAP_COLUMNS if c not in names]
+    if missing:
+        return {}, [Problem(1, "header", f"missing column(s): {', '.join(missing)}")]
+    at = [names.index(c) for c in MAP_COLUMNS]
+    mapping: dict[int, int] = {}
+    taken: dict[int, int] = {}
+    problems: list[Problem] = []
+    for record in reader:
+        line = reader.line_num
+        if not any(v.strip() for v in record):
+            continue
+        if len(record) < len(names):
+            problems.append(
+                Problem(line, "file", f"{len(record)} fields where the header has {len(names)}")
+            )
+            continue
+        ids: list[int] = []
+        for column, i in zip(MAP_COLUMNS, at, strict=True):
+            text = record[i].strip()
+            value = int(text) if text.isascii() and text.isdigit() else 0
+            if not 0 < value <= _MAX_ID:
+                problems.append(Problem(line, column, f"{text!r} is not a positive id"))
+            ids.append(value)
+        if len(ids) != 2 or not all(ids):
+            continue
+        outside, subscriber = ids
+        if outside in mapping:
+            problems.append(Problem(line, "outside_id", f"{outside} is mapped twice"))
+        elif subscriber in taken:
+            problems.append(
+                Problem(
+                    line, "subscriber_id", f"{subscriber} is also outside id {taken[subscriber]}"
+                )
+            )
+        else:
+            mapping[outside] = subscriber
+            taken[subscriber] = outside
+    return (mapping if not problems else {}), problems
 
 
 def summarize_problems(problems: Sequence[Problem], *, limit: int = 20) -> str:
