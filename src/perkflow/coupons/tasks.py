@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from perkflow.coupons import service as coupons
 from perkflow.coupons.rules import JobStatus
-from perkflow.db import unit_of_work
+from perkflow.db import Pacer, unit_of_work
 from perkflow.errors import PerkflowError
 from perkflow.kit.crypto import Vault
 
@@ -32,10 +32,12 @@ def run_code_job(
     chunk: int = CHUNK,
 ) -> str:
     """Generate a job's codes chunk by chunk, each chunk committed with the job's progress."""
+    # It runs beside the console (a thread of the server): on SQLite its chunks stay short.
+    pacer = Pacer(sessions, most=chunk)
     while True:
         try:
-            with unit_of_work(sessions) as session:
-                job = coupons.run_code_chunk(session, vault=vault, job_id=job_id, size=chunk)
+            with pacer.turn(), unit_of_work(sessions) as session:
+                job = coupons.run_code_chunk(session, vault=vault, job_id=job_id, size=pacer.size)
                 done, total, status = job.done, job.total, job.status
                 session.commit()
         except PerkflowError as exc:
