@@ -46,6 +46,7 @@ from perkflow.subscribers import pages as subscribers_pages
 from perkflow.web import dashboard, h5
 from perkflow.web.auth import LoginRequired, SubscriberLoginRequired
 from perkflow.web.limits import AuthFirst, BodyLimit
+from perkflow.web.metrics import check_stores, install_metrics
 from perkflow.web.openapi import API_RESPONSES, install_openapi
 from perkflow.web.render import build_env, render
 
@@ -216,6 +217,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     if settings.claim_fast_lane:
         # Outermost: the flash-sale claims skip the framework (coupons/claim_lane.py).
         app.add_middleware(ClaimLane)
+    # Outermost of all: every request is timed by route and logged, the claim lane's too.
+    install_metrics(app, engine=engine)
     _install_error_handlers(app)
 
     static = str(resources.files("perkflow").joinpath("web/static"))
@@ -250,9 +253,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.include_router(router, responses=API_RESPONSES if is_api else None)
 
     @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        """Liveness for load balancers."""
-        return {"status": "ok", "version": __version__}
+    def healthz() -> JSONResponse:
+        """Readiness for load balancers: both stores answer (503 names the one that does not)."""
+        stores = check_stores(engine=app.state.engine, mart=app.state.mart)
+        ok = all(v == "ok" for v in stores.values())
+        body = {"status": "ok" if ok else "failing", "version": __version__, **stores}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     install_openapi(app)
     return app

@@ -67,7 +67,7 @@ class Mart:
         """Raise unless the mart answers: its folder can be listed and the engine runs a query."""
         with os.scandir(self.root):
             pass
-        self.con.sql("SELECT 1 AS ok").to_pyarrow()
+        self.con.to_pyarrow(ibis.literal(1).name("ok"))
 
     def tables(self) -> list[str]:
         """Names of the stored tables."""

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     # Addresses (comma-separated) of the reverse proxies whose X-Forwarded-For is believed;
     # empty: none, the peer address is the client (a forged header cannot dodge sign-in limits).
     trusted_proxies: str = ""
+    # /metrics (docs/operations.md): with a token, served to whoever sends it as a Bearer token;
+    # without, only to a scraper on this host reaching the process directly.
+    metrics_token: str | None = None
+    # One JSON object per log line (serve and the workers), for a log shipper; else plain text.
+    log_json: bool = False
     # Channels (docs/channels.md): a channel whose peer is not configured is not opened.
     smpp_host: str | None = None
     smpp_port: int = 2775

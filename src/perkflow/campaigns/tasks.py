@@ -31,7 +31,7 @@ from perkflow.campaigns.rules import Cell, ContactStatus, WaveKind, WaveStatus
 from perkflow.channels import service as channels_service
 from perkflow.channels.rules import AsksForReceipts, Channel, Message, SendResult, Throttle
 from perkflow.db import unit_of_work
-from perkflow.kit import clock
+from perkflow.kit import clock, metrics
 from perkflow.kit.crypto import Vault, mask_phone
 from perkflow.kit.lazy import lazy_module
 from perkflow.mart import Mart
@@ -577,6 +577,9 @@ def dispatch_batch(
                         results[i.contact_id] = SendResult(
                             i.contact_id, ok=False, error=f"{name}: {exc!r}"[:255]
                         )
+                sent = sum(1 for i in ready if i.contact_id in results and results[i.contact_id].ok)
+                metrics.DISPATCHED.labels(channel=name, outcome="sent").inc(sent)
+                metrics.DISPATCHED.labels(channel=name, outcome="failed").inc(len(ready) - sent)
             _settle(session, dispatcher, items, results, now=at, report=report)
             session.commit()
     report.receipts = apply_receipts(sessions, dispatcher)

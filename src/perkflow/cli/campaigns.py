@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import threading
 import time
@@ -24,6 +23,7 @@ from perkflow.campaigns.models import Campaign
 from perkflow.channels import service as channels
 from perkflow.cli.context import console, get_context, handles_errors
 from perkflow.errors import NotFound, ValidationFailed
+from perkflow.kit.logs import configure_logging
 from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM, Actor
 
@@ -348,8 +348,8 @@ def work(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """The campaign worker: plan waves, dispatch with throttling and quiet hours, finish waves."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     ctx = get_context()
+    configure_logging(json_lines=ctx.settings.log_json)
     opened = channels.open_channels(ctx.settings, vault=ctx.vault)
     dispatcher = tasks.Dispatcher(
         channels=opened,

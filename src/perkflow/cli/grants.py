@@ -21,6 +21,7 @@ from perkflow.grants import service as grants
 from perkflow.grants.tasks import OutboxWorker, WorkerConfig
 from perkflow.kit import clock
 from perkflow.kit.lazy import lazy_module
+from perkflow.kit.logs import configure_logging
 from perkflow.org.rules import SYSTEM
 
 if TYPE_CHECKING:
@@ -56,11 +57,10 @@ def worker(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log every delivery")] = False,
 ) -> None:
     """Deliver outbox messages to partners: lease, call, record; killed workers' leases expire."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(message)s",
-    )
     ctx = get_context()
+    configure_logging(
+        json_lines=ctx.settings.log_json, level=logging.INFO if verbose else logging.WARNING
+    )
     base = callback_base or f"http://{ctx.settings.host}:{ctx.settings.port}"
     config = WorkerConfig(
         callback_base=base,

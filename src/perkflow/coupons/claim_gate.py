@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from perkflow.coupons import claim_batch
 from perkflow.coupons import service as coupons
 from perkflow.errors import PerkflowError, TooManyRequests, ValidationFailed
+from perkflow.kit import metrics
 from perkflow.kit.crypto import Vault
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,10 @@ class ClaimGate:
             asyncio.get_running_loop().create_task(self._lane())
         result = await future
         if isinstance(result, Exception):
+            metrics.CLAIMS.labels(outcome=getattr(result, "code", "error")).inc()
             raise result
+        replayed = getattr(result, "replayed", False)  # tests settle groups of plain values
+        metrics.CLAIMS.labels(outcome="replayed" if replayed else "claimed").inc()
         return result
 
     async def _lane(self) -> None:
