@@ -21,10 +21,9 @@ from perkflow.campaigns import service as campaigns
 from perkflow.campaigns import tasks
 from perkflow.campaigns.models import Campaign
 from perkflow.channels import service as channels
-from perkflow.cli.context import console, get_context, handles_errors
-from perkflow.errors import NotFound, ValidationFailed
+from perkflow.cli.context import acting_as, console, get_context, handles_errors
+from perkflow.errors import ValidationFailed
 from perkflow.kit.logs import configure_logging
-from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM, Actor
 
 campaign_app = typer.Typer(
@@ -38,12 +37,7 @@ AsOption = Annotated[
 
 def _actor(session: Session, username: str | None) -> Actor:
     """The system, or a console user's identity (their role and region)."""
-    if not username:
-        return SYSTEM
-    for user in org.list_staff(session, actor=SYSTEM):
-        if user.username == username and user.is_active:
-            return org.actor_for_staff(session, user=user, ip="cli")
-    raise NotFound(f"no active staff user {username!r}", field="as")
+    return acting_as(session, username)  # a person's identity needs their password
 
 
 def _load(path: Path) -> Any:
