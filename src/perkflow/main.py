@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,7 +28,7 @@ from perkflow.channels import pages as channels_pages
 from perkflow.coupons import api as coupons_api
 from perkflow.coupons import pages as coupons_pages
 from perkflow.coupons.claim_lane import ClaimLane
-from perkflow.db import make_engine, make_session_factory
+from perkflow.db import is_busy, make_engine, make_session_factory
 from perkflow.errors import PerkflowError
 from perkflow.grants import api as grants_api
 from perkflow.grants import pages as grants_pages
@@ -45,10 +45,11 @@ from perkflow.subscribers import api as subscribers_api
 from perkflow.subscribers import pages as subscribers_pages
 from perkflow.web import dashboard, h5
 from perkflow.web.auth import LoginRequired, SubscriberLoginRequired
+from perkflow.web.i18n import translations
 from perkflow.web.limits import AuthFirst, BodyLimit
 from perkflow.web.metrics import check_stores, install_metrics
 from perkflow.web.openapi import API_RESPONSES, install_openapi
-from perkflow.web.render import build_env, render
+from perkflow.web.render import build_env, render, request_locale
 
 
 class SecurityHeaders:
@@ -154,6 +155,27 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DataError, unstorable)
     app.add_exception_handler(psycopg.DataError, unstorable)
     app.add_exception_handler(OverflowError, unstorable)
+
+    # A lock that stayed taken past the wait (SQLite's busy_timeout behind a batch job, a
+    # PostgreSQL lock timeout or serialization failure no retry absorbed) is not the caller's
+    # fault nor a bug: nothing was written, and the same request succeeds a moment later.
+    async def busy(request: Request, exc: Exception) -> Response:
+        if not is_busy(exc):
+            raise exc
+        headers = {"Retry-After": "1"}
+        message = "the ledger is busy; try again in a moment"
+        if _wants_json(request):
+            body = {"error": {"code": "busy", "message": message}}
+            return JSONResponse(body, status_code=503, headers=headers)
+        text = translations(request_locale(request)).gettext(
+            "The ledger is busy with a batch job. Please try again in a moment."
+        )
+        page = render(request, "error.html", {"status": 503, "message": text}, status_code=503)
+        page.headers.update(headers)
+        return page
+
+    app.add_exception_handler(OperationalError, busy)
+    app.add_exception_handler(psycopg.OperationalError, busy)
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
