@@ -201,7 +201,7 @@ class TestWaves:
         one = next(m for m in inbox if m.subscriber_id % 2)
         assert (one.title, one.body) == (
             "视频会员月卡",
-            "Your 129-yuan plan in GD earns a gift",
+            "Your 129-yuan plan in 广东 earns a gift",  # no locale: zh_CN names
         )
         campaign = campaigns.get_campaign(session, actor=HQ, campaign_id=c.id)
         assert campaign.status == "finished"

@@ -418,6 +418,10 @@ def _render(
         and "masked_phone" in used.get((c.campaign_id, c.variant or ""), ())
     ]
     masked = subscribers.phones_for(session, actor=SYSTEM, vault=d.vault, subscriber_ids=others)
+    # Region names in each message's language: one lookup for the whole batch.
+    regions = campaigns.message_regions(
+        session, codes=campaigns.region_codes(c.fields for c in taken)
+    )
     # Subscribers with the same values of the used fields get the same text: render it once.
     rendered: dict[tuple[Any, ...], tuple[str, str, str | None]] = {}
     out = []
@@ -426,12 +430,16 @@ def _render(
         spec = specs[campaign.id]
         variant = variants.get((campaign.id, c.variant or ""))
         phone = phones.get(c.subscriber_id)
-        fields = {
-            **{k: v for k, v in (c.fields or {}).items() if v is not None},
-            "offer_name": spec.offer.name,
-            "campaign_name": campaign.name,
-            "masked_phone": mask_phone(phone) if phone else masked.get(c.subscriber_id, ""),
-        }
+        fields = rules.message_fields(
+            {
+                **{k: v for k, v in (c.fields or {}).items() if v is not None},
+                "offer_name": spec.offer.name,
+                "campaign_name": campaign.name,
+                "masked_phone": mask_phone(phone) if phone else masked.get(c.subscriber_id, ""),
+            },
+            regions=regions,
+            locale=variant.locale if variant is not None else rules.DEFAULT_LOCALE,
+        )
         names = used.get((campaign.id, c.variant or ""), ())
         key = (campaign.id, c.variant, *(fields.get(n, _UNSET) for n in names))
         if key not in rendered:
