@@ -1,7 +1,7 @@
-"""Benchmark tier evaluation over the mart and the monthly bundle issue on PostgreSQL.
+"""Benchmark tier evaluation over the mart and the monthly bundle run on SQLite and PostgreSQL.
 
-    .venv/bin/python bench/tiers.py                                   # 1M and 10M, 1,000 members
-    .venv/bin/python bench/tiers.py --subscribers 1000000 --runs 3 --members 2000 --workers 1 2
+    .venv/bin/python bench/tiers.py                                   # 1M and 10M; 100k members
+    .venv/bin/python bench/tiers.py --skip-evaluation --members 1000000 --runs 3
     .venv/bin/python bench/tiers.py --skip-bundles                    # evaluation only
 
 (1) Tier evaluation, N subscribers. A profile with the synthetic operator's plan-fee mix, tenure
@@ -14,20 +14,23 @@
         `read_parquet`, LEFT JOIN prepaid), fetched as Arrow;
     and the tier distribution (what the editor's preview shows) both ways. The two results are
     checked to agree. Median of --runs runs; ratio = perkflow / raw.
-(2) Monthly bundle issue on PostgreSQL (its own server, tests/pg.py): M silver members, each with
-    six automatic bundle grants in the first cycle of a year (two home visits, SIM swap, data pack,
-    cloud storage, coupon pack). `membership.tasks.issue_bundles` by W workers at once (each its own
-    sessions), checked afterwards: exactly 6·M grants and bundle rows. Beside it, raw: plain psycopg
-    inserting the same number of grant rows and bundle rows, one transaction per member.
+(2) Monthly bundles on SQLite and on PostgreSQL (its own server, tests/pg.py): M silver members,
+    six automatic grants each in the first cycle of a year (two home visits, SIM swap, data pack,
+    cloud storage, coupon pack). `membership.tasks.issue_bundles` (chunks of --chunk members, one
+    transaction each), checked afterwards: exactly 6·M grants with distinct keys and bundle rows.
+    Beside it, in the same run and database, raw: the driver itself (sqlite3 / psycopg) inserting
+    the same rows (grants, two events each, counters, bundle rows) with one executemany per table
+    and one transaction per chunk, rows computed beforehand. Median of --runs; ratio = perkflow /
+    raw; the 1-minute load average is printed with each run (the machine may be shared).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -146,12 +149,20 @@ def evaluation(n: int, runs: int) -> dict[str, Any]:
     return {"n": n, **med, "dist": dist}
 
 
-# ---- bundles on PostgreSQL ----------------------------------------------------------------------
+# ---- monthly bundles on SQLite and PostgreSQL ---------------------------------------------------
+
+MONTH = "2027-01"  # the first cycle of a year: the monthly items and the yearly ones
+PER_MEMBER = 6  # silver: 2 home visits, SIM swap, data pack (yearly); cloud storage, coupons
+TABLES = ("member_bundle_grants", "grant_events", "grant_outbox", "grant_counters", "grants")
 
 
-def _setup_members(url: str, members: int) -> list[int]:
+def _setup_members(url: str, members: int) -> None:
+    """A migrated ledger with the default programme and `members` silver members."""
+    from sqlalchemy import text
+
     from perkflow.cli import migrate
     from perkflow.db import make_engine, make_session_factory
+    from perkflow.kit import clock
     from perkflow.kit.crypto import Vault
     from perkflow.membership import service as membership
     from perkflow.org.rules import SYSTEM
@@ -160,134 +171,267 @@ def _setup_members(url: str, members: int) -> list[int]:
     engine = make_engine(url)
     migrate.upgrade(engine)
     vault = Vault(SECRET.encode())
-    sids = list(range(7_000_001, 7_000_001 + members))
-    with make_session_factory(engine)() as s:
-        subscribers.register_subscribers(
-            s,
-            vault=vault,
-            rows=[
-                {
-                    "id": sid,
-                    "phone": f"139{sid % 100_000_000:08d}",
-                    "province_code": "GD",
-                    "city_code": "GD01",
-                    "plan_fee_fen": 9900,
-                    "status": "active",
-                    "joined_on": date(2024, 1, 1),
-                }
-                for sid in sids
-            ],
-        )
+    sessions = make_session_factory(engine)
+    with sessions() as s:
         membership.load_default_program(s, actor=SYSTEM, vault=vault)
-        for start in range(0, len(sids), 5000):
-            membership.apply_tier_targets(
-                s,
-                actor=SYSTEM,
-                targets=dict.fromkeys(sids[start : start + 5000], 1),
-                reason="bench",
-                source="bench",
-            )
+        silver = membership.load(s).by_level(1)
+        assert silver is not None
         s.commit()
+    for start in range(0, members, 50_000):
+        with sessions() as s:
+            sids = range(1 + start, 1 + min(members, start + 50_000))
+            subscribers.register_subscribers(
+                s,
+                vault=vault,
+                rows=[
+                    {
+                        "id": sid,
+                        "phone": f"139{sid:08d}",
+                        "province_code": "GD",
+                        "city_code": "GD01",
+                        "plan_fee_fen": 9900,
+                        "status": "active",
+                        "joined_on": date(2024, 1, 1),
+                    }
+                    for sid in sids
+                ],
+            )
+            # Members straight into the table: the bench times bundles, not evaluation.
+            s.execute(
+                text(
+                    "INSERT INTO members (subscriber_id, tier_id, since, evaluated_at)"
+                    " SELECT id, :tier, :at, :at FROM subscribers WHERE id BETWEEN :a AND :b"
+                ).bindparams(),
+                {"tier": silver.id, "at": clock.now(), "a": sids[0], "b": sids[-1]},
+            )
+            s.commit()
+        print(f"    {min(members, start + 50_000):,} members set up", flush=True)
     engine.dispose()
-    return sids
 
 
-def _reset(dsn: str) -> None:
-    import psycopg
+def _reset(url: str) -> None:
+    from sqlalchemy import text
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "TRUNCATE member_bundle_grants, grant_events, grant_outbox, grant_counters, grants "
-            "RESTART IDENTITY CASCADE"
-        )
+    from perkflow.db import make_engine
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in TABLES:
+                conn.execute(text(f"DELETE FROM {table}"))
+        conn.execute(text("DROP TABLE IF EXISTS raw_grants"))
+        conn.execute(text("DROP TABLE IF EXISTS raw_events"))
+        conn.execute(text("DROP TABLE IF EXISTS raw_counters"))
+        conn.execute(text("DROP TABLE IF EXISTS raw_bundle"))
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("VACUUM")
+    engine.dispose()
 
 
-def bundles(url: str, dsn: str, *, members: int, workers: int, month: str) -> float:
+def bundles(url: str, *, members: int, chunk: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of `membership.tasks.issue_bundles` over every member, checked after."""
+    from sqlalchemy import text
+
     from perkflow.db import make_engine, make_session_factory
     from perkflow.kit import clock
     from perkflow.membership import tasks
 
-    _reset(dsn)
-    engine = make_engine(url, pool_size=workers + 2, max_overflow=0)
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(workers)
-
-    def work() -> None:
-        try:
-            barrier.wait()
-            tasks.issue_bundles(make_session_factory(engine), month=month, zone=ZONE, chunk=200)
-        except BaseException as exc:
-            errors.append(exc)
-
+    _reset(url)
+    engine = make_engine(url)
     clock.set_clock(lambda: datetime(2027, 1, 5, 4, tzinfo=UTC))
+    done = {"n": 0}
+
+    def line(d: int, t: int) -> None:
+        if d // 100_000 > done["n"] // 100_000 or d == t:
+            print(f"      {d:,} / {t:,} members", flush=True)
+        done["n"] = d
+
     try:
-        threads = [threading.Thread(target=work) for _ in range(workers)]
-        t = time.perf_counter()
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        seconds = time.perf_counter() - t
+        t, cpu = time.perf_counter(), time.process_time()
+        count = tasks.issue_bundles(
+            make_session_factory(engine), month=MONTH, zone=ZONE, chunk=chunk, progress=line
+        )
+        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     finally:
         clock.set_clock(None)
-        engine.dispose()
-    if errors:
-        raise errors[0]
-    import psycopg
-
-    with psycopg.connect(dsn) as conn:
+    with engine.connect() as conn:
         grants = conn.execute(
-            "SELECT count(*), count(DISTINCT idempotency_key) FROM grants"
-        ).fetchone()
-        rows = conn.execute("SELECT count(*) FROM member_bundle_grants").fetchone()
-    assert grants == (6 * members, 6 * members) and rows == (6 * members,), (grants, rows)
-    return 6 * members / seconds
+            text("SELECT count(*), count(DISTINCT idempotency_key) FROM grants")
+        ).one()
+        rows = conn.execute(text("SELECT count(*) FROM member_bundle_grants")).scalar()
+    engine.dispose()
+    n = PER_MEMBER * members
+    assert count.issued == n and tuple(grants) == (n, n) and rows == n, (count, grants, rows)
+    return seconds, cpu
 
 
-def raw_bundles(dsn: str, sids: list[int]) -> float:
-    """The floor: the same number of grant and bundle rows, one transaction per member."""
+RAW_DDL = (
+    "CREATE TABLE raw_grants (id {pk}, idempotency_key varchar(128) UNIQUE, subscriber_id bigint,"
+    " benefit_id int, partner_id int, source varchar(64), status varchar(16), period varchar(7),"
+    " sale_price_fen int, cost_price_fen int, partner_order_id varchar(128), valid_until {ts},"
+    " created_at {ts}, updated_at {ts}, fulfilled_at {ts})",
+    "CREATE INDEX raw_grants_subscriber ON raw_grants (subscriber_id)",
+    "CREATE TABLE raw_events (id {pk}, grant_id bigint, from_status varchar(16),"
+    " to_status varchar(16), reason varchar(255), at {ts})",
+    "CREATE TABLE raw_counters (subscriber_id bigint, benefit_id int, period varchar(7),"
+    " count int, PRIMARY KEY (subscriber_id, benefit_id, period))",
+    "CREATE TABLE raw_bundle (id {pk}, subscriber_id bigint, tier_id int, bundle_item_id int,"
+    " cycle varchar(7), slot varchar(48), grant_id bigint, value_fen int, status varchar(16),"
+    " at {ts}, UNIQUE (subscriber_id, cycle, slot))",
+)
+
+
+def raw_bundles(url: str, *, members: int, chunk: int) -> float:
+    """The floor: the same rows (grants, events, counters, bundle rows) by plain driver inserts.
+
+    One transaction per chunk of members and one executemany per table, like perkflow's run, with
+    the rows computed beforehand in Python (no checks, no reads, no idempotency lookups).
+    """
+    import sqlite3
+
     import psycopg
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS raw_grants, raw_bundle")
-        conn.execute(
-            "CREATE TABLE raw_grants (id bigserial PRIMARY KEY, idempotency_key text UNIQUE, "
-            "subscriber_id bigint, benefit_id int, status text, created_at timestamptz)"
-        )
-        conn.execute(
-            "CREATE TABLE raw_bundle (id bigserial PRIMARY KEY, subscriber_id bigint, cycle text, "
-            "slot text, grant_id bigint, UNIQUE (subscriber_id, cycle, slot))"
-        )
+    pg = url.startswith("postgresql")
+    ts = "timestamptz" if pg else "timestamp"
+    pk = "bigserial PRIMARY KEY" if pg else "INTEGER PRIMARY KEY"
+    now = datetime(2027, 1, 5, 4, tzinfo=UTC)
+    until = datetime(2028, 1, 4, 16, tzinfo=UTC)
+    if pg:
+        conn: Any = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+        mark = "%s"
+    else:
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        mark = "?"
+        now_v: Any = now.replace(tzinfo=None).isoformat(" ")
+        until_v: Any = until.replace(tzinfo=None).isoformat(" ")
+    if pg:
+        now_v, until_v = now, until
+    cur = conn.cursor()
+    for ddl in RAW_DDL:
+        cur.execute(ddl.format(pk=pk, ts=ts))
+    if pg:
+        conn.commit()
+
+    def q(n: int) -> str:
+        return ", ".join([mark] * n)
+
+    benefits = [(1, 1, "WO"), (1, 2, "WO"), (2, 1, "WO"), (3, 1, "WO"), (6, 1, "CP"), (13, 1, "CP")]
     t = time.perf_counter()
-    with psycopg.connect(dsn) as conn:
-        for sid in sids:
-            with conn.transaction():
-                for unit in range(6):
-                    gid = conn.execute(
-                        "INSERT INTO raw_grants (idempotency_key, subscriber_id, benefit_id,"
-                        " status, created_at) VALUES (%s, %s, %s, 'fulfilled', now())"
-                        " RETURNING id",
-                        (f"tier:{sid}:{unit}:2027-01", sid, unit),
-                    ).fetchone()
-                    conn.execute(
-                        "INSERT INTO raw_bundle (subscriber_id, cycle, slot, grant_id) "
-                        "VALUES (%s, '2027-01', %s, %s) ON CONFLICT DO NOTHING",
-                        (sid, f"item:{unit}", gid[0] if gid else None),
-                    )
-    return 6 * len(sids) / (time.perf_counter() - t)
+    for start in range(1, members + 1, chunk):
+        sids = range(start, min(members, start + chunk - 1) + 1)
+        if not pg:
+            cur.execute("BEGIN IMMEDIATE")
+        grant_rows = [
+            (
+                f"tier:{sid}:{b}:2027:{u}",
+                sid,
+                b,
+                1,
+                "membership",
+                "fulfilled",
+                "2027-01",
+                10000,
+                4000,
+                f"{kind}-x",
+                until_v,
+                now_v,
+                now_v,
+                now_v,
+            )
+            for sid in sids
+            for b, u, kind in benefits
+        ]
+        cur.executemany(
+            "INSERT INTO raw_grants (idempotency_key, subscriber_id, benefit_id, partner_id,"
+            " source, status, period, sale_price_fen, cost_price_fen, partner_order_id,"
+            f" valid_until, created_at, updated_at, fulfilled_at) VALUES ({q(14)})",
+            grant_rows,
+        )
+        cur.execute(
+            "SELECT id, subscriber_id FROM raw_grants"
+            f" WHERE subscriber_id BETWEEN {mark} AND {mark}",
+            (sids[0], sids[-1]),
+        )
+        ids = cur.fetchall()
+        cur.executemany(
+            "INSERT INTO raw_events (grant_id, from_status, to_status, reason, at)"
+            f" VALUES ({q(5)})",
+            [(g, None, "pending", "issued via membership", now_v) for g, _ in ids]
+            + [(g, "pending", "fulfilled", "coupon code issued", now_v) for g, _ in ids],
+        )
+        cur.executemany(
+            f"INSERT INTO raw_counters VALUES ({q(4)})",
+            [
+                (sid, b, p, 1)
+                for sid in sids
+                for b in (1, 2, 3, 6, 13)
+                for p in ("2027-01", "total")
+            ],
+        )
+        cur.executemany(
+            "INSERT INTO raw_bundle (subscriber_id, tier_id, bundle_item_id, cycle, slot, grant_id,"
+            f" value_fen, status, at) VALUES ({q(9)})",
+            [(sid, 1, 1, "2027", f"item:{g}", g, 100, "granted", now_v) for g, sid in ids],
+        )
+        if pg:
+            conn.commit()
+        else:
+            cur.execute("COMMIT")
+    seconds = time.perf_counter() - t
+    conn.close()
+    return seconds
+
+
+def bundle_bench(url: str, *, label: str, members: int, runs: int, chunk: int) -> dict[str, Any]:
+    print(f"  {label}: setting up {members:,} silver members", flush=True)
+    _setup_members(url, members)
+    ours: list[float] = []
+    cpus: list[float] = []
+    raw: list[float] = []
+    loads: list[float] = []
+    for i in range(runs):
+        loads.append(os.getloadavg()[0])
+        wall, cpu = bundles(url, members=members, chunk=chunk)
+        ours.append(wall)
+        cpus.append(cpu)
+        _reset(url)
+        raw.append(raw_bundles(url, members=members, chunk=chunk))
+        print(
+            f"    run {i + 1}: perkflow {wall:.1f} s (CPU of this process {cpu:.1f} s),"
+            f" raw {raw[-1]:.1f} s, load {loads[-1]:.1f}",
+            flush=True,
+        )
+    med, med_raw = statistics.median(ours), statistics.median(raw)
+    return {
+        "label": label,
+        "members": members,
+        "seconds": med,
+        "raw": med_raw,
+        "cpu": statistics.median(cpus),
+        "load": statistics.median(loads),
+        "runs": runs,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--subscribers", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--members", type=int, default=1_000, help="members for the bundle issue")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--members", type=int, default=100_000, help="members for the bundles")
+    parser.add_argument("--chunk", type=int, default=250, help="members per transaction")
+    parser.add_argument(
+        "--backends", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"]
+    )
     parser.add_argument("--skip-bundles", action="store_true")
     parser.add_argument("--skip-evaluation", action="store_true")
     args = parser.parse_args()
-    if max(args.subscribers) > 20_000_000 or not 1 <= args.members <= 100_000:
-        parser.error("--subscribers at most 20,000,000; --members 1..100,000")
+    if max(args.subscribers) > 20_000_000 or not 1 <= args.members <= 5_000_000:
+        parser.error("--subscribers at most 20,000,000; --members 1..5,000,000")
 
     if not args.skip_evaluation:
         print(f"tier evaluation, median of {args.runs} runs (seconds)")
@@ -308,30 +452,48 @@ def main() -> None:
     if not args.skip_bundles:
         from tests.pg import PgServer
 
-        server = PgServer()
-        server.start()
-        try:
-            server.execute("CREATE DATABASE bench")
-            url = server.url("bench")
-            dsn = url.replace("postgresql+psycopg://", "postgresql://")
-            sids = _setup_members(url, args.members)
+        print(
+            f"\nmonthly bundles ({MONTH}: {PER_MEMBER} grants a member), {args.members:,} members,"
+            f" chunks of {args.chunk:,}, median of {args.runs}"
+        )
+        results = []
+        if "sqlite" in args.backends:
+            with tempfile.TemporaryDirectory(prefix="bench-bundles-") as tmp:
+                url = f"sqlite:///{Path(tmp) / 'ledger.sqlite3'}"
+                results.append(
+                    bundle_bench(
+                        url, label="SQLite", members=args.members, runs=args.runs, chunk=args.chunk
+                    )
+                )
+        if "postgresql" in args.backends:
+            server = PgServer()
+            server.start()
+            try:
+                server.execute("CREATE DATABASE bench")
+                results.append(
+                    bundle_bench(
+                        server.url("bench"),
+                        label="PostgreSQL",
+                        members=args.members,
+                        runs=args.runs,
+                        chunk=args.chunk,
+                    )
+                )
+            finally:
+                server.stop()
+        print(
+            "| ledger | members | perkflow | members/s | grants/s | raw inserts | ratio"
+            " | CPU (bench process) | load |"
+        )
+        for r in results:
+            grants = PER_MEMBER * r["members"]
             print(
-                f"\nbundle issue on PostgreSQL, {args.members:,} members × 6 grants,"
-                f" median of {args.runs}"
+                f"| {r['label']} | {r['members']:,} | {r['seconds']:.1f} s"
+                f" | {r['members'] / r['seconds']:,.0f} | {grants / r['seconds']:,.0f}"
+                f" | {r['raw']:.1f} s | {r['seconds'] / r['raw']:.2f} | {r['cpu']:.1f} s"
+                f" | {r['load']:.1f} |",
+                flush=True,
             )
-            raw = statistics.median(raw_bundles(dsn, sids) for _ in range(args.runs))
-            for workers in args.workers:
-                rate = statistics.median(
-                    bundles(url, dsn, members=args.members, workers=workers, month="2027-01")
-                    for _ in range(args.runs)
-                )
-                print(
-                    f"| {workers} | {rate:,.0f} grants/s | raw inserts {raw:,.0f} rows/s | "
-                    f"ratio {raw / rate:.1f} | 1M members ≈ {6_000_000 / rate / 3600:.1f} h |",
-                    flush=True,
-                )
-        finally:
-            server.stop()
 
 
 if __name__ == "__main__":

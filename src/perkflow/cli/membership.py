@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -161,25 +166,73 @@ def downgrades() -> None:
     console.print(f"applied {tasks.run_downgrades(ctx.sessions):,} downgrades")
 
 
+@contextmanager
+def _stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """The first Ctrl-C asks the run to stop after the chunk in hand; a second stops it at once."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals reach the main thread only
+        return
+
+    def ask(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # the chunk in hand is rolled back, never half written
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+RESUME = "run the same command again to continue: nothing is granted twice"
+
+
 @member_app.command("issue-bundles")
 @handles_errors
 def issue_bundles(
     month: Annotated[str, typer.Option(help="cycle month, e.g. 2026-11 (default: now)")] = "",
-    chunk: Annotated[int, typer.Option(help="members per committed chunk")] = 200,
+    chunk: Annotated[
+        int, typer.Option(min=1, max=50_000, help="members per transaction (keep it short)")
+    ] = 250,
+    every: Annotated[
+        int, typer.Option(min=1, help="without a terminal: a progress line every N chunks")
+    ] = 40,
 ) -> None:
-    """Grant every member's automatic bundle for a month; re-running grants nothing twice."""
+    """Grant every member's automatic bundle for a month; Ctrl-C stops it, re-running continues."""
     ctx = get_context()
     zone = ctx.settings.timezone
     month = month or clock.today(zone).strftime("%Y-%m")
-    with _bar() as bar:
-        task = bar.add_task(f"bundles {month}", total=None)
-        count = tasks.issue_bundles(
-            ctx.sessions,
-            month=month,
-            zone=zone,
-            chunk=chunk,
-            progress=lambda d, t: bar.update(task, completed=d, total=t),
-        )
+    started = time.monotonic()
+    lines = {"chunks": 0}
+
+    def line(done: int, total: int) -> None:
+        lines["chunks"] += 1
+        if lines["chunks"] % every == 0 or done >= total:
+            rate = done / max(time.monotonic() - started, 1e-9)
+            console.print(f"bundles {month}: {done:,} / {total:,} members ({rate:,.0f}/s)")
+
+    try:
+        with _stop_on_ctrl_c() as stop:
+            if console.is_terminal:
+                with _bar() as bar:
+                    task = bar.add_task(f"bundles {month}", total=None)
+                    count = tasks.issue_bundles(
+                        ctx.sessions,
+                        month=month,
+                        zone=zone,
+                        chunk=chunk,
+                        stop=stop,
+                        progress=lambda d, t: bar.update(task, completed=d, total=t),
+                    )
+            else:
+                count = tasks.issue_bundles(
+                    ctx.sessions, month=month, zone=zone, chunk=chunk, stop=stop, progress=line
+                )
+    except KeyboardInterrupt:
+        console.print(f"stopped at once; the chunk in hand was rolled back; {RESUME}")
+        raise typer.Exit(code=130) from None
     console.print(
         f"{month}: members {count.members:,}, granted {count.issued:,}, "
         f"already granted {count.replayed:,}, refused {count.refused:,}, "
@@ -187,6 +240,9 @@ def issue_bundles(
     )
     for why, n in sorted(count.refusals.items()):
         console.print(f"  refused {n:,}: {why}")
+    if count.stopped:
+        console.print(f"stopped after whole chunks; {RESUME}")
+        raise typer.Exit(code=130)
 
 
 @member_app.command("earn")

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from perkflow import bulk
 from perkflow.grants.models import Grant, GrantCounter, GrantEvent, OutboxMessage, PartnerCallback
 from perkflow.grants.rules import LIVE, OutboxKind, OutboxStatus
 
@@ -410,3 +411,92 @@ def uses_after(
         .limit(limit)
     )
     return [(int(i), int(s), int(b), at) for i, s, b, at in rows]
+
+
+# ---- set-based issuing (a group of grants in one statement per table) ----------------------------
+
+_KEYS_PER_SELECT = 5_000  # bounded IN lists (SQLite allows 32,766 variables)
+
+
+def grants_by_keys(session: Session, keys: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    """(id, subscriber, benefit) of the grants already holding some of these keys."""
+    out: dict[str, tuple[int, int, int]] = {}
+    t = Grant.__table__
+    for start in range(0, len(keys), _KEYS_PER_SELECT):
+        rows = session.execute(
+            select(t.c.idempotency_key, t.c.id, t.c.subscriber_id, t.c.benefit_id).where(
+                t.c.idempotency_key.in_(list(keys[start : start + _KEYS_PER_SELECT]))
+            )
+        )
+        out.update({str(k): (int(i), int(s), int(b)) for k, i, s, b in rows})
+    return out
+
+
+GRANT_COLUMNS = (
+    "idempotency_key",
+    "subscriber_id",
+    "benefit_id",
+    "partner_id",
+    "source",
+    "status",
+    "period",
+    "sale_price_fen",
+    "cost_price_fen",
+    "partner_order_id",
+    "valid_until",
+    "created_at",
+    "updated_at",
+    "fulfilled_at",
+)
+EVENT_COLUMNS = ("grant_id", "from_status", "to_status", "reason", "at")
+MESSAGE_COLUMNS = (
+    "grant_id",
+    "kind",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "payload",
+    "created_at",
+    "updated_at",
+)
+
+
+def insert_grants(session: Session, rows: Sequence[Sequence[Any]]) -> dict[str, int]:
+    """Insert grants (GRANT_COLUMNS) whose key is new; {key: id} of the rows this call wrote."""
+    written = bulk.insert(
+        session,
+        Grant.__table__,
+        GRANT_COLUMNS,
+        rows,
+        conflict=["idempotency_key"],
+        returning=["idempotency_key", "id"],
+    )
+    return {str(k): int(i) for k, i in written}
+
+
+def set_order_ids(session: Session, pairs: Sequence[tuple[int, str]]) -> None:
+    """Write (grant id, order id) pairs, e.g. the work orders numbered after their grant's id."""
+    bulk.update_by_key(session, Grant.__table__, key="id", column="partner_order_id", pairs=pairs)
+
+
+def insert_events(session: Session, rows: Sequence[Sequence[Any]]) -> None:
+    """Append grant events (EVENT_COLUMNS) in one statement."""
+    bulk.insert(session, GrantEvent.__table__, EVENT_COLUMNS, rows)
+
+
+def insert_messages(session: Session, rows: Sequence[Sequence[Any]]) -> None:
+    """Queue outbox messages (MESSAGE_COLUMNS) in one statement; they commit with their grants."""
+    bulk.insert(session, OutboxMessage.__table__, MESSAGE_COLUMNS, rows)
+
+
+def add_to_counters(session: Session, rows: Sequence[tuple[int, int, str, int]]) -> None:
+    """Add n to each (subscriber, benefit, period) counter of benefits without a limit."""
+    # Key order: every writer of these rows locks them alike (no deadlock on PostgreSQL).
+    bulk.insert(
+        session,
+        GrantCounter.__table__,
+        ("subscriber_id", "benefit_id", "period", "count"),
+        sorted(rows),
+        conflict=["subscriber_id", "benefit_id", "period"],
+        add_on_conflict="count",
+    )

@@ -10,6 +10,7 @@ from sqlalchemy import Insert, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from perkflow import bulk
 from perkflow.membership.models import (
     BundleGrant,
     BundleItem,
@@ -263,6 +264,47 @@ def add_bundle_grant(session: Session, row: dict[str, Any]) -> bool:
     stmt = _insert(session, BundleGrant).values(**row)
     stmt = stmt.on_conflict_do_nothing(index_elements=["subscriber_id", "cycle", "slot"])  # type: ignore[attr-defined]
     return bool(_rowcount(session.execute(stmt)))
+
+
+BUNDLE_COLUMNS = (
+    "subscriber_id",
+    "tier_id",
+    "bundle_item_id",
+    "cycle",
+    "slot",
+    "grant_id",
+    "value_fen",
+    "status",
+    "at",
+)
+
+
+def add_bundle_grants(session: Session, rows: Sequence[Sequence[Any]]) -> None:
+    """Record a group's bundle benefits (BUNDLE_COLUMNS) in one statement; taken slots stay."""
+    bulk.insert(
+        session,
+        BundleGrant.__table__,
+        BUNDLE_COLUMNS,
+        rows,
+        conflict=["subscriber_id", "cycle", "slot"],
+    )
+
+
+def taken_slots(
+    session: Session, *, subscriber_ids: Sequence[int], cycles: Sequence[str]
+) -> set[tuple[int, str, str]]:
+    """(subscriber, cycle, slot) already recorded for some members in some cycles."""
+    t = BundleGrant.__table__
+    out: set[tuple[int, str, str]] = set()
+    ids = sorted(set(subscriber_ids))
+    for start in range(0, len(ids), 1000):  # bounded IN lists
+        rows = session.execute(
+            select(t.c.subscriber_id, t.c.cycle, t.c.slot).where(
+                t.c.subscriber_id.in_(ids[start : start + 1000]), t.c.cycle.in_(list(cycles))
+            )
+        )
+        out.update((int(s), str(c), str(sl)) for s, c, sl in rows)
+    return out
 
 
 def bundle_grants_of(

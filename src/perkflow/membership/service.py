@@ -63,14 +63,11 @@ else:
 
 
 def _require_read(actor: Actor) -> None:
-    if actor.kind == "staff":
-        org.require(actor, Perm.MEMBERSHIP_READ)
-    elif actor.kind == "api_key" and not (
-        actor.has_scope("members:read") or actor.has_scope("members:write")
-    ):
-        raise Forbidden("this key lacks the members:read scope")
-    elif actor.kind in ("subscriber", "partner"):
+    if actor.kind in ("subscriber", "partner"):
         raise Forbidden("not for subscribers or partners")
+    org.require_perm_or_scope(
+        actor, perm=Perm.MEMBERSHIP_READ, scope=("members:read", "members:write")
+    )
 
 
 def _require_national(actor: Actor) -> None:
@@ -88,12 +85,9 @@ def _require_edit(actor: Actor) -> None:
 
 def _require_write(actor: Actor) -> None:
     """Events about a subscriber: prepayments, plan changes, bills (operator systems, HQ staff)."""
-    if actor.kind == "staff":
-        org.require(actor, Perm.MEMBERSHIP_EDIT)
-    elif actor.kind == "api_key" and not actor.has_scope("members:write"):
-        raise Forbidden("this key lacks the members:write scope")
-    elif actor.kind in ("subscriber", "partner"):
+    if actor.kind in ("subscriber", "partner"):
         raise Forbidden("not for subscribers or partners")
+    org.require_perm_or_scope(actor, perm=Perm.MEMBERSHIP_EDIT, scope="members:write")
 
 
 def _require_adjust(actor: Actor) -> None:
@@ -738,6 +732,8 @@ class StatusOutcome:
     run: TierRun
     forfeited_picks: int
     forfeited_points: int
+    event: Any = None
+    coupon_binding: Any = None
 
 
 def change_status(
@@ -749,8 +745,11 @@ def change_status(
     reason: str,
     zone: str,
     source: str = "membership",
+    mart: Mart | None = None,
 ) -> StatusOutcome:
-    """Change a subscriber's status (grants bind to it), then the tier: churn leaves at once."""
+    """Change a subscriber's status: grants and coupons bind to it, then the tier (churn leaves)."""
+    # The one status change path of every entry point (API, console, CLI): membership is the
+    # capability above grants and coupons, so it is where all three meet in one transaction.
     changed = grants.change_subscriber_status(
         session,
         actor=actor,
@@ -767,6 +766,7 @@ def change_status(
         reason=f"subscriber {status.value}: {reason.strip()}",
         source="status",
         zone=zone,
+        mart=mart,
     )
     if status == Status.CHURNED:
         now = clock.now()
@@ -774,7 +774,12 @@ def change_status(
         picks = repo.forfeit_picks(session, subscriber_id=subscriber_id, cycles=cycles)
         points = forfeit_points(session, actor=actor, subscriber_id=subscriber_id, reason="churned")
     return StatusOutcome(
-        binding=changed.binding, run=run, forfeited_picks=picks, forfeited_points=points
+        binding=changed.binding,
+        run=run,
+        forfeited_picks=picks,
+        forfeited_points=points,
+        event=changed.event,
+        coupon_binding=changed.coupon_binding,
     )
 
 
@@ -861,6 +866,7 @@ def plan_evaluation(
     if not loaded.tiers:
         raise Conflict("define the tier program first (perkflow member define)", field="tiers")
     export_prepaid(session, mart=mart)
+    subscribers.export_statuses(session, mart=mart)  # churned in the ledger is churned here
     levels = compiler.tier_levels(tier_source(mart), _program_of(loaded))
     sids: list[int] = []
     cur: list[int] = []
@@ -928,6 +934,7 @@ class IssueCount:
     refused: int = 0
     skipped: int = 0
     refusals: dict[str, int] = field(default_factory=dict)
+    stopped: bool = False  # asked to stop: the chunks done are committed, a rerun continues
 
     def add(self, other: IssueCount) -> None:
         self.members += other.members
@@ -955,13 +962,19 @@ def issue_bundles_for(
     zone: str,
     items: Mapping[int, Sequence[ItemRow]] | None = None,
 ) -> IssueCount:
-    """Grant each member's automatic bundle benefits for the month's cycles, exactly once."""
+    """Grant a group of members' automatic bundle benefits for the month's cycles, exactly once.
+
+    Set-based: one group of grants (`grants.issue_grants`) and one statement of bundle rows,
+    whether the group is a chunk of the monthly run or a single member.
+    """
     if actor.kind != "system":
         _require_edit(actor)
     month = check_month(month)
     by_tier = items if items is not None else bundle_items(session)
     statuses = subscribers.subscriber_statuses(session, subscriber_ids=[s for s, _ in members])
     count = IssueCount()
+    # (subscriber, tier, item, cycle, unit) of every automatic slot the active members hold.
+    wanted: list[tuple[int, int, ItemRow, str, int]] = []
     for sid, tier_id in members:
         if statuses.get(sid) != Status.ACTIVE:
             # Binding: a suspended member's bundle waits for reactivation, a churned one's is gone.
@@ -972,40 +985,57 @@ def issue_bundles_for(
             if item.mode != Mode.AUTO.value:
                 continue
             cycle = rules.cycle_for_month(month, Cadence(item.cadence))
-            for unit in range(1, item.quantity + 1):
-                key = f"tier:{sid}:{item.benefit_id}:{cycle}:{unit}"
-                try:
-                    issued = grants.issue_grant(
-                        session,
-                        actor=SYSTEM,
-                        subscriber_id=sid,
-                        benefit_id=item.benefit_id,
-                        source="membership",
-                        idempotency_key=key,
-                        zone=zone,
-                    )
-                except Conflict as exc:
-                    count.refused += 1
-                    count.refusals[exc.message] = count.refusals.get(exc.message, 0) + 1
-                    continue
-                fresh = repo.add_bundle_grant(
-                    session,
-                    {
-                        "subscriber_id": sid,
-                        "tier_id": tier_id,
-                        "bundle_item_id": item.id,
-                        "cycle": cycle,
-                        "slot": f"item:{item.id}:{unit}",
-                        "grant_id": issued.grant.id,
-                        "value_fen": item.value_fen,
-                        "status": "granted",
-                        "at": clock.now(),
-                    },
-                )
-                if fresh and not issued.replayed:
-                    count.issued += 1
-                else:
-                    count.replayed += 1
+            wanted += [(sid, tier_id, item, cycle, u) for u in range(1, item.quantity + 1)]
+    if not wanted:
+        return count
+    # A slot recorded by an earlier run was granted with it (they commit together): a replay.
+    taken = repo.taken_slots(
+        session,
+        subscriber_ids=[w[0] for w in wanted],
+        cycles=sorted({w[3] for w in wanted}),
+    )
+    todo = [w for w in wanted if (w[0], w[3], f"item:{w[2].id}:{w[4]}") not in taken]
+    count.replayed += len(wanted) - len(todo)
+    outcomes = grants.issue_grants(
+        session,
+        actor=SYSTEM,
+        requests=[
+            grants.GrantRequest(
+                subscriber_id=sid,
+                benefit_id=item.benefit_id,
+                idempotency_key=f"tier:{sid}:{item.benefit_id}:{cycle}:{unit}",
+            )
+            for sid, _, item, cycle, unit in todo
+        ],
+        source="membership",
+        zone=zone,
+    )
+    now = clock.now()
+    rows: list[tuple[Any, ...]] = []
+    for (sid, tier_id, item, cycle, unit), outcome in zip(todo, outcomes, strict=True):
+        if outcome.grant_id is None:
+            why = outcome.refusal or "refused"
+            count.refused += 1
+            count.refusals[why] = count.refusals.get(why, 0) + 1
+            continue
+        if outcome.replayed:
+            count.replayed += 1
+        else:
+            count.issued += 1
+        rows.append(
+            (
+                sid,
+                tier_id,
+                item.id,
+                cycle,
+                f"item:{item.id}:{unit}",
+                outcome.grant_id,
+                item.value_fen,
+                "granted",
+                now,
+            )
+        )
+    repo.add_bundle_grants(session, rows)
     if count.issued:
         org.record_audit(
             session,

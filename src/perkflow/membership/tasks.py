@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
@@ -9,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from perkflow.db import unit_of_work
+from perkflow.db import Pacer, unit_of_work
 from perkflow.errors import Conflict
 from perkflow.kit.lazy import lazy_module
 from perkflow.mart import Mart
@@ -43,8 +44,7 @@ def run_evaluation(
         session.commit()  # nothing was written; keeps `loaded` usable in the next units of work
     run = membership.TierRun()
     done = 0
-    for start in range(0, len(targets), chunk):
-        part = targets[start : start + chunk]
+    for part in Pacer(sessions, most=chunk).chunks(targets):
         with unit_of_work(sessions) as session:
             run.add(membership.apply_batch(session, actor=actor, targets=part, loaded=loaded))
             session.commit()
@@ -58,9 +58,10 @@ def run_evaluation(
 def run_downgrades(sessions: sessionmaker[Session], *, actor: Actor = SYSTEM) -> int:
     """Apply every downgrade whose grace period has ended."""
     applied = 0
+    pacer = Pacer(sessions, most=1000)
     while True:
-        with unit_of_work(sessions) as session:
-            n = membership.apply_due_downgrades(session, actor=actor, limit=1000)
+        with pacer.turn(), unit_of_work(sessions) as session:
+            n = membership.apply_due_downgrades(session, actor=actor, limit=pacer.size)
             session.commit()
         applied += n
         if n == 0:
@@ -73,10 +74,16 @@ def issue_bundles(
     month: str,
     zone: str,
     actor: Actor = SYSTEM,
-    chunk: int = 200,
+    chunk: int = 250,
     progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> membership.IssueCount:
-    """Grant every member's automatic bundle for a month; safe to run twice or in two workers."""
+    """Grant every member's automatic bundle for a month; safe to run twice or in two workers.
+
+    Each chunk of members is one short transaction (set-based: a statement per table). `stop` is
+    looked at between chunks: a stopped run has committed whole chunks only (`count.stopped`), and
+    running it again continues, the slots and idempotency keys making sure nothing is given twice.
+    """
     membership.check_month(month)
     with unit_of_work(sessions) as session:
         total = membership.count_members(session)
@@ -85,6 +92,9 @@ def issue_bundles(
     after = 0
     seen = 0
     while True:
+        if stop is not None and stop.is_set():
+            count.stopped = True
+            break
         with unit_of_work(sessions) as session:
             page = membership.members_page(session, after=after, limit=chunk)
             if not page:
@@ -155,9 +165,10 @@ def earn_for_month(
         date(y + (m == 12), m % 12 + 1, 1), time.min, tzinfo=ZoneInfo(zone)
     ) - timedelta(seconds=1)
     points = 0
-    for start in range(0, len(pairs), chunk):
+    done = 0
+    for part in Pacer(sessions, most=chunk).chunks(pairs):
         with unit_of_work(sessions) as session:
-            for sid, fen in pairs[start : start + chunk]:
+            for sid, fen in part:
                 try:
                     posted = membership.earn_for_bill(
                         session,
@@ -174,17 +185,19 @@ def earn_for_month(
                 if posted.entry is not None and not posted.replayed:
                     points += posted.entry.points
             session.commit()
+        done += len(part)
         if progress is not None:
-            progress(min(start + chunk, len(pairs)), len(pairs))
+            progress(done, len(pairs))
     return len(pairs), points
 
 
 def expire_all(sessions: sessionmaker[Session], *, actor: Actor = SYSTEM) -> tuple[int, int]:
     """Expire every due lot; (members, points)."""
     members = points = 0
+    pacer = Pacer(sessions, most=500)
     while True:
-        with unit_of_work(sessions) as session:
-            m, p = membership.expire_points(session, actor=actor, limit=500)
+        with pacer.turn(), unit_of_work(sessions) as session:
+            m, p = membership.expire_points(session, actor=actor, limit=pacer.size)
             session.commit()
         members += m
         points += p

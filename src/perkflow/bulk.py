@@ -1,0 +1,146 @@
+"""Set-based writes straight to the driver, inside the session's own transaction.
+
+For the ledger's bulk paths only (the monthly bundle run): a chunk writes thousands of rows per
+table, and SQLAlchemy's per-row parameter processing was most of its time. Values are converted
+by each column's own bind processor (so they are stored exactly as the ORM stores them), repeated
+values (a chunk's one timestamp) once, and sent as one executemany or multi-row VALUES statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import FromClause, Table
+from sqlalchemy.orm import Session
+
+Row = Sequence[Any]
+_MAX_PARAMS = 30_000  # under SQLite's 32,766 variables per statement
+
+
+def _driver(session: Session) -> tuple[Any, str, Any]:
+    conn = session.connection()
+    dialect = conn.dialect
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    return conn.connection.dbapi_connection, mark, dialect
+
+
+def _table(clause: FromClause) -> Table:
+    if not isinstance(clause, Table):
+        raise TypeError("bulk writes go to tables")
+    return clause
+
+
+def _known(table: Table, names: Sequence[str]) -> None:
+    unknown = [n for n in names if n not in table.c]
+    if unknown:
+        raise ValueError(f"{table.name} has no column {unknown[0]!r}")
+
+
+def _converters(
+    table: Table, columns: Sequence[str], dialect: Any
+) -> list[tuple[int, Callable[[Any], Any]]]:
+    """(position, converter) of the columns whose type converts values for the driver."""
+    out: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, name in enumerate(columns):
+        proc = table.c[name].type._cached_bind_processor(dialect)
+        if proc is None:
+            continue
+        memo: dict[Any, Any] = {}
+
+        def convert(v: Any, proc: Callable[[Any], Any] = proc, memo: dict[Any, Any] = memo) -> Any:
+            if v is None:
+                return None
+            try:
+                return memo[v]
+            except KeyError:
+                memo[v] = proc(v)
+                return memo[v]
+            except TypeError:  # unhashable (JSON documents)
+                return proc(v)
+
+        out.append((i, convert))
+    return out
+
+
+def _prepared(table: Table, columns: Sequence[str], rows: Sequence[Row], dialect: Any) -> Any:
+    conv = _converters(table, columns, dialect)
+    if not conv:
+        return rows
+    out = []
+    for row in rows:
+        r = list(row)
+        for i, f in conv:
+            r[i] = f(r[i])
+        out.append(r)
+    return out
+
+
+def insert(
+    session: Session,
+    clause: FromClause,
+    columns: Sequence[str],
+    rows: Sequence[Row],
+    *,
+    conflict: Sequence[str] = (),
+    add_on_conflict: str | None = None,
+    returning: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """INSERT rows; ON CONFLICT (conflict) DO NOTHING, or add `add_on_conflict`'s value to it.
+
+    With `returning`, the rows this statement wrote (a conflicting row is not among them).
+    """
+    if not rows:
+        return []
+    table = _table(clause)
+    dbapi, mark, dialect = _driver(session)
+    values = _prepared(table, columns, rows, dialect)
+    _known(
+        table, [*columns, *conflict, *returning, *([add_on_conflict] if add_on_conflict else [])]
+    )
+    # Names only from the table's own metadata (checked above); every value is a parameter.
+    head = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "  # noqa: S608
+    tail = ""
+    if conflict:
+        target = ", ".join(conflict)
+        if add_on_conflict:
+            c = add_on_conflict
+            tail = f" ON CONFLICT ({target}) DO UPDATE SET {c} = {table.name}.{c} + excluded.{c}"
+        else:
+            tail = f" ON CONFLICT ({target}) DO NOTHING"
+    one = "(" + ", ".join([mark] * len(columns)) + ")"
+    cur = dbapi.cursor()
+    try:
+        if not returning:
+            cur.executemany(head + one + tail, values)
+            return []
+        tail += " RETURNING " + ", ".join(returning)
+        per = max(1, _MAX_PARAMS // len(columns))
+        out: list[tuple[Any, ...]] = []
+        for start in range(0, len(values), per):
+            part = values[start : start + per]
+            cur.execute(
+                head + ", ".join([one] * len(part)) + tail, [v for row in part for v in row]
+            )
+            out += [tuple(r) for r in cur.fetchall()]
+        return out
+    finally:
+        cur.close()
+
+
+def update_by_key(
+    session: Session, clause: FromClause, *, key: str, column: str, pairs: Sequence[tuple[Any, Any]]
+) -> None:
+    """SET column = value WHERE key = k for each (k, value), as one executemany."""
+    if not pairs:
+        return
+    table = _table(clause)
+    dbapi, mark, dialect = _driver(session)
+    _known(table, [key, column])
+    values = _prepared(table, [column, key], [(v, k) for k, v in pairs], dialect)
+    cur = dbapi.cursor()
+    try:
+        sql = f"UPDATE {table.name} SET {column} = {mark} WHERE {key} = {mark}"  # noqa: S608
+        cur.executemany(sql, values)
+    finally:
+        cur.close()
