@@ -2,24 +2,128 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
 
 from perkflow import db
+from perkflow.cli.main import app as cli
+from perkflow.db import make_engine, make_session_factory
 from perkflow.kit.crypto import Vault
+from perkflow.main import create_app
 from perkflow.org.rules import Role
+from perkflow.settings import Settings
 from tests.factories import PASSWORD, make_api_key, make_staff, make_subscribers
+from tests.pg import free_port
 from tests.web.helpers import csrf_of
 
 SIGN_INS = 20
 # Shorter than the default so the test is quick; still far above what a paced batch holds.
 SERVER_WAIT_MS = 3_000
+
+
+@pytest.fixture
+def batch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home with a synthetic operator, the default programme and its members evaluated."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("PERKFLOW_HOME", str(home))
+    monkeypatch.delenv("PERKFLOW_DATABASE_URL", raising=False)
+    monkeypatch.delenv("PERKFLOW_SECRET_KEY", raising=False)
+    runner = CliRunner()
+    for args in (
+        ["db", "upgrade"],
+        ["synth", "--subscribers", "2000", "--seed", "3"],
+        ["member", "load-default"],
+        ["member", "evaluate"],
+    ):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    return home
+
+
+def _serve(settings: Settings, engine: Engine) -> tuple[str, uvicorn.Server, threading.Thread]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, engine=engine), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+def _points_written(ledger: Path) -> int:
+    with sqlite3.connect(ledger) as conn:
+        return int(conn.execute("SELECT count(*) FROM points_entries").fetchone()[0])
+
+
+def test_sign_ins_succeed_while_a_batch_job_writes_the_ledger(
+    batch_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server gives up on the lock sooner than by default: before batch jobs committed in
+    # short transactions, one chunk held it for many seconds and sign-ins answered 500.
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", SERVER_WAIT_MS)
+    settings = Settings()
+    engine = make_engine(settings.ledger_url)
+    with make_session_factory(engine)() as s:
+        make_staff(s, username="admin", role=Role.HQ_ADMIN, region="CN")
+    base, server, thread = _serve(settings, engine)
+    ledger = batch_home / "ledger.sqlite3"
+    job = subprocess.Popen(
+        [Path(sys.executable).with_name("perkflow"), "member", "earn", "--month", "2026-10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PERKFLOW_HOME": str(batch_home)},
+    )
+    answers: Counter[int] = Counter()
+    during = 0
+    try:
+        while job.poll() is None and during < SIGN_INS:
+            writing = _points_written(ledger) > 0
+            with httpx.Client(base_url=base, timeout=30) as c:
+                token = csrf_of(c.get("/login").text)
+                r = c.post(
+                    "/login",
+                    data={"username": "admin", "password": PASSWORD, "csrf_token": token},
+                )
+            answers[r.status_code] += 1
+            # Counted only once the job writes and while it still runs: a sign-in that overlapped.
+            during += writing and job.poll() is None
+            if not writing:
+                time.sleep(0.05)
+        # Enough overlap seen: the job need not finish (it resumes where it stopped).
+        failed = job.poll()
+        job.kill()
+        output, _ = job.communicate(timeout=30)
+    finally:
+        if job.poll() is None:
+            job.kill()
+        server.should_exit = True
+        thread.join(timeout=10)
+        engine.dispose()
+    assert answers == {303: sum(answers.values())}, answers
+    assert failed is None, output  # it was still writing when the last sign-in ended
+    assert during >= SIGN_INS, (during, answers, output)
 
 
 @pytest.fixture
