@@ -27,6 +27,7 @@ from perkflow.kit.crypto import Vault
 from perkflow.main import create_app
 from perkflow.org.rules import Role
 from perkflow.settings import Settings
+from tests.coupons.factories import make_batch
 from tests.factories import PASSWORD, make_api_key, make_staff, make_subscribers
 from tests.pg import free_port
 from tests.web.helpers import csrf_of
@@ -171,3 +172,25 @@ def test_a_write_that_cannot_get_the_lock_is_a_503_with_retry_after(
     assert api.status_code == 503, api.text
     assert api.headers["retry-after"] == "1"
     assert api.json()["error"]["code"] == "busy"
+
+
+def test_a_flash_sale_claim_that_cannot_get_the_lock_is_a_503_too(
+    client: TestClient,
+    web_sessions: sessionmaker[Session],
+    vault: Vault,
+    request: pytest.FixtureRequest,
+) -> None:
+    with web_sessions() as s:
+        [sid] = make_subscribers(s, vault, [("13812345678", "GD", "GD01")])
+        batch = make_batch(s)
+        key = make_api_key(s, scopes=["coupons:claim"])
+    request.getfixturevalue("held_lock")
+    # The claim lane answers before the framework: it must map a held lock the same way.
+    r = client.post(
+        f"/v1/coupon-batches/{batch.id}/claims",
+        headers={"authorization": f"Bearer {key}"},
+        json={"subscriber_id": sid, "idempotency_key": "busy-claim-1"},
+    )
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"] == "1"
+    assert r.json()["error"]["code"] == "busy"

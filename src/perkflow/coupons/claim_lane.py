@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from perkflow.coupons.api import claim_out, gate_of
 from perkflow.coupons.claim_gate import ClaimRequest
 from perkflow.coupons.schemas import ClaimIn
+from perkflow.db import is_busy
 from perkflow.errors import PerkflowError
 from perkflow.web.auth import actor_for_key
 
@@ -89,6 +90,12 @@ class ClaimLane:
         except PerkflowError as exc:
             await _respond(send, exc.status_code, _error_json(exc))
             return True
+        except Exception as exc:
+            if not is_busy(exc):
+                raise
+            # As the app answers a lock held past the wait (main.py): nothing was written.
+            await _respond(send, 503, _BUSY, retry_after=True)
+            return True
         status = 200 if outcome.replayed else 201
         await _respond(send, status, claim_out(outcome).model_dump_json().encode())
         return True
@@ -134,7 +141,12 @@ def _error_json(exc: PerkflowError) -> bytes:
     return bytes(JSONResponse({"error": exc.to_dict()}).body)
 
 
-async def _respond(send: Send, status: int, payload: bytes) -> None:
+_BUSY = b'{"error":{"code":"busy","message":"the ledger is busy; try again in a moment"}}'
+
+
+async def _respond(send: Send, status: int, payload: bytes, *, retry_after: bool = False) -> None:
     headers: list[Any] = [*_HEADERS, (b"content-length", str(len(payload)).encode())]
+    if retry_after:
+        headers.append((b"retry-after", b"1"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
