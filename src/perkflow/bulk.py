@@ -1,5 +1,8 @@
 """Set-based writes straight to the driver, inside the session's own transaction.
 
+On PostgreSQL one array parameter per column (`INSERT … SELECT FROM unnest(…)`), so the statement
+stays short whatever the rows; on SQLite one executemany (multi-row VALUES when rows come back).
+
 For the ledger's bulk paths only (the monthly bundle run): a chunk writes thousands of rows per
 table, and SQLAlchemy's per-row parameter processing was most of its time. Values are converted
 by each column's own bind processor (so they are stored exactly as the ORM stores them), repeated
@@ -8,10 +11,11 @@ values (a chunk's one timestamp) once, and sent as one executemany or multi-row 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import FromClause, Table
+from sqlalchemy import JSON, FromClause, Table
 from sqlalchemy.orm import Session
 
 Row = Sequence[Any]
@@ -93,11 +97,15 @@ def insert(
     if not rows:
         return []
     table = _table(clause)
-    dbapi, mark, dialect = _driver(session)
-    values = _prepared(table, columns, rows, dialect)
     _known(
         table, [*columns, *conflict, *returning, *([add_on_conflict] if add_on_conflict else [])]
     )
+    dbapi, mark, dialect = _driver(session)
+    if dialect.name == "postgresql":
+        return _insert_pg(
+            dbapi, dialect, table, columns, rows, conflict, add_on_conflict, returning
+        )
+    values = _prepared(table, columns, rows, dialect)
     # Names only from the table's own metadata (checked above); every value is a parameter.
     head = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "  # noqa: S608
     tail = ""
@@ -128,6 +136,64 @@ def insert(
         cur.close()
 
 
+def _arrays(dialect: Any, table: Table, columns: Sequence[str], rows: Sequence[Row]) -> Any:
+    """One array parameter per column (PostgreSQL), with its cast and how to read it back."""
+    params: list[list[Any]] = [[] for _ in columns]
+    for row in rows:
+        for i, v in enumerate(row):
+            params[i].append(v)
+    casts, reads = [], []
+    for i, name in enumerate(columns):
+        kind = table.c[name].type
+        if isinstance(kind, JSON):
+            # Sent as text and cast back: psycopg's own dumps, as for the ORM's JSON values.
+            params[i] = [None if v is None else json.dumps(v) for v in params[i]]
+            casts.append("text[]")
+            reads.append(f"c{i}::json")
+            continue
+        proc = kind._cached_bind_processor(dialect)
+        if proc is not None:
+            params[i] = [None if v is None else proc(v) for v in params[i]]
+        casts.append(f"{kind.compile(dialect=dialect)}[]")
+        reads.append(f"c{i}")
+    return params, casts, reads
+
+
+def _insert_pg(
+    dbapi: Any,
+    dialect: Any,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Row],
+    conflict: Sequence[str],
+    add_on_conflict: str | None,
+    returning: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """INSERT … SELECT FROM unnest(one array per column): a short statement, whatever the rows."""
+    params, casts, reads = _arrays(dialect, table, columns, rows)
+    names = ", ".join(f"c{i}" for i in range(len(columns)))
+    arrays = ", ".join(f"%s::{c}" for c in casts)
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)})"  # noqa: S608 (names from metadata)
+        f" SELECT {', '.join(reads)} FROM unnest({arrays}) AS u({names})"
+    )
+    if conflict:
+        target = ", ".join(conflict)
+        if add_on_conflict:
+            c = add_on_conflict
+            sql += f" ON CONFLICT ({target}) DO UPDATE SET {c} = {table.name}.{c} + excluded.{c}"
+        else:
+            sql += f" ON CONFLICT ({target}) DO NOTHING"
+    if returning:
+        sql += " RETURNING " + ", ".join(returning)
+    cur = dbapi.cursor()
+    try:
+        cur.execute(sql, params)
+        return [tuple(r) for r in cur.fetchall()] if returning else []
+    finally:
+        cur.close()
+
+
 def update_by_key(
     session: Session, clause: FromClause, *, key: str, column: str, pairs: Sequence[tuple[Any, Any]]
 ) -> None:
@@ -137,6 +203,19 @@ def update_by_key(
     table = _table(clause)
     dbapi, mark, dialect = _driver(session)
     _known(table, [key, column])
+    if dialect.name == "postgresql":
+        params, casts, _ = _arrays(dialect, table, [key, column], pairs)
+        cur = dbapi.cursor()
+        try:
+            cur.execute(
+                f"UPDATE {table.name} SET {column} = u.v"  # noqa: S608 (names from metadata)
+                f" FROM unnest(%s::{casts[0]}, %s::{casts[1]}) AS u(k, v)"
+                f" WHERE {table.name}.{key} = u.k",
+                params,
+            )
+        finally:
+            cur.close()
+        return
     values = _prepared(table, [column, key], [(v, k) for k, v in pairs], dialect)
     cur = dbapi.cursor()
     try:
