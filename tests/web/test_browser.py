@@ -117,14 +117,16 @@ def _sign_in(page: Page, live: Live, username: str) -> None:
 
 def test_sign_in_see_chart_and_switch_language(page: Page, live: Live) -> None:
     _sign_in(page, live, "admin")
-    expect(page.locator("h1")).to_contain_text("用户")
+    expect(page.locator("h1")).to_contain_text("今日运营")
+    expect(page.locator("h2.section")).to_contain_text("用户")
     expect(page.locator("#total")).to_have_text("3")
     chart = page.locator("#chart-province")
     expect(chart).to_have_attribute("data-rendered", "1")
     # ECharts draws onto a canvas inside the chart element.
     assert chart.locator("canvas").count() >= 1
     page.click("#lang-en")
-    expect(page.locator("h1")).to_contain_text("Subscribers")
+    expect(page.locator("h1")).to_contain_text("Today's operations")
+    expect(page.locator("h2.section")).to_contain_text("Subscribers")
     expect(page.locator("nav")).to_contain_text("Audit log")
 
 
