@@ -29,7 +29,14 @@ from perkflow.campaigns import service as campaigns
 from perkflow.campaigns.models import Campaign, CampaignWave
 from perkflow.campaigns.rules import Cell, ContactStatus, WaveKind, WaveStatus
 from perkflow.channels import service as channels_service
-from perkflow.channels.rules import AsksForReceipts, Channel, Message, SendResult, Throttle
+from perkflow.channels.rules import (
+    AsksForReceipts,
+    Channel,
+    Message,
+    Receipt,
+    SendResult,
+    Throttle,
+)
 from perkflow.db import unit_of_work
 from perkflow.kit import clock, metrics
 from perkflow.kit.crypto import Vault, mask_phone
@@ -595,6 +602,23 @@ def dispatch_batch(
     return report
 
 
+def _settle_receipts(sessions: sessionmaker[Session], receipts: Sequence[Receipt]) -> int:
+    """Apply delivery reports in one transaction; how many contacts they settled."""
+    with unit_of_work(sessions) as session:
+        n = sum(
+            repo.apply_receipt(
+                session,
+                message_ref=r.message_ref,
+                delivered=r.delivered,
+                error=r.error,
+                at=clock.now(),
+            )
+            for r in receipts
+        )
+        session.commit()
+    return n
+
+
 def apply_receipts(sessions: sessionmaker[Session], dispatcher: Dispatcher) -> int:
     """Delivery reports from every channel: sent contacts become delivered or failed."""
     n = 0
@@ -602,16 +626,7 @@ def apply_receipts(sessions: sessionmaker[Session], dispatcher: Dispatcher) -> i
         receipts = channel.receipts()
         if not receipts:
             continue
-        with unit_of_work(sessions) as session:
-            for r in receipts:
-                n += repo.apply_receipt(
-                    session,
-                    message_ref=r.message_ref,
-                    delivered=r.delivered,
-                    error=r.error,
-                    at=clock.now(),
-                )
-            session.commit()
+        n += _settle_receipts(sessions, receipts)
     return n
 
 
@@ -645,16 +660,7 @@ def recover_receipts(
         receipts = channel.query(refs) if refs else []
         if not receipts:
             continue
-        with unit_of_work(sessions) as session:
-            for r in receipts:
-                n += repo.apply_receipt(
-                    session,
-                    message_ref=r.message_ref,
-                    delivered=r.delivered,
-                    error=r.error,
-                    at=clock.now(),
-                )
-            session.commit()
+        n += _settle_receipts(sessions, receipts)
         log.info("channel %s: %d receipts recovered by asking the peer", name, n)
     return n
 
