@@ -112,6 +112,17 @@ def _field_of(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or ".".join(str(p) for p in loc)
 
 
+def _json_invalid(error: Any, doc: Any) -> dict[str, str]:
+    """The body's decode error as line and column, the way an editor shows them."""
+    pos = error["loc"][-1] if isinstance(error["loc"][-1], int) else 0
+    text = doc if isinstance(doc, str) else ""
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    reason = error.get("ctx", {}).get("error", "")
+    where = f"invalid JSON at line {line} column {column}"
+    return {"field": "body", "message": f"{where} ({reason})" if reason else where}
+
+
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
@@ -142,8 +153,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if errors and errors[0].get("type") == "json_invalid":
+            # The decoder's loc is ("body", character offset): the offset is no field.
+            return invalid(request, [_json_invalid(errors[0], exc.body)])
         return invalid(
-            request, [{"field": _field_of(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+            request, [{"field": _field_of(e["loc"]), "message": e["msg"]} for e in errors]
         )
 
     # The last resort: a value the edge's types let through but the ledger cannot store (an
