@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -242,13 +242,15 @@ def issue_grant(
     if benefit.status != BenefitStatus.LISTED.value:
         raise Conflict(f"benefit is {benefit.status}, not listed", field="benefit_id")
     now = clock.now()
+    # In UTC, as the ledger gives it back: a replay reads the stored grant, and the first answer
+    # must be the same, field for field, not the same instant in the operator's zone.
     valid_until = catalog_rules.valid_until(
         kind=ValidityKind(benefit.validity_kind),
         granted_at=now,
         zone=zone,
         valid_days=benefit.valid_days,
         fixed_until=benefit.valid_until,
-    )
+    ).astimezone(UTC)
     if valid_until <= now:
         raise Conflict("this benefit's validity has ended", field="benefit_id")
     repo.begin_write(session)
