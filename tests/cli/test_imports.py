@@ -37,6 +37,34 @@ def test_help_lists_the_commands_without_the_analytics_stack() -> None:
     assert "segment" in out.stdout and "campaign" in out.stdout
 
 
+def test_help_loads_no_capability() -> None:
+    # `perkflow --help` lists every command from cli/main.py's table: neither the ledger's
+    # libraries nor any capability's service is imported to answer it.
+    probe = (
+        "import json, sys\n"
+        "from perkflow.cli.main import app\n"
+        "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'argon2', "
+        "'uvicorn', 'fastapi') or m.endswith('.service')]\n"
+        "print(json.dumps(sorted(loaded)), file=sys.stderr)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert json.loads(out.stderr.strip().splitlines()[-1]) == []
+    assert "campaign" in out.stdout and "partner-sim" in out.stdout
+
+
+def test_each_listed_command_is_the_command_it_names() -> None:
+    from perkflow.cli.main import COMMANDS
+
+    for entry in COMMANDS:
+        command = entry.load()
+        assert command.name == entry.name
+        # The listing's line is the command's own help, so the two cannot drift apart.
+        assert (command.help or "").strip().splitlines()[0] == entry.help, entry.name
+
+
 def test_the_written_out_z95_is_scipys() -> None:
     from scipy.stats import norm
 

@@ -17,7 +17,6 @@ from rich.markup import escape
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from typer.core import TyperGroup
 
 from perkflow.cli.migrate import MIGRATIONS
 from perkflow.db import make_engine, make_session_factory, unit_of_work
@@ -139,21 +138,13 @@ def handles_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class PerkflowGroup(TyperGroup):
-    """The top-level command: no command shows a traceback for a user's or a home's error."""
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except PerkflowError as exc:
-            raise exit_with(exc) from exc
-        except OperationalError as exc:
-            # The ledger cannot be reached or used (a stopped server, a locked or foreign file).
-            reason = str(exc.orig or exc).strip().splitlines()[0]
-            err_console.print(
-                f"[red]error[/red]: the ledger cannot be used: {escape(reason)}", soft_wrap=True
-            )
-            raise typer.Exit(code=1) from exc
+def ledger_unusable(exc: OperationalError) -> typer.Exit:
+    """The ledger cannot be used (a stopped server, a locked or foreign file): one line."""
+    reason = str(exc.orig or exc).strip().splitlines()[0]
+    err_console.print(
+        f"[red]error[/red]: the ledger cannot be used: {escape(reason)}", soft_wrap=True
+    )
+    return typer.Exit(code=1)
 
 
 PASSWORD_ENV = "PERKFLOW_PASSWORD"  # noqa: S105  (the variable's name, not a password)
