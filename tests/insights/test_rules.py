@@ -1,4 +1,4 @@
-"""The z-test and interval match scipy/statsmodels on the same counts; history files are checked."""
+"""The tests and intervals match scipy/statsmodels on the same counts; history files are checked."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.stats import norm
+from scipy.stats import fisher_exact, norm
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
 from perkflow.campaigns.rules import Cell
@@ -30,19 +30,28 @@ def _check(x1: int, n1: int, x2: int, n2: int) -> None:
     p1, p2 = x1 / n1, x2 / n2
     assert c.absolute == pytest.approx(p1 - p2, abs=1e-15)
 
-    low, upp = confint_proportions_2indep(x1, n1, x2, n2, method="wald", compare="diff")
+    # The interval is Newcombe's hybrid score (it was Wald, which fails in small cells).
+    low, upp = confint_proportions_2indep(x1, n1, x2, n2, method="newcomb", compare="diff")
     assert c.ci95 is not None
     assert c.ci95 == pytest.approx((low, upp), rel=1e-9, abs=1e-12)
+    assert -1 <= c.ci95[0] < c.ci95[1] <= 1
 
     pooled = (x1 + x2) / (n1 + n2)
-    if 0 < pooled < 1:
+    if min(n1, n2) < 10 or not 0 < pooled < 1:  # tiny cell, or nothing to test: it says so
+        assert c.z is None and c.p_value is None and c.significant is False
+        assert c.not_enough_data is not None and c.test is None
+    elif min(n1, n2) * min(pooled, 1 - pooled) >= 5:  # large cells: the z-test
         z, p = proportions_ztest([x1, x2], [n1, n2])
+        assert c.test == "z"
         assert c.z == pytest.approx(z, rel=1e-9, abs=1e-12)
         assert c.p_value == pytest.approx(p, rel=1e-9, abs=1e-300)
         assert c.p_value == pytest.approx(2 * norm.sf(abs(z)), rel=1e-9, abs=1e-300)
         assert c.significant == (p < 0.05)
-    else:  # nobody or everybody responded: nothing to test, and it says so
-        assert c.z is None and c.p_value is None and c.significant is False
+    else:  # small expected counts: Fisher's exact test
+        p = fisher_exact([[x1, n1 - x1], [x2, n2 - x2]]).pvalue
+        assert c.test == "fisher" and c.z is None
+        assert c.p_value == pytest.approx(min(1.0, p), rel=1e-9, abs=1e-300)
+        assert c.significant == (p < 0.05)
 
     if x1 > 0 and x2 > 0:
         rlow, rupp = confint_proportions_2indep(x1, n1, x2, n2, method="log", compare="ratio")
@@ -54,6 +63,7 @@ def _check(x1: int, n1: int, x2: int, n2: int) -> None:
             assert c.relative is None
 
     assert c.incremental_responses == pytest.approx((p1 - p2) * n1)
+    assert c.incremental_ci95 == pytest.approx((low * n1, upp * n1), rel=1e-9, abs=1e-9)
     for value in (c.absolute, c.relative, c.z, c.p_value, c.incremental_responses):
         assert value is None or math.isfinite(value)
 
@@ -95,6 +105,25 @@ def test_empty_cells_give_none_not_nan() -> None:
         assert "NaN" not in text and "Infinity" not in text
     assert rules.compare(Arm(0, 0), Arm(100, 10)).absolute is None
     assert rules.compare(Arm(100, 10), Arm(100, 0)).relative is None
+
+
+def test_small_and_degenerate_cells_never_mislead() -> None:
+    # 2/2 against 0/2 was "significant" (z = 2, p = 0.046): now it is not enough data.
+    tiny = rules.compare(Arm(2, 2), Arm(2, 0))
+    assert not tiny.significant and tiny.p_value is None
+    assert tiny.not_enough_data == "tiny_cell"
+    # 0/n against 0/n had a zero-width interval: the score interval keeps a width.
+    none = rules.compare(Arm(100, 0), Arm(100, 0))
+    assert none.ci95 is not None and none.ci95[1] - none.ci95[0] > 0.05
+    assert none.not_enough_data == "no_variation"
+    # A Wald interval went past ±100 points at 10/10 against 1/10; this one never does.
+    for x1, n1, x2, n2 in [(10, 10, 1, 10), (0, 10, 10, 10), (30, 30, 0, 30), (1, 1, 0, 1)]:
+        ci = rules.compare(Arm(n1, x1), Arm(n2, x2)).ci95
+        assert ci is not None and -1 <= ci[0] < ci[1] <= 1
+    # Small expected counts are tested exactly: 4/40 against 0/40 is Fisher's p = 0.116.
+    small = rules.compare(Arm(40, 4), Arm(40, 0))
+    assert small.test == "fisher" and not small.significant
+    assert small.p_value == pytest.approx(fisher_exact([[4, 36], [0, 40]]).pvalue)
 
 
 def test_incremental_revenue_and_cost_per_incremental_response() -> None:

@@ -4,17 +4,18 @@ The comparison of a target cell with its control cell (intent-to-treat: everyone
 whether or not the message arrived):
 
 * rates ``p_t = x_t / n_t`` and ``p_c = x_c / n_c``; absolute uplift ``p_t − p_c``;
-* its 95 % interval, **Wald, unpooled**:
-  ``(p_t − p_c) ± z · sqrt(p_t(1−p_t)/n_t + p_c(1−p_c)/n_c)``
-  (statsmodels ``confint_proportions_2indep(method="wald", compare="diff")``);
+* its 95 % interval, **Newcombe hybrid score** (``stats.intervals``; statsmodels
+  ``confint_proportions_2indep(method="newcomb", compare="diff")``), inside [−1, 1] and never of
+  zero width;
 * relative uplift ``(p_t − p_c) / p_c`` and its interval from the **log risk ratio** (Katz):
   ``exp(log(p_t/p_c) ± z · sqrt(1/x_t − 1/n_t + 1/x_c − 1/n_c)) − 1``
   (statsmodels ``confint_proportions_2indep(method="log", compare="ratio")`` minus one);
-* the **pooled** two-proportion z-test: ``p = (x_t + x_c)/(n_t + n_c)``,
-  ``z = (p_t − p_c) / sqrt(p(1−p)(1/n_t + 1/n_c))``, two-sided p-value ``2 · Φ(−|z|)``
-  (statsmodels ``proportions_ztest``).
+* the test (``stats.tests``): the **pooled** two-proportion z-test where every expected count is
+  at least 5 (statsmodels ``proportions_ztest``), **Fisher's exact test** where one is smaller, and
+  **not enough data** (no p-value, never significant) for an empty cell, a cell of fewer than 10
+  contacts, or no variation at all.
 
-Anything undefined (an empty cell, no responders anywhere) is None, never NaN, so JSON stays plain.
+Anything undefined is None, never NaN, so JSON stays plain.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from perkflow.campaigns.rules import Cell, HistoryRow
+from perkflow.insights.stats import intervals
+from perkflow.insights.stats import tests as rate_tests
 from perkflow.kit.money import parse_yuan
 
 ALPHA = 0.05
@@ -88,6 +91,9 @@ class Comparison:
     incremental_responses: float | None
     incremental_ci95: tuple[float, float] | None
     incremental_revenue_fen: int | None
+    # Which test gave the p-value (``z`` or ``fisher``), or why there is none (``not_enough_data``).
+    test: str | None = None
+    not_enough_data: str | None = None
 
 
 def _finite(x: float) -> float | None:
@@ -95,12 +101,10 @@ def _finite(x: float) -> float | None:
 
 
 def diff_ci(target: Arm, control: Arm, *, z: float = Z95) -> tuple[float, float] | None:
-    """Wald (unpooled) interval of the difference of two rates."""
-    p1, p2 = target.rate, control.rate
-    if p1 is None or p2 is None:
-        return None
-    half = z * math.sqrt(p1 * (1 - p1) / target.contacts + p2 * (1 - p2) / control.contacts)
-    return (p1 - p2 - half, p1 - p2 + half)
+    """Newcombe hybrid-score interval of the difference of two rates; None for an empty cell."""
+    return intervals.newcombe(
+        target.responders, target.contacts, control.responders, control.contacts, z=z
+    )
 
 
 def ratio_ci(target: Arm, control: Arm, *, z: float = Z95) -> tuple[float, float] | None:
@@ -145,8 +149,11 @@ def compare(target: Arm, control: Arm, *, alpha: float = ALPHA) -> Comparison:
     relative_ci = (
         (ratio[0] - 1, ratio[1] - 1) if ratio is not None and relative is not None else None
     )
-    test = z_test(target, control)
-    p_value = test[1] if test else None
+    result = rate_tests.rate_test(
+        target.responders, target.contacts, control.responders, control.contacts
+    )
+    tested = result if isinstance(result, rate_tests.TestResult) else None
+    p_value = tested.p_value if tested else None
     significant = p_value is not None and p_value < alpha
     incremental = absolute * target.contacts if absolute is not None else None
     incremental_ci = (ci[0] * target.contacts, ci[1] * target.contacts) if ci else None
@@ -162,12 +169,14 @@ def compare(target: Arm, control: Arm, *, alpha: float = ALPHA) -> Comparison:
         ci95=ci,
         relative=relative,
         relative_ci95=relative_ci,
-        z=_finite(test[0]) if test else None,
+        z=_finite(tested.z) if tested and tested.z is not None else None,
         p_value=p_value,
         significant=significant,
         incremental_responses=incremental,
         incremental_ci95=incremental_ci,
         incremental_revenue_fen=revenue,
+        test=tested.method.value if tested else None,
+        not_enough_data=None if tested else str(result),
     )
 
 
