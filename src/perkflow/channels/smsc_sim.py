@@ -149,8 +149,12 @@ class SmscSim:
         """Listen (on a free port when port is 0) and accept sessions in a thread."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self.port))
-        listener.listen(16)
+        try:
+            listener.bind((self.host, self.port))
+            listener.listen(16)
+        except OSError:
+            listener.close()  # a port in use leaves no socket behind
+            raise
         listener.settimeout(0.05)  # the accept loop notices stop() within this
         self.port = listener.getsockname()[1]
         self._listener = listener

@@ -122,10 +122,15 @@ class SmtpSink:
 
     def start(self) -> SmtpSink:
         """Serve in aiosmtpd's own thread."""
-        self._controller = Controller(
+        controller = Controller(
             _Handler(self), hostname=self.host, port=self.port, ready_timeout=10.0
         )
-        self._controller.start()
+        try:
+            controller.start()
+        except OSError:
+            controller.stop(no_assert=True)  # a port in use leaves no loop thread behind
+            raise
+        self._controller = controller
         return self
 
     def stop(self) -> None:

@@ -14,6 +14,7 @@ from perkflow.channels.rules import CHANNELS, Message
 from perkflow.channels.smsc_sim import ReceivedSms, SmscSim
 from perkflow.channels.smtp_sink import ReceivedMail, SmtpSink
 from perkflow.cli.context import console, get_context, handles_errors
+from perkflow.cli.ports import listening
 from perkflow.errors import ValidationFailed
 from perkflow.kit.crypto import mask_phone
 
@@ -55,11 +56,15 @@ def smsc_sim(
         undeliverable=undeliverable or (),
         on_message=show,
     )
-    with sim:
+    with listening(port=port):
+        sim.start()
+    try:
         console.print(
             f"SMSC listening on 127.0.0.1:{sim.port} (system_id {system_id}); Ctrl-C stops"
         )
         _serve_until_interrupted()
+    finally:
+        sim.stop()
 
 
 @channels_app.command("smtp-sink")
@@ -75,9 +80,14 @@ def smtp_sink(
             f"{escape(mail.body[:200])}"
         )
 
-    with SmtpSink(port=port, rejected=reject or (), on_mail=show) as sink:
+    sink = SmtpSink(port=port, rejected=reject or (), on_mail=show)
+    with listening(port=port):
+        sink.start()
+    try:
         console.print(f"SMTP sink listening on 127.0.0.1:{sink.port}; Ctrl-C stops")
         _serve_until_interrupted()
+    finally:
+        sink.stop()
 
 
 @channels_app.command("send-test")

@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from perkflow.cli.context import console, err_console, get_context, handles_errors
+from perkflow.cli.ports import require_free
 from perkflow.errors import NotFound
 from perkflow.grants import partner_sim
 from perkflow.grants import service as grants
@@ -170,6 +171,7 @@ def partner_sim_command(
         callback_delay_ms=callback_delay_ms,
         seed=seed,
     )
+    require_free(port=port)
     console.print(
         f"partner simulator: connector_url http://127.0.0.1:{port}/orders  (stats: /stats)"
     )
