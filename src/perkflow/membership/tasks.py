@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from perkflow import bulk
 from perkflow.db import Pacer, unit_of_work
 from perkflow.errors import Conflict
 from perkflow.kit.lazy import lazy_module
@@ -91,24 +92,25 @@ def issue_bundles(
     count = membership.IssueCount()
     after = 0
     seen = 0
-    while True:
-        if stop is not None and stop.is_set():
-            count.stopped = True
-            break
-        with unit_of_work(sessions) as session:
-            page = membership.members_page(session, after=after, limit=chunk)
-            if not page:
+    with bulk.long_lived_frozen():
+        while True:
+            if stop is not None and stop.is_set():
+                count.stopped = True
                 break
-            count.add(
-                membership.issue_bundles_for(
-                    session, actor=actor, members=page, month=month, zone=zone, items=items
+            with unit_of_work(sessions) as session:
+                page = membership.members_page(session, after=after, limit=chunk)
+                if not page:
+                    break
+                count.add(
+                    membership.issue_bundles_for(
+                        session, actor=actor, members=page, month=month, zone=zone, items=items
+                    )
                 )
-            )
-            session.commit()
-        after = page[-1][0]
-        seen += len(page)
-        if progress is not None:
-            progress(min(seen, total), total)
+                session.commit()
+            after = page[-1][0]
+            seen += len(page)
+            if progress is not None:
+                progress(min(seen, total), total)
     return count
 
 
