@@ -1355,6 +1355,7 @@ def _deliver_in_app_now(
                 address=str(subscriber_id),
                 subject=subject,
                 body=body,
+                link=channels.offer_link(kind=spec.offer.kind, offer_id=spec.offer.id),
             )
         ],
     )

@@ -278,6 +278,8 @@ class _Claimed:
     body: str
     address: str | None
     error: str | None = None
+    # The H5 page of the campaign's offer, carried by in-app messages.
+    link: str | None = None
 
 
 def _running_waves(session: Session, *, campaign_id: int | None = None) -> dict[int, Campaign]:
@@ -479,6 +481,9 @@ def _render(
                 body=body,
                 address=address,
                 error=error,
+                link=channels_service.offer_link(kind=spec.offer.kind, offer_id=spec.offer.id)
+                if c.channel == "in_app"
+                else None,
             )
         )
     return out
@@ -578,6 +583,7 @@ def dispatch_batch(
                         address=i.address or "",
                         subject=i.subject,
                         body=i.body,
+                        link=i.link,
                     )
                     for i in ready
                 ]

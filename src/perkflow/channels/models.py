@@ -22,5 +22,7 @@ class InboxMessage(Base):
     campaign_id: Mapped[int | None] = mapped_column(Integer, default=None)
     title: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)
+    # The H5 path of what the message invites the subscriber to claim or open (None: nothing).
+    link: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -24,6 +24,8 @@ class Message:
     address: str
     subject: str
     body: str
+    # The H5 path of the offer the message is about (the in-app inbox shows it as a button).
+    link: str | None = None
 
     @property
     def key(self) -> str:

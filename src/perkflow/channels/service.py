@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 from perkflow.channels import repository
 from perkflow.channels.email import SmtpChannel
 from perkflow.channels.inbox import InAppChannel
+# Re-exported: campaigns link their in-app messages to their offer.
+from perkflow.channels.inbox import offer_link as offer_link
 from perkflow.channels.models import InboxMessage
 from perkflow.channels.rules import CHANNELS, Channel, Message, SendResult, Throttle
 from perkflow.channels.sms import SmppChannel
@@ -79,7 +81,7 @@ def send_in_app(session: Session, *, messages: Sequence[Message]) -> list[SendRe
 
 
 def post_system_message(
-    session: Session, *, subscriber_id: int, title: str, body: str
+    session: Session, *, subscriber_id: int, title: str, body: str, link: str | None = None
 ) -> InboxMessage:
     """A message in a subscriber's inbox that belongs to no campaign contact."""
     return repository.add(
@@ -88,6 +90,7 @@ def post_system_message(
             subscriber_id=subscriber_id,
             title=title[:200],
             body=body,
+            link=link,
             created_at=clock.now(),
         ),
     )
