@@ -177,7 +177,7 @@ class Engines:
 def spark() -> Iterator[Any]:
     session = engines.spark_session(cores=2, app_name="perkflow-parity")
     yield session
-    session.stop()
+    engines.stop_spark(session)
 
 
 @pytest.fixture(scope="module")
@@ -308,10 +308,6 @@ def definitions(e: Engines) -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
-# How many subscribers each generated definition selected (checked after the property test).
-SIZES: list[int] = []
-
-
 def _selected(table: pa.Table, column: str) -> set[int]:
     mask = pc.fill_null(table[column], False)
     return set(table.filter(mask)["subscriber_id"].to_pylist())
@@ -325,40 +321,38 @@ def _batch(src: compiler.Sources, definitions: list[rules.Definition]) -> pa.Tab
     return src.profile.select("subscriber_id", **preds).to_pyarrow()
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-@given(data=st.data())
-def test_generated_definitions_select_the_same_ids_on_duckdb_and_spark(
-    both: Engines, data: st.DataObject
-) -> None:
-    raws = data.draw(
-        st.lists(definitions(both), min_size=BATCH, max_size=BATCH), label="definitions"
+def test_generated_definitions_select_the_same_ids_on_duckdb_and_spark(both: Engines) -> None:
+    sizes: list[int] = []  # how many subscribers each generated definition selected
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
     )
-    parsed = [rules.parse_definition(raw, both.catalog) for raw in raws]
-    duck = _batch(both.duck, parsed)
-    spark = _batch(both.spark, parsed)
-    for i, (raw, d) in enumerate(zip(raws, parsed, strict=True)):
-        expected = set(
-            compiler.members(compiler.Scoped(d), both.duck, AS_OF)
-            .select("subscriber_id")
-            .to_pyarrow()["subscriber_id"]
-            .to_pylist()
+    @given(data=st.data())
+    def same_ids(data: st.DataObject) -> None:
+        raws = data.draw(
+            st.lists(definitions(both), min_size=BATCH, max_size=BATCH), label="definitions"
         )
-        assert _selected(duck, f"d{i}") == expected, raw
-        assert _selected(spark, f"d{i}") == expected, raw
-        SIZES.append(len(expected))
+        parsed = [rules.parse_definition(raw, both.catalog) for raw in raws]
+        duck = _batch(both.duck, parsed)
+        spark = _batch(both.spark, parsed)
+        for i, (raw, d) in enumerate(zip(raws, parsed, strict=True)):
+            expected = set(
+                compiler.members(compiler.Scoped(d), both.duck, AS_OF)
+                .select("subscriber_id")
+                .to_pyarrow()["subscriber_id"]
+                .to_pylist()
+            )
+            assert _selected(duck, f"d{i}") == expected, raw
+            assert _selected(spark, f"d{i}") == expected, raw
+            sizes.append(len(expected))
 
-
-def test_the_generated_definitions_were_not_trivial() -> None:
-    if not SIZES:
-        pytest.skip("the property test did not run in this session")
-    partial = [n for n in SIZES if 0 < n < N]
+    same_ids()
+    partial = [n for n in sizes if 0 < n < N]
     # Most definitions pick some subscribers and leave the others: the parity test had teeth.
-    assert len(partial) > len(SIZES) // 3, SIZES
+    assert len(partial) > len(sizes) // 3, sizes
 
 
 PLAN_DEFINITIONS = [

@@ -51,6 +51,20 @@ def spark_session(*, cores: int = 2, app_name: str = "perkflow") -> Any:
     return session
 
 
+def stop_spark(session: Any) -> None:
+    """Stop a session and the JVM behind it, so no bridge thread outlives its user."""
+    from pyspark import SparkContext
+
+    session.stop()
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        # `stop()` ends the context but leaves py4j's gateway (its JVM and Python threads)
+        # running until the interpreter exits; shut it so finalization meets no live bridge.
+        gateway.shutdown()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+
+
 def open_engine_mart(root: Path, engine: str, *, spark: Any | None = None) -> Mart:
     """The mart under `root` read through the named engine."""
     if engine == "duckdb":
