@@ -187,7 +187,8 @@ def _contacts(
                     idempotency_key=f"k:{campaign.id}:{first_id + i}",
                 )
             )
-    # A contact dropped at dispatch is not part of the evaluation.
+    # A row no variant matched was never assigned: not part of the evaluation. (A target
+    # dropped at send time is: tests/insights/test_intent_to_treat.py.)
     session.add(
         CampaignContact(
             campaign_id=campaign.id,
@@ -198,6 +199,7 @@ def _contacts(
             channel="sms",
             province_code=province,
             status="suppressed",
+            reason="no_variant",
         )
     )
     session.flush()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -19,7 +19,14 @@ from perkflow.campaigns.models import (
     CampaignWave,
     SubscriberEvent,
 )
-from perkflow.campaigns.rules import EVALUATED, CellCount, ContactStatus, ResponseTime
+from perkflow.campaigns.rules import (
+    EVALUATED,
+    NOT_ASSIGNED_REASONS,
+    TREATED,
+    CellCount,
+    ContactStatus,
+    ResponseTime,
+)
 
 _CHUNK = 5_000
 
@@ -27,7 +34,11 @@ _CHUNK = 5_000
 def cell_counts(
     session: Session, *, campaign_id: int, wave_ids: Sequence[int] | None = None
 ) -> list[CellCount]:
-    """Per (cell, variant, province): evaluated contacts, distinct responders, revenue."""
+    """Per (cell, variant, province): assigned contacts, distinct responders, revenue.
+
+    Intent to treat: every assigned row counts, suppressed at send time or not; beside them the
+    rows whose message went out (treated), for a treated-on-treated comparison.
+    """
     per_contact = (
         select(
             CampaignResponse.contact_id.label("contact_id"),
@@ -38,6 +49,8 @@ def cell_counts(
         .subquery()
     )
     c = CampaignContact
+    treated = c.status.in_([s.value for s in TREATED])
+    value = func.coalesce(per_contact.c.value, 0)
     stmt = (
         select(
             c.cell,
@@ -46,9 +59,19 @@ def cell_counts(
             func.count(),
             func.count(per_contact.c.contact_id),
             func.coalesce(func.sum(per_contact.c.value), 0),
+            func.sum(case((treated, 1), else_=0)),
+            func.sum(case((treated & per_contact.c.contact_id.is_not(None), 1), else_=0)),
+            func.sum(case((treated, value), else_=0)),
         )
         .outerjoin(per_contact, per_contact.c.contact_id == c.id)
-        .where(c.campaign_id == campaign_id, c.status.in_([s.value for s in EVALUATED]))
+        .where(
+            c.campaign_id == campaign_id,
+            or_(
+                c.status != ContactStatus.SUPPRESSED.value,
+                c.reason.is_(None),
+                c.reason.not_in(sorted(NOT_ASSIGNED_REASONS)),
+            ),
+        )
         .group_by(c.cell, c.variant, c.province_code)
     )
     if wave_ids is not None:
@@ -61,8 +84,11 @@ def cell_counts(
             contacts=int(n),
             responders=int(r),
             revenue_fen=int(v),
+            treated=int(tn or 0),
+            treated_responders=int(tr or 0),
+            treated_revenue_fen=int(tv or 0),
         )
-        for cell, variant, province, n, r, v in session.execute(stmt)
+        for cell, variant, province, n, r, v, tn, tr, tv in session.execute(stmt)
     ]
 
 
@@ -442,6 +468,11 @@ _SUPPRESS = (
         status=ContactStatus.SUPPRESSED.value,
         reason=bindparam("v_reason", type_=_CONTACTS.c.reason.type),
         lease_until=None,
+        # The moment it would have gone out: an assigned target stays in the evaluation (intent
+        # to treat) and its responses are attributed from then on, as a held control's are.
+        contacted_at=func.coalesce(
+            _CONTACTS.c.contacted_at, bindparam("v_at", type_=_CONTACTS.c.contacted_at.type)
+        ),
     )
 )
 _DEFER = (
@@ -455,11 +486,13 @@ _DEFER = (
 )
 
 
-def suppress_contacts(session: Session, *, rows: Sequence[tuple[int, str, str]]) -> int:
+def suppress_contacts(
+    session: Session, *, rows: Sequence[tuple[int, str, str]], at: datetime
+) -> int:
     """Suppress contacts (id, status seen, reason) still in the status seen; how many."""
     if not rows:
         return 0
-    params = [{"row_id": i, "expected": st, "v_reason": r} for i, st, r in rows]
+    params = [{"row_id": i, "expected": st, "v_reason": r, "v_at": at} for i, st, r in rows]
     return _rowcount(session.connection().execute(_SUPPRESS, params))
 
 
@@ -507,12 +540,16 @@ def settle_contacts(session: Session, *, target: str, rows: Sequence[Mapping[str
     return _rowcount(session.connection().execute(_settle_stmt(target, columns), params))
 
 
-def suppress_queued(session: Session, *, campaign_id: int, reason: str) -> int:
+def suppress_queued(session: Session, *, campaign_id: int, reason: str, at: datetime) -> int:
     c = CampaignContact
     result = session.execute(
         update(c)
         .where(c.campaign_id == campaign_id, c.status == ContactStatus.QUEUED.value)
-        .values(status=ContactStatus.SUPPRESSED.value, reason=reason)
+        .values(
+            status=ContactStatus.SUPPRESSED.value,
+            reason=reason,
+            contacted_at=func.coalesce(c.contacted_at, at),
+        )
         .execution_options(synchronize_session=False)
     )
     return _rowcount(result)
@@ -564,7 +601,14 @@ def contacts_of_subscriber(session: Session, *, subscriber_id: int) -> Sequence[
         .where(
             CampaignContact.subscriber_id == subscriber_id,
             CampaignContact.contacted_at.is_not(None),
-            CampaignContact.status.in_([s.value for s in EVALUATED]),
+            or_(
+                CampaignContact.status.in_([s.value for s in EVALUATED]),
+                # Assigned but dropped at send time: still in its cell (intent to treat).
+                and_(
+                    CampaignContact.status == ContactStatus.SUPPRESSED.value,
+                    CampaignContact.reason.not_in(sorted(NOT_ASSIGNED_REASONS)),
+                ),
+            ),
         )
         .order_by(CampaignContact.contacted_at.desc(), CampaignContact.id.desc())
     ).all()

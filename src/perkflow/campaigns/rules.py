@@ -72,6 +72,14 @@ EVALUATED = frozenset(
     }
 )
 
+# An evaluation counts every assigned row (intent to treat): a target dropped at send time (a later
+# opt-out, the budget or stock cap, the schedule's end, an early finish) stays in its cell, as its
+# held-back control twin does. Only rows no variant matched were never part of the experiment:
+# neither cell could have been sent anything.
+NOT_ASSIGNED_REASONS = frozenset({"no_variant"})
+# Target rows whose message went out: what treated-on-treated compares with the control.
+TREATED = frozenset({ContactStatus.SENT, ContactStatus.DELIVERED})
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryRow:
@@ -105,6 +113,11 @@ class CellCount:
     contacts: int
     responders: int
     revenue_fen: int
+    # The contacts of the group whose message went out (sent or delivered), and theirs: what a
+    # treated-on-treated comparison reads. Control rows are never sent, so 0 there.
+    treated: int = 0
+    treated_responders: int = 0
+    treated_revenue_fen: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from perkflow.audience import holdout
 from perkflow.audience import rules as audience_rules
 from perkflow.audience import service as audience
 from perkflow.audience.marts import PROFILE
@@ -709,7 +710,9 @@ def finish_campaign(session: Session, *, actor: Actor, campaign_id: int) -> Camp
     """End a campaign; contacts still queued are suppressed (reason `finished`)."""
     _require_staff(actor, Perm.CAMPAIGNS_RUN)
     campaign = get_campaign(session, actor=actor, campaign_id=campaign_id)
-    dropped = repo.suppress_queued(session, campaign_id=campaign.id, reason="finished")
+    dropped = repo.suppress_queued(
+        session, campaign_id=campaign.id, reason="finished", at=clock.now()
+    )
     for wave in repo.waves_of(session, campaign.id):
         if wave.status != rules.WaveStatus.DONE:
             repo.move_wave(
@@ -1052,7 +1055,7 @@ class Triggered:
     contact_id: int | None
     cell: str | None
     # delivered (in-app, in the event's transaction) | queued | held | suppressed |
-    # already_contacted | not_matched | province
+    # already_contacted | not_matched | universal_control | province
     status: str
     reason: str | None = None
 
@@ -1143,12 +1146,23 @@ def record_event(
         return EventOutcome(event_id=again.id, replayed=True, triggered=[])
     outcomes: list[Triggered] = []
     listening = [c for c in repo.running_triggers(session) if c.province_code in (None, province)]
+    # The universal control group is held out of every campaign: no row, no message, no inbox.
+    universal = bool(listening) and bool(
+        holdout.held_out(
+            session, vault=vault, subscriber_ids=[subscriber_id], on=now.astimezone(UTC).date()
+        )
+    )
     profile: dict[str, Any] | None = None
     policy = audience.get_contact_policy(session) if listening else None
     for campaign in listening:
         spec = _spec(campaign)
         assert spec.trigger is not None and policy is not None
         if not spec.trigger.fires(type, attrs):
+            continue
+        if universal:
+            outcomes.append(
+                Triggered(campaign.id, None, None, holdout.REASON, "universal control group")
+            )
             continue
         if profile is None:
             profile = _profile_row(mart, subscriber_id)
@@ -1247,7 +1261,8 @@ def _trigger_one(
                 "reason": reason,
                 "attempts": 0,
                 "next_attempt_at": next_at if next_at and next_at > now else None,
-                "contacted_at": now if status == ContactStatus.HELD else None,
+                # Held or dropped here: the moment it would have gone out (intent to treat).
+                "contacted_at": None if status == ContactStatus.QUEUED else now,
                 "fields": _fields_of(profile, province),
             }
         ],

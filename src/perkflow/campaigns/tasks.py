@@ -15,11 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from perkflow.audience import holdout
 from perkflow.audience import rules as audience_rules
 from perkflow.audience import service as audience
 from perkflow.audience.marts import PROFILE
@@ -324,6 +325,14 @@ def _claim(
         blocked[ch] = audience.opted_out(
             session, subscriber_ids=ids, channel=rules.POLICY_CHANNEL.get(ch, ch)
         )
+    # The universal control group is held out here, where every batch send passes: a list built
+    # in an earlier rotation period, a queued trigger contact, a rollout.
+    universal = holdout.held_out(
+        session,
+        vault=d.vault,
+        subscriber_ids=[c.subscriber_id for c in due],
+        on=now.astimezone(UTC).date(),
+    )
     room: dict[int, int | None] = {}
     # The next allowed moment depends only on the campaign, the channel's quiet hours and the
     # subscriber's zone: computed once per batch for each, not per contact.
@@ -337,6 +346,8 @@ def _claim(
         campaign = waves[c.wave_id]
         spec = specs[campaign.id]
         reason = blocked[c.channel].get(c.subscriber_id)
+        if reason is None and c.subscriber_id in universal:
+            reason = holdout.REASON
         local_zone = audience_rules.zone_of(c.province_code or "", zone)
         key = (campaign.id, c.channel, local_zone)
         if key not in allowed:
@@ -377,7 +388,7 @@ def _claim(
     # Each outcome is one statement over the batch; under the claim's lock (SQLite's write
     # transaction, PostgreSQL's row locks) nobody else changes these rows meanwhile, and every
     # statement still checks the state it expects.
-    report.suppressed += repo.suppress_contacts(session, rows=suppress)
+    report.suppressed += repo.suppress_contacts(session, rows=suppress, at=now)
     report.deferred += repo.defer_contacts(session, rows=defer)
     leased = repo.lease_contacts(
         session, contact_ids=take, now=now, until=now + timedelta(seconds=d.lease_s)
