@@ -425,21 +425,22 @@ def issue_grants(
         same = (sid, bid) == (r.subscriber_id, r.benefit_id)
         out[key] = GroupIssued(gid, True) if same else GroupIssued(None, False, mismatch)
 
-    existing = repo.grants_by_keys(session, keys)
-    fresh: list[tuple[str, GrantRequest]] = []
-    for key, r in zip(keys, requests, strict=True):
-        if key in existing:
-            replay(key, existing[key], r)
-        else:
-            fresh.append((key, r))
+    if not requests:
+        return []
     now = clock.now()
     benefits: dict[int, Any] = {}
     refused_benefit: dict[int, str] = {}
+    unknown: set[int] = set()
     valid: dict[int, datetime] = {}
-    for bid in sorted({r.benefit_id for _, r in fresh}):
-        b = catalog.get_benefit(session, benefit_id=bid)
+    for bid in sorted({r.benefit_id for r in requests}):
+        try:
+            b = catalog.get_benefit(session, benefit_id=bid)
+        except NotFound:
+            unknown.add(bid)
+            continue
         if not _partner_may_see(session, actor=actor, partner_id=b.partner_id):
-            raise NotFound(f"no benefit {bid}", field="benefit_id")
+            unknown.add(bid)
+            continue
         benefits[bid] = b
         valid[bid] = catalog_rules.valid_until(
             kind=ValidityKind(b.validity_kind),
@@ -452,19 +453,43 @@ def issue_grants(
             refused_benefit[bid] = f"benefit is {b.status}, not listed"
         elif valid[bid] <= now:
             refused_benefit[bid] = "this benefit's validity has ended"
-    for key, r in fresh:
-        if r.benefit_id in refused_benefit:
-            out[key] = GroupIssued(None, False, refused_benefit[r.benefit_id])
-    fresh = [(k, r) for k, r in fresh if r.benefit_id not in refused_benefit]
-    if not fresh:
-        return [out[k] for k in keys]
     repo.begin_write(session)
     # Share locks on the subscribers in id order: a churn or suspension waits, then binds these.
-    held = subscribers.hold_subscribers(session, subscriber_ids=[r.subscriber_id for _, r in fresh])
+    held = subscribers.hold_subscribers(session, subscriber_ids=[r.subscriber_id for r in requests])
     province = org.visible_province(actor)
     one_by_one = {bid: _needs_one_by_one(b) for bid, b in benefits.items()}
+    # A request the group's insert can decide needs no read first: its unique key answers a
+    # replay (ON CONFLICT, then one read of the keys that lost). Only the others, which would be
+    # refused or go one by one, are looked up now, so that a key used before is still a replay.
     group: list[tuple[str, GrantRequest]] = []
-    for key, r in fresh:
+    others: list[tuple[str, GrantRequest]] = []
+    for key, r in zip(keys, requests, strict=True):
+        found = held.get(r.subscriber_id)
+        if (
+            r.benefit_id in benefits
+            and r.benefit_id not in refused_benefit
+            and not one_by_one[r.benefit_id]
+            and found is not None
+            and (province is None or found[0] == province)
+            and found[1] == Status.ACTIVE
+        ):
+            group.append((key, r))
+        else:
+            others.append((key, r))
+    existing = repo.grants_by_keys(session, [k for k, _ in others]) if others else {}
+    pending: list[tuple[str, GrantRequest]] = []
+    for key, r in others:
+        if key in existing:
+            replay(key, existing[key], r)
+        else:
+            pending.append((key, r))
+    for _, r in pending:
+        if r.benefit_id in unknown:
+            raise NotFound(f"no benefit {r.benefit_id}", field="benefit_id")
+    for key, r in pending:
+        if r.benefit_id in refused_benefit:
+            out[key] = GroupIssued(None, False, refused_benefit[r.benefit_id])
+            continue
         found = held.get(r.subscriber_id)
         if found is None:
             raise NotFound(f"no subscriber {r.subscriber_id}", field="subscriber_id")
@@ -472,23 +497,21 @@ def issue_grants(
             raise Forbidden("this subscriber is outside your region")
         if found[1] != Status.ACTIVE:
             out[key] = GroupIssued(None, False, f"subscriber is {found[1]}")
-        elif one_by_one[r.benefit_id]:
-            try:
-                one = issue_grant(
-                    session,
-                    actor=actor,
-                    subscriber_id=r.subscriber_id,
-                    benefit_id=r.benefit_id,
-                    source=source,
-                    idempotency_key=key,
-                    zone=zone,
-                )
-            except Conflict as exc:
-                out[key] = GroupIssued(None, False, exc.message)
-            else:
-                out[key] = GroupIssued(one.grant.id, one.replayed)
+            continue
+        try:
+            one = issue_grant(
+                session,
+                actor=actor,
+                subscriber_id=r.subscriber_id,
+                benefit_id=r.benefit_id,
+                source=source,
+                idempotency_key=key,
+                zone=zone,
+            )
+        except Conflict as exc:
+            out[key] = GroupIssued(None, False, exc.message)
         else:
-            group.append((key, r))
+            out[key] = GroupIssued(one.grant.id, one.replayed)
     made = _create_group(
         session,
         actor=actor,

@@ -973,46 +973,50 @@ def issue_bundles_for(
     by_tier = items if items is not None else bundle_items(session)
     statuses = subscribers.subscriber_statuses(session, subscriber_ids=[s for s, _ in members])
     count = IssueCount()
-    # (subscriber, tier, item, cycle, unit) of every automatic slot the active members hold.
-    wanted: list[tuple[int, int, ItemRow, str, int]] = []
+    # Per tier, once: every automatic unit as (item, cycle, slot, the key's tail); a member's
+    # key is then one concatenation ("tier:<subscriber>:<benefit>:<cycle>:<unit>").
+    units = {
+        tier_id: [
+            (item, cycle, f"item:{item.id}:{u}", f":{item.benefit_id}:{cycle}:{u}")
+            for item in tier_items
+            if item.mode == Mode.AUTO.value
+            for cycle in (rules.cycle_for_month(month, Cadence(item.cadence)),)
+            for u in range(1, item.quantity + 1)
+        ]
+        for tier_id, tier_items in by_tier.items()
+    }
+    # (subscriber, tier, item, cycle, slot, key tail) of every automatic slot active members hold.
+    wanted: list[tuple[int, int, ItemRow, str, str, str]] = []
     for sid, tier_id in members:
         if statuses.get(sid) != Status.ACTIVE:
             # Binding: a suspended member's bundle waits for reactivation, a churned one's is gone.
             count.skipped += 1
             continue
         count.members += 1
-        for item in by_tier.get(tier_id, []):
-            if item.mode != Mode.AUTO.value:
-                continue
-            cycle = rules.cycle_for_month(month, Cadence(item.cadence))
-            wanted += [(sid, tier_id, item, cycle, u) for u in range(1, item.quantity + 1)]
+        wanted += [(sid, tier_id, *unit) for unit in units.get(tier_id, ())]
     if not wanted:
         return count
     # A slot recorded by an earlier run was granted with it (they commit together): a replay.
     taken = repo.taken_slots(
         session,
-        subscriber_ids=[w[0] for w in wanted],
+        subscriber_ids=[sid for sid, _ in members],
         cycles=sorted({w[3] for w in wanted}),
     )
-    todo = [w for w in wanted if (w[0], w[3], f"item:{w[2].id}:{w[4]}") not in taken]
+    todo = [w for w in wanted if (w[0], w[3], w[4]) not in taken] if taken else wanted
     count.replayed += len(wanted) - len(todo)
     outcomes = grants.issue_grants(
         session,
         actor=SYSTEM,
         requests=[
-            grants.GrantRequest(
-                subscriber_id=sid,
-                benefit_id=item.benefit_id,
-                idempotency_key=f"tier:{sid}:{item.benefit_id}:{cycle}:{unit}",
-            )
-            for sid, _, item, cycle, unit in todo
+            grants.GrantRequest(sid, item.benefit_id, f"tier:{sid}{tail}")
+            for sid, _, item, _, _, tail in todo
         ],
         source="membership",
         zone=zone,
     )
     now = clock.now()
     rows: list[tuple[Any, ...]] = []
-    for (sid, tier_id, item, cycle, unit), outcome in zip(todo, outcomes, strict=True):
+    for (sid, tier_id, item, cycle, slot, _), outcome in zip(todo, outcomes, strict=True):
         if outcome.grant_id is None:
             why = outcome.refusal or "refused"
             count.refused += 1
@@ -1023,17 +1027,7 @@ def issue_bundles_for(
         else:
             count.issued += 1
         rows.append(
-            (
-                sid,
-                tier_id,
-                item.id,
-                cycle,
-                f"item:{item.id}:{unit}",
-                outcome.grant_id,
-                item.value_fen,
-                "granted",
-                now,
-            )
+            (sid, tier_id, item.id, cycle, slot, outcome.grant_id, item.value_fen, "granted", now)
         )
     repo.add_bundle_grants(session, rows)
     if count.issued:
