@@ -83,7 +83,7 @@ def test_churn_from_every_entry_point_ends_membership_and_reaches_the_mart(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     mart = operator
-    by_api, by_console, by_cli = _tiered(web_sessions, mart, 3)
+    by_api, by_console, by_cli, by_snapshot = _tiered(web_sessions, mart, 4)
     with web_sessions() as s:
         key = make_api_key(s, scopes=["subscribers:status"])
         make_staff(s, username="hq", role=Role.HQ_ADMIN, region="CN")
@@ -115,7 +115,26 @@ def test_churn_from_every_entry_point_ends_membership_and_reaches_the_mart(
     # The CLI syncs the mart right after its change; the others are synced by the jobs below.
     assert _mart_status(mart, [by_cli]) == {by_cli: "churned"}
 
-    churned = [by_api, by_console, by_cli]
+    # The mart's snapshot says churned: `binding verify` reconciles through the same path.
+    profile = mart.table("subscriber_profile").to_pyarrow()
+    status = pa.array(
+        [
+            "churned" if sid == by_snapshot else st
+            for sid, st in zip(
+                profile["subscriber_id"].to_pylist(),
+                profile["status"].cast(pa.string()).to_pylist(),
+                strict=True,
+            )
+        ]
+    ).cast(profile.schema.field("status").type)
+    mart.write(
+        "subscriber_profile",
+        profile.set_column(profile.schema.get_field_index("status"), "status", status),
+    )
+    result = CliRunner().invoke(app, ["binding", "verify", "--json"])
+    assert result.exit_code == 0, result.output
+
+    churned = [by_api, by_console, by_cli, by_snapshot]
     with web_sessions() as s:
         rows = s.execute(
             select(Member.subscriber_id, Member.tier_id).where(Member.subscriber_id.in_(churned))
@@ -136,7 +155,7 @@ def test_churn_from_every_entry_point_ends_membership_and_reaches_the_mart(
     with web_sessions() as s:
         assert (
             s.scalars(select(Member.tier_id).where(Member.subscriber_id.in_(churned))).all()
-            == [None] * 3
+            == [None] * 4
         )
 
         # An export that excludes the churned leaves them out.

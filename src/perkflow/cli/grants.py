@@ -8,6 +8,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict
+from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,6 +25,7 @@ from perkflow.kit import clock
 from perkflow.kit.lazy import lazy_module
 from perkflow.kit.logs import configure_logging
 from perkflow.org.rules import SYSTEM
+from perkflow.subscribers import service as subscribers
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -197,11 +199,20 @@ def binding_verify(
     ctx = get_context()
     if not ctx.mart.has("subscriber_profile"):
         raise NotFound("the mart has no subscriber_profile; run `perkflow synth`", field="mart")
+    from perkflow.membership import service as membership  # imported here: ibis is heavy
+
+    change = partial(membership.change_status, zone=ctx.settings.timezone, mart=ctx.mart)
     with ctx.uow() as session:
         rows = grants.verify_binding(
-            session, actor=SYSTEM, snapshot=_snapshot(ctx.mart.table("subscriber_profile"))
+            session,
+            actor=SYSTEM,
+            snapshot=_snapshot(ctx.mart.table("subscriber_profile")),
+            change_status=change,
         )
         session.commit()
+    # The mart's copy of the status follows once the changes committed (the one sync path).
+    with ctx.uow() as session:
+        subscribers.export_statuses(session, mart=ctx.mart)
     summary = {
         "subscribers_changed": sum(1 for r in rows if r.action == "status changed"),
         "subscribers_rebound": sum(1 for r in rows if r.action == "grants bound"),

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
@@ -1042,10 +1042,33 @@ def _needs_binding(status: Status, live: set[str]) -> bool:
     return "paused" in live
 
 
+class ChangesStatus(Protocol):
+    """The status change path the caller owns (membership's: grants, coupons and the tier)."""
+
+    def __call__(
+        self,
+        session: Session,
+        *,
+        actor: Actor,
+        subscriber_id: int,
+        status: Status,
+        reason: str,
+        source: str,
+    ) -> Any: ...
+
+
 def verify_binding(
-    session: Session, *, actor: Actor, snapshot: Iterable[tuple[int, str]]
+    session: Session,
+    *,
+    actor: Actor,
+    snapshot: Iterable[tuple[int, str]],
+    change_status: ChangesStatus,
 ) -> list[VerifyRow]:
-    """Bring ledger statuses in line with a mart snapshot, then bind every live grant to them."""
+    """Bring ledger statuses in line with a mart snapshot, then bind every live grant to them.
+
+    A status that differs goes through `change_status` — the one path every entry point uses
+    (membership.service.change_status), so a churn found here also ends the membership tier.
+    """
     report: list[VerifyRow] = []
     for chunk in _chunks(snapshot, 1000):
         ledger = subscribers.subscriber_statuses(session, subscriber_ids=[sid for sid, _ in chunk])
@@ -1061,7 +1084,7 @@ def verify_binding(
             repo.begin_write(session)
             try:
                 with session.begin_nested():
-                    changed = change_subscriber_status(
+                    changed = change_status(
                         session,
                         actor=actor,
                         subscriber_id=sid,
