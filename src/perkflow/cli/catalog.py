@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -15,11 +16,11 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
 from perkflow.catalog import service as catalog
 from perkflow.catalog.rules import BenefitStatus, Category, FulfilmentKind, ValidityKind
 from perkflow.catalog.schemas import BenefitCreate, PartnerCreate, parse_input
+from perkflow.cli import tables
 from perkflow.cli.context import console, get_context, handles_errors
 from perkflow.errors import ValidationFailed
 from perkflow.kit.money import format_fen
@@ -146,7 +147,19 @@ def benefit_list(
 ) -> None:
     """List benefits with price, stock and status."""
     ctx = get_context()
-    table = Table("id", "code", "partner", "kind", "sale price", "stock", "status")
+    table = tables.table(
+        "id",
+        "code",
+        "partner",
+        "kind",
+        "sale price",
+        "stock",
+        "status",
+        keys={"id", "code", "kind", "status"},
+        figures={"sale price", "stock"},
+        box=box.SIMPLE_HEAD,
+        padding=0,
+    )
     with ctx.uow() as session:
         rows, total = catalog.list_benefits(
             session,

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from perkflow.audience import service as audience
 from perkflow.campaigns import service as campaigns
@@ -21,11 +21,13 @@ from perkflow.campaigns import tasks
 from perkflow.catalog import service as catalog
 from perkflow.channels import service as channels
 from perkflow.channels.smtp_sink import SmtpSink
+from perkflow.cli import tables
 from perkflow.cli.context import Context, console
 from perkflow.coupons import service as coupons
 from perkflow.insights import service as insights
 from perkflow.kit import clock
 from perkflow.kit.lazy import lazy_module
+from perkflow.kit.money import format_fen
 from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM, Actor
 from perkflow.synth import service as synth
@@ -39,6 +41,9 @@ DEMO_NAME = "Demo · Video VIP month (视频会员月卡)"
 AUTHOR = "admin"
 APPROVER = "hq.approver"
 CATEGORY = "video"
+# The offer: a benefit of the default programme's catalog, so the evaluation's cost is the
+# catalog's cost price times the offers taken up (a free "none" offer made it ¥0).
+OFFER_BENEFIT = "video-tencent-month"
 # The demo campaign ran two weeks ago, on a weekday morning in Beijing, so its whole response
 # window has passed and no quiet hour held anyone back.
 DAYS_AGO = 15
@@ -90,17 +95,28 @@ def _send_time(zone: str) -> datetime:
     )
 
 
-def _spec(segment_id: int) -> dict[str, Any]:
+def _offer(ctx: Context) -> dict[str, Any]:
+    """The catalog's video VIP month, at its cost price: what each responder's offer costs."""
+    with ctx.uow() as session:
+        # The same catalog the demo operator gets afterwards (a second call adds nothing).
+        _seed_catalog(session, ctx)
+        benefit = catalog.find_benefit(session, actor=SYSTEM, code=OFFER_BENEFIT)
+        session.commit()
+        return {
+            "kind": "benefit",
+            "id": benefit.id,
+            "category": CATEGORY,
+            "name": "视频会员月卡 Video VIP month",
+            "cost_fen": benefit.cost_price_fen,
+        }
+
+
+def _spec(segment_id: int, offer: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": DEMO_NAME,
         "segment_id": segment_id,
         "goal": {"kind": "order", "window_days": WINDOW_DAYS},
-        "offer": {
-            "kind": "none",
-            "category": CATEGORY,
-            "name": "视频会员月卡 Video VIP month",
-            "cost_fen": 500,
-        },
+        "offer": offer,
         "variants": [
             {
                 "key": "email-big-plan",
@@ -137,6 +153,7 @@ def _run(ctx: Context, *, seed: int) -> tuple[int, float]:
     """Create, approve, start and dispatch the demo campaign; then its subscribers answer."""
     zone = ctx.settings.timezone
     author, approver = _actor(ctx, AUTHOR), _actor(ctx, APPROVER)
+    offer = _offer(ctx)
     sent_at = _send_time(zone)
     # The demo replays the past: while it sends, the clock runs from the send time.
     offset = clock.now() - sent_at
@@ -154,7 +171,7 @@ def _run(ctx: Context, *, seed: int) -> tuple[int, float]:
                 },
             )
             campaign = campaigns.create_campaign(
-                session, actor=author, mart=ctx.mart, raw=_spec(segment.id)
+                session, actor=author, mart=ctx.mart, raw=_spec(segment.id, offer)
             )
             campaigns.submit_campaign(session, actor=author, campaign_id=campaign.id)
             campaigns.approve_campaign(session, actor=approver, campaign_id=campaign.id)
@@ -282,40 +299,52 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:+.2f} pt"
 
 
+def _pts(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:+.2f}"
+
+
 def print_result(result: DemoResult, *, base_url: str) -> None:
     """The evaluation as a table, and how it compares with the planted effect."""
     r = result.report
-    table = Table(title=f"Campaign {result.campaign_id}: {DEMO_NAME}")
-    for col in ("group", "contacts", "responses", "rate", "uplift", "95% CI", "p-value"):
-        table.add_column(col, justify="right" if col != "group" else "left")
+    # Points without their unit (the title says it) and spaces between columns: the table fits
+    # an 80-column terminal without wrapping a figure.
+    figures = ("contacts", "responses", "rate", "uplift", "95% CI", "p-value")
+    table = tables.table(
+        "group",
+        *figures,
+        keys={"group"},
+        figures=figures,
+        title=f"Campaign {result.campaign_id}: {DEMO_NAME}\nuplift against the control, in points",
+        box=box.SIMPLE_HEAD,
+        padding=0,
+    )
     for cell in ("target", "control"):
         c = r["cells"][cell]
         table.add_row(cell, f"{c['contacts']:,}", f"{c['responses']:,}", _rate(c["rate"]))
-    u = r["uplift"]
-    ci = u["ci95"]
-    table.add_row(
-        "all target vs control",
-        "",
-        "",
-        "",
-        _pct(u["absolute"]),
-        f"{_pct(ci[0])} … {_pct(ci[1])}" if ci else "—",
-        f"{u['p_value']:.2g}" if u["p_value"] is not None else "—",
-    )
-    for v in r["variants"]:
-        vu = v["uplift"]
-        vci = vu["ci95"]
+    table.add_section()
+
+    def uplift_row(label: str, u: dict[str, Any], *counts: str) -> None:
+        ci = u["ci95"]
         table.add_row(
-            f"variant {v['variant']}",
-            f"{v['contacts']:,}",
-            f"{v['responses']:,}",
-            _rate(v["rate"]),
-            _pct(vu["absolute"]),
-            f"{_pct(vci[0])} … {_pct(vci[1])}" if vci else "—",
-            f"{vu['p_value']:.2g}" if vu["p_value"] is not None else "—",
+            label,
+            *counts,
+            _pts(u["absolute"]),
+            f"{_pts(ci[0])}…{_pts(ci[1])}" if ci else "—",
+            f"{u['p_value']:.2g}" if u["p_value"] is not None else "—",
         )
+
+    uplift_row("all", r["uplift"], "", "", "")
+    for v in r["variants"]:
+        counts = (f"{v['contacts']:,}", f"{v['responses']:,}", _rate(v["rate"]))
+        uplift_row(str(v["variant"]), v["uplift"], *counts)
     console.print(table)
     console.print(f"verdict: {r.get('verdict', '')}")
+    if r.get("cost_fen") is not None:
+        per = r.get("cost_per_incremental_fen")
+        console.print(
+            f"cost {format_fen(r['cost_fen'])} (offers taken up at cost price, plus sending)"
+            + (f"; {format_fen(per)} per incremental response" if per is not None else "")
+        )
     if result.true_uplift is not None:
         inside = "inside" if result.covered else "OUTSIDE"
         console.print(f"planted true effect {_pct(result.true_uplift)} — {inside} the 95% interval")

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from perkflow.cli.audience import AsOption, _actor
 from perkflow.cli.campaigns import campaign_app
 from perkflow.cli.context import console, err_console, get_context, handles_errors
+from perkflow.cli.tables import table
 from perkflow.insights import service as insights
 from perkflow.kit.money import format_fen
 
@@ -82,12 +84,12 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x * 100:.2f}%"
 
 
-def _pts(x: float | None) -> str:
-    return "—" if x is None else f"{x * 100:+.2f} pts"
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:+.2f}"
 
 
 def _ci(ci: list[float] | None) -> str:
-    return "—" if ci is None else f"[{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]"
+    return "—" if ci is None else f"{ci[0] * 100:+.2f}…{ci[1] * 100:+.2f}"
 
 
 def _p(p: float | None) -> str:
@@ -95,9 +97,7 @@ def _p(p: float | None) -> str:
 
 
 def _verdict(row: dict[str, Any]) -> str:
-    return (
-        "[green]significant[/green]" if row["significant"] else "[yellow]not significant[/yellow]"
-    )
+    return "[green]yes[/green]" if row["significant"] else "[yellow]no[/yellow]"
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -116,44 +116,47 @@ def _print_report(report: dict[str, Any]) -> None:
             format_fen(c["revenue_fen"]),
         )
     console.print(cells)
-    groups = Table(title="Uplift against the control group (95% CI, pooled z-test)")
-    for col in ("group", "contacts", "rate", "uplift", "95% CI", "relative", "p-value", ""):
-        groups.add_column(col, justify="left" if col in ("group", "") else "right")
-    u = report["uplift"]
-    groups.add_row(
-        "all",
-        f"{report['cells']['target']['contacts']:,}",
-        _pct(report["cells"]["target"]["rate"]),
-        _pts(u["absolute"]),
-        _ci(u["ci95"]),
-        _pct(u["relative"]),
-        _p(u["p_value"]),
-        _verdict(report),
+    # Eight columns: spaces between them, points without their unit (the title says it) and
+    # "sig." for significant at 5%, so the table fits an 80-column terminal without wrapping.
+    groups = table(
+        "group",
+        "contacts",
+        "rate",
+        "uplift",
+        "95% CI",
+        "relative",
+        "p-value",
+        "sig.",
+        keys={"group", "sig."},
+        figures={"contacts", "rate", "uplift", "95% CI", "relative", "p-value"},
+        title="Uplift against the control, in points (95% CI, pooled z-test)",
+        box=box.SIMPLE_HEAD,
+        padding=0,
     )
+
+    def group_row(label: str, row: dict[str, Any], contacts: int, rate: float | None) -> None:
+        u = row["uplift"]
+        groups.add_row(
+            label,
+            f"{contacts:,}",
+            _pct(rate),
+            _num(u["absolute"]),
+            _ci(u["ci95"]),
+            _pct(u["relative"]),
+            _p(u["p_value"]),
+            _verdict(row),
+        )
+
+    target = report["cells"]["target"]
+    group_row("all", report, target["contacts"], target["rate"])
+    if report["variants"]:
+        groups.add_section()
     for v in report["variants"]:
-        vu = v["uplift"]
-        groups.add_row(
-            f"variant {v['variant'] or '—'}",
-            f"{v['contacts']:,}",
-            _pct(v["rate"]),
-            _pts(vu["absolute"]),
-            _ci(vu["ci95"]),
-            _pct(vu["relative"]),
-            _p(vu["p_value"]),
-            _verdict(v),
-        )
+        group_row(f"{v['variant'] or '—'}", v, v["contacts"], v["rate"])
+    if report["provinces"]:
+        groups.add_section()
     for p in report["provinces"]:
-        pu = p["uplift"]
-        groups.add_row(
-            f"province {p['province_code']}",
-            f"{p['target']['contacts']:,}",
-            _pct(p["target"]["rate"]),
-            _pts(pu["absolute"]),
-            _ci(pu["ci95"]),
-            _pct(pu["relative"]),
-            _p(pu["p_value"]),
-            _verdict(p),
-        )
+        group_row(f"{p['province_code']}", p, p["target"]["contacts"], p["target"]["rate"])
     console.print(groups)
     inc = report["incremental"]
     responses = "—" if inc["responses"] is None else f"{inc['responses']:,.0f}"
