@@ -81,7 +81,14 @@ def test_a_campaign_without_an_offer_links_nothing(
     ids = make_subscribers(session, vault, [("13700001111", "GD", "GD01")])
     profile(
         mart,
-        [{"subscriber_id": ids[0], "province_code": "GD", "city_code": "GD01", "plan_fee_yuan": 59}],
+        [
+            {
+                "subscriber_id": ids[0],
+                "province_code": "GD",
+                "city_code": "GD01",
+                "plan_fee_yuan": 59,
+            }
+        ],
     )
     started(session, mart, vault, spec(everyone(session, mart), control_share=0))
     run(sessions, dispatcher(vault, settings), mart)

@@ -13,15 +13,13 @@ from perkflow.kit import clock
 
 
 def offer_link(*, kind: str, offer_id: int | None) -> str | None:
-    """The H5 page where a campaign's offer is claimed or used (None: the campaign offers nothing)."""
+    """The H5 page where a campaign's offer is claimed or used (None: it offers nothing)."""
     if kind == "coupon_batch" and offer_id is not None:
         # The claim center lists every claimable batch; the anchor scrolls to this one.
         return f"/h5/coupons#offer-{offer_id}"
     if kind == "benefit":
         # A benefit offer arrives as a grant: the subscriber finds it, and how to use it, there.
         return "/h5/benefits"
-    if kind == "envelope":
-        return "/h5/envelopes"
     return None
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from perkflow.channels import repository
 from perkflow.channels.email import SmtpChannel
 from perkflow.channels.inbox import InAppChannel
+
 # Re-exported: campaigns link their in-app messages to their offer.
 from perkflow.channels.inbox import offer_link as offer_link
 from perkflow.channels.models import InboxMessage

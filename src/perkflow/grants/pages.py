@@ -10,9 +10,11 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from perkflow.errors import PerkflowError
 from perkflow.grants import service as grants
 from perkflow.kit.bounds import IdParam
+from perkflow.kit.crypto import Vault
 from perkflow.kit.pagination import Page
 from perkflow.subscribers.service import SubscriberView
 from perkflow.web.auth import CsrfProtected, DbSession, Staff, SubscriberId, VaultDep, client_ip
+from perkflow.web.h5_usage import usage_facts
 from perkflow.web.render import render
 
 router = APIRouter(include_in_schema=False)
@@ -145,15 +147,18 @@ def _my_benefits(
     sid: int,
     session: DbSession,
     *,
+    vault: Vault,
     revealed: dict[int, tuple[str, str | None]] | None = None,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
+    rows = grants.my_grants(session, subscriber_id=sid)
     response = render(
         request,
         "h5/benefits.html",
         {
-            "rows": grants.my_grants(session, subscriber_id=sid),
+            "rows": rows,
+            "usage": usage_facts(session, vault=vault, subscriber_id=sid, rows=rows),
             "revealed": revealed or {},
             "error": error,
         },
@@ -165,8 +170,10 @@ def _my_benefits(
 
 
 @router.get("/h5/benefits")
-def my_benefits(request: Request, sid: SubscriberId, session: DbSession) -> Response:
-    return _my_benefits(request, sid, session)
+def my_benefits(
+    request: Request, sid: SubscriberId, session: DbSession, vault: VaultDep
+) -> Response:
+    return _my_benefits(request, sid, session, vault=vault)
 
 
 @router.post("/h5/benefits/{grant_id}/reveal", dependencies=[CsrfProtected])
@@ -180,5 +187,7 @@ def reveal_code(
         if exc.status_code == 404:
             raise
         session.rollback()
-        return _my_benefits(request, sid, session, error=exc.message, status_code=exc.status_code)
-    return _my_benefits(request, sid, session, revealed={grant_id: (code, pin)})
+        return _my_benefits(
+            request, sid, session, vault=vault, error=exc.message, status_code=exc.status_code
+        )
+    return _my_benefits(request, sid, session, vault=vault, revealed={grant_id: (code, pin)})
