@@ -227,9 +227,12 @@ def test_marking_read_updates_the_count_in_place(browser: Browser, live: Live) -
     before = int(unread.inner_text().split()[0])
     assert before >= 1
     expect(page.locator("#h5-tabs #inbox-unread-count")).to_have_text(str(before))
+    # A mark on this document: a reload would start a new one without it.
+    page.evaluate("() => { window.stayed = true; }")
     page.locator("[id^=read-]").first.click()
     # No reload: the line and the tab's badge follow the click.
     expect(unread).to_have_text(f"{before - 1} 条未读")
+    assert page.evaluate("() => window.stayed === true")
     if before > 1:
         expect(page.locator("#h5-tabs #inbox-unread-count")).to_have_text(str(before - 1))
     else:
