@@ -92,7 +92,7 @@ def issue_bundles(
     count = membership.IssueCount()
     after = 0
     seen = 0
-    with bulk.long_lived_frozen():
+    with bulk.few_collections():
         while True:
             if stop is not None and stop.is_set():
                 count.stopped = True
