@@ -11,7 +11,7 @@ DEV_STAMP := $(VENV)/.installed-dev-$(shell cat requirements.lock requirements-d
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 export PERKFLOW_HOME ?= $(CURDIR)/var
 
-.PHONY: help setup setup-dev system-deps run serve test test-fast lint fmt types contracts bench lock i18n clean
+.PHONY: help setup setup-dev system-deps run serve test test-fast lint fmt types contracts bench lock i18n vendor clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -80,10 +80,18 @@ lock: ## re-resolve both locks: requirements.lock (running), requirements-dev.lo
 	  .lockenv/bin/pip freeze --exclude-editable | grep -v '^perkflow' | grep -vxFf requirements.lock | sort -f; } > requirements-dev.lock
 	rm -rf .lockenv
 
+# gettext's markers with their argument positions (1c = the context), as web/i18n.py defines them.
+I18N_KEYWORDS = --no-default-keywords -k _ -k N_ -k l_ -k lp_:1c,2 -k gettext -k ngettext:1,2 \
+	-k pgettext:1c,2 -k npgettext:1c,2,3
+
 i18n: setup ## extract messages and merge them into the zh_CN catalog
-	$(BIN)/pybabel extract -F babel.cfg -k N_ -k _ --no-location --omit-header -o .messages.pot .
-	$(BIN)/pybabel update -i .messages.pot -d src/perkflow/locale -l zh_CN --no-location --omit-header
+	$(BIN)/pybabel extract -F babel.cfg $(I18N_KEYWORDS) --no-location --omit-header -o .messages.pot .
+	$(BIN)/pybabel update -i .messages.pot -d src/perkflow/locale -l zh_CN \
+		--no-fuzzy-matching
 	@rm -f .messages.pot
+
+vendor: setup ## fetch htmx, ECharts and jsQR (web/static/vendor/manifest.json) from the npm registry, hashes checked
+	$(BIN)/python -m perkflow.web.vendor fetch
 
 clean: ## remove the virtualenv and the default home (var/)
 	rm -rf $(VENV) var

@@ -130,6 +130,20 @@ def test_sign_in_see_chart_and_switch_language(page: Page, live: Live) -> None:
     expect(page.locator("nav")).to_contain_text("Audit log")
 
 
+def test_echarts_is_fetched_only_by_a_page_with_a_chart(page: Page, live: Live) -> None:
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    page.goto(f"{live.url}/login")
+    page.wait_for_load_state("load")
+    assert f"{live.url}/static/vendor/htmx.min.js" in fetched
+    assert not [u for u in fetched if "echarts" in u]
+    _sign_in(page, live, "admin")  # the dashboard has charts
+    expect(page.locator("#chart-province")).to_have_attribute("data-rendered", "1")
+    assert [u for u in fetched if u.endswith("/static/vendor/echarts.min.js")] == [
+        f"{live.url}/static/vendor/echarts.min.js"
+    ]
+
+
 def test_province_marketer_gets_403_for_another_province(page: Page, live: Live) -> None:
     _sign_in(page, live, "gd")
     expect(page.locator("#total")).to_have_text("2")

@@ -1,15 +1,33 @@
 // Charts: each element with data-chart names a <script type="application/json"> holding its data;
 // one with data-chart-url fetches the same kind of spec as JSON from that (same-origin) address.
+// ECharts (1 MB) is fetched only by a page that has a chart, once: withCharts(fn) runs fn when it is there.
+(function () {
+  var loading = null;
+  window.withCharts = function (fn) {
+    if (typeof echarts !== "undefined") { fn(); return; }
+    if (!loading) {
+      loading = new Promise(function (resolve, reject) {
+        var s = document.createElement("script");
+        s.src = "/static/vendor/echarts.min.js";
+        s.onload = resolve;
+        s.onerror = reject;
+        document.head.appendChild(s);
+      });
+    }
+    loading.then(fn);
+  };
+})();
 (function () {
   function draw(el) {
-    render(el, JSON.parse(document.getElementById(el.dataset.chart).textContent));
+    var spec = JSON.parse(document.getElementById(el.dataset.chart).textContent);
+    window.withCharts(function () { render(el, spec); });
   }
   function fetchAndDraw(el) {
     fetch(el.dataset.chartUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.json(); })
       .then(function (spec) {
         if (!spec.categories || spec.categories.length === 0) { throw new Error("empty"); }
-        render(el, spec);
+        window.withCharts(function () { render(el, spec); });
       })
       .catch(function () {
         el.classList.add("empty");

@@ -24,7 +24,11 @@
 
   function liveChart() {
     var el = document.getElementById("chart-activity");
-    if (!el || typeof echarts === "undefined") { return; }
+    if (!el || !window.withCharts) { return; }
+    window.withCharts(function () { drawActivity(el); });
+  }
+
+  function drawActivity(el) {
     var chart = echarts.init(el);
     function load() {
       fetch(el.dataset.url, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (d) {

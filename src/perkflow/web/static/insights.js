@@ -70,7 +70,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    if (typeof echarts === "undefined") { return; }
-    document.querySelectorAll("[data-insights-chart]").forEach(draw);
+    var found = document.querySelectorAll("[data-insights-chart]");
+    if (found.length) { window.withCharts(function () { found.forEach(draw); }); }
   });
 })();
