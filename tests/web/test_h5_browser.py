@@ -149,9 +149,13 @@ _BOXES = """(sel) => [...document.querySelectorAll(sel)].map(e => {
   range.selectNodeContents(label);
   const rects = [...range.getClientRects()].filter(q => q.width > 0);
   const tops = new Set(rects.map(q => Math.round(q.top)));
+  const t = range.getBoundingClientRect();
   return {x: r.left, y: r.top, w: r.width, h: r.height, text: e.textContent.trim(),
-          fits: label.scrollWidth <= label.clientWidth + 1, lines: tops.size};
+          fits: label.scrollWidth <= label.clientWidth + 1, lines: tops.size,
+          tx: t.left, ty: t.top, tw: t.width, th: t.height};
 })"""
+# Texts side by side closer than this read as one word ("我的账户会员中心").
+MIN_GAP_PX = 6
 
 
 def _overlaps(a: dict[str, float], b: dict[str, float]) -> bool:
@@ -170,6 +174,10 @@ def _assert_apart(page: Page, selector: str) -> None:
         assert a["fits"] and a["lines"] == 1, (page.url, a)
         for b in boxes[i + 1 :]:
             assert not _overlaps(a, b), (page.url, a, b)
+            same_row = a["ty"] < b["ty"] + b["th"] and b["ty"] < a["ty"] + a["th"]
+            if same_row:
+                gap = max(b["tx"] - (a["tx"] + a["tw"]), a["tx"] - (b["tx"] + b["tw"]))
+                assert gap >= MIN_GAP_PX, (page.url, a["text"], b["text"], gap)
 
 
 def _assert_no_sideways_scroll(page: Page) -> None:
