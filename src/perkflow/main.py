@@ -45,7 +45,7 @@ from perkflow.subscribers import api as subscribers_api
 from perkflow.subscribers import pages as subscribers_pages
 from perkflow.web import dashboard, h5
 from perkflow.web.auth import LoginRequired, SubscriberLoginRequired
-from perkflow.web.i18n import translations
+from perkflow.web.i18n import N_, translate_text, translations, validation_message
 from perkflow.web.limits import AuthFirst, BodyLimit
 from perkflow.web.metrics import check_stores, install_metrics
 from perkflow.web.openapi import API_RESPONSES, install_openapi
@@ -124,6 +124,33 @@ def _json_invalid(error: Any, doc: Any) -> dict[str, str]:
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+UNSTORABLE = N_("a value is out of range or malformed")
+# What a page says when the error's own words have no translation yet.
+_GENERIC = {
+    400: N_("The request could not be carried out."),
+    403: N_("Your role or region does not allow this."),
+    404: N_("What you asked for does not exist, or is outside your region."),
+    405: N_("This address does not take that kind of request."),
+    409: N_("This conflicts with the current state; reload the page and try again."),
+    413: N_("What you sent is too large."),
+    422: N_("Some of what you entered is not valid."),
+    429: N_("Too many attempts; wait a moment and try again."),
+}
+
+
+def _error_page(request: Request, status: int, message: str, *, field: str = "") -> Response:
+    """The error page in the reader's language: the message translated, else a general sentence.
+
+    An untranslated message is still shown, marked as English, so nothing the reader could act on
+    is hidden (the zh_CN page test lists such messages on the pages it visits).
+    """
+    trans = translations(request_locale(request))
+    text = translate_text(message, trans)
+    context: dict[str, Any] = {"status": status, "message": text, "field": field}
+    if text is None:
+        generic = _GENERIC.get(status, _GENERIC[400])
+        context.update(message=trans.gettext(generic), original=message)
+    return render(request, "error.html", context, status_code=status)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -131,14 +158,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: PerkflowError) -> Response:
         if _wants_json(request):
             return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code)
-        return render(
-            request,
-            "error.html",
-            {"status": exc.status_code, "message": exc.message},
-            status_code=exc.status_code,
-        )
+        return _error_page(request, exc.status_code, exc.message, field=exc.field or "")
 
-    def invalid(request: Request, errors: list[dict[str, str]]) -> Response:
+    def invalid(
+        request: Request, errors: list[dict[str, str]], problems: list[dict[str, Any]] | None = None
+    ) -> Response:
         first = errors[0] if errors else {"field": "", "message": "invalid request"}
         message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
         if _wants_json(request):
@@ -149,7 +173,15 @@ def _install_error_handlers(app: FastAPI) -> None:
                 "errors": errors,
             }
             return JSONResponse({"error": body}, status_code=422)
-        return render(request, "error.html", {"status": 422, "message": message}, status_code=422)
+        # A page shows the problem in the reader's language, naming the field as it is sent.
+        trans = translations(request_locale(request))
+        text = (
+            validation_message(problems[0], trans)
+            if problems
+            else translate_text(first["message"], trans) or first["message"]
+        )
+        context = {"status": 422, "message": text, "field": first["field"]}
+        return render(request, "error.html", context, status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -158,14 +190,16 @@ def _install_error_handlers(app: FastAPI) -> None:
             # The decoder's loc is ("body", character offset): the offset is no field.
             return invalid(request, [_json_invalid(errors[0], exc.body)])
         return invalid(
-            request, [{"field": _field_of(e["loc"]), "message": e["msg"]} for e in errors]
+            request,
+            [{"field": _field_of(e["loc"]), "message": e["msg"]} for e in errors],
+            [dict(e) for e in errors],
         )
 
     # The last resort: a value the edge's types let through but the ledger cannot store (an
     # integer beyond 64 bits, a NUL in PostgreSQL text) is the caller's error, never a 500.
     # The request's transaction is rolled back as for any error (web/auth.py).
     async def unstorable(request: Request, exc: Exception) -> Response:
-        return invalid(request, [{"field": "", "message": "a value is out of range or malformed"}])
+        return invalid(request, [{"field": "", "message": UNSTORABLE}])
 
     app.add_exception_handler(DataError, unstorable)
     app.add_exception_handler(psycopg.DataError, unstorable)
@@ -214,12 +248,10 @@ def _install_error_handlers(app: FastAPI) -> None:
                 status_code=exc.status_code,
                 headers=exc.headers,
             )
-        return render(
-            request,
-            "error.html",
-            {"status": exc.status_code, "message": exc.detail},
-            status_code=exc.status_code,
-        )
+        page = _error_page(request, exc.status_code, str(exc.detail))
+        if exc.headers:
+            page.headers.update(exc.headers)
+        return page
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:

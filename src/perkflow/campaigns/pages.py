@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import FormData
 
 from perkflow.audience import service as audience
-from perkflow.campaigns import rules, tasks
+from perkflow.campaigns import readiness, rules, tasks
 from perkflow.campaigns import service as campaigns
 from perkflow.campaigns.models import Campaign
 from perkflow.catalog import service as catalog
@@ -34,6 +34,7 @@ from perkflow.org import service as org
 from perkflow.org.rules import Perm
 from perkflow.settings import Settings
 from perkflow.web.auth import CsrfProtected, DbSession, MartDep, Staff, StaffContext, VaultDep
+from perkflow.web.i18n import l_
 from perkflow.web.render import render
 
 log = logging.getLogger("perkflow.campaigns.pages")
@@ -194,11 +195,11 @@ def raw_spec(
             try:
                 offer["cost_fen"] = parse_yuan(cost_text)
             except ValueError:
-                problems.append({"path": "offer.cost_fen", "message": "an amount in yuan"})
+                problems.append({"path": "offer.cost_fen", "message": l_("an amount in yuan")})
         elif default_cost is not None:
             offer["cost_fen"] = default_cost
     elif choice != "none":
-        problems.append({"path": "offer.id", "message": "pick an offer from the list"})
+        problems.append({"path": "offer.id", "message": l_("pick an offer from the list")})
     name = str(form.get("offer_name") or "").strip()
     if name:
         offer["name"] = name
@@ -208,7 +209,7 @@ def raw_spec(
         try:
             budget_fen = parse_yuan(budget_text)
         except ValueError:
-            problems.append({"path": "budget_fen", "message": "an amount in yuan, like 5000"})
+            problems.append({"path": "budget_fen", "message": l_("an amount in yuan, like 5000")})
     throttle: dict[str, Any] = {}
     for ch, rate in (form.get("throttle") or {}).items():
         value = _int_or_text(str(rate))
@@ -685,6 +686,12 @@ def _campaign_page(
             "is_author": author,
             "can_run": actor.can(Perm.CAMPAIGNS_RUN),
             "fields": [f"{{{{ {name} }}}}" for name in rules.FIELDS],
+            # Until it runs, a campaign says which of its channels this installation lacks.
+            "channel_gaps": (
+                readiness.channel_gaps(spec, request.app.state.settings)
+                if campaign.status in ("draft", "submitted", "approved")
+                else []
+            ),
         },
         status_code=status_code,
     )
@@ -870,6 +877,7 @@ def campaign_start(
             vault=vault,
             campaign_id=campaign_id,
             zone=_zone(request),
+            settings=request.app.state.settings,
         ),
         next_url=f"/console/campaigns/{campaign_id}/monitor",
     )
@@ -1051,7 +1059,7 @@ def dispatch_now(
             staff,
             session,
             campaign_id,
-            error=f"a {campaign.status} campaign has nothing to dispatch",
+            error=l_("a {status} campaign has nothing to dispatch", status=campaign.status),
             status_code=409,
         )
     org.record_audit(

@@ -41,6 +41,7 @@ from perkflow.web.auth import (
     VaultDep,
     client_ip,
 )
+from perkflow.web.i18n import l_
 from perkflow.web.render import render
 
 router = APIRouter(include_in_schema=False)
@@ -900,7 +901,12 @@ def batch_status(
         )
     except ValueError:
         return _batch_page(
-            request, staff, session, batch_id, error=f"status: {status!r}", status_code=422
+            request,
+            staff,
+            session,
+            batch_id,
+            error=l_("status: {status} is not a status", status=repr(status)),
+            status_code=422,
         )
     except PerkflowError as exc:
         return _batch_refused(request, staff, session, batch_id, exc)
@@ -979,7 +985,7 @@ async def import_codes(
     raw = await file.read(20_000_001)
     if len(raw) > 20_000_000:
         return _batch_page(
-            request, staff, session, batch_id, error="file: at most 20 MB", status_code=413
+            request, staff, session, batch_id, error=l_("file: at most 20 MB"), status_code=413
         )
     try:
         report = coupons.import_codes(

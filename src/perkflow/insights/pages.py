@@ -9,7 +9,9 @@ from fastapi.responses import Response
 
 from perkflow.insights import service as insights
 from perkflow.kit.bounds import IdParam
+from perkflow.org import service as org
 from perkflow.web.auth import DbSession, Staff
+from perkflow.web.i18n import l_
 from perkflow.web.render import render
 
 router = APIRouter(include_in_schema=False)
@@ -58,6 +60,10 @@ def evaluation_page(
         {
             "report": report,
             "wave": wave,
-            "uplift_chart": _uplift_chart(report, "all"),
+            "uplift_chart": _uplift_chart(report, l_("All")),
+            # Provinces by name in the reader's language: rname(regions[code]) in the template.
+            "regions": org.regions_by_code(
+                session, codes={str(p["province_code"]) for p in report.get("provinces") or []}
+            ),
         },
     )

@@ -32,10 +32,12 @@ def overview(
     liability = membership.points_liability(session, actor=staff.actor, zone=zone)
     zh = request_locale(request) == "zh_CN"
     chart: dict[str, list[Any]] = {"categories": [], "up": [], "down": [], "scheduled": []}
+    # The chart names tiers in the reader's language, not by their codes.
+    names = {v.tier.code: v.tier.name_zh if zh else v.tier.name_en for v in views}
     for kind, src, dst, n in moves.rows:
         if kind == "downgrade_cancelled":
             continue
-        chart["categories"].append(f"{src} → {dst}")
+        chart["categories"].append(f"{_tier_name(names, src)} → {_tier_name(names, dst)}")
         chart["up"].append(n if kind in ("join", "upgrade") else 0)
         chart["down"].append(n if kind in ("downgrade", "leave") else 0)
         chart["scheduled"].append(n if kind == "downgrade_scheduled" else 0)
@@ -53,6 +55,10 @@ def overview(
             "saved": saved,
         },
     )
+
+
+def _tier_name(names: dict[str, str], code: str | None) -> str:
+    return names.get(code, code) if code else "—"
 
 
 def _editor(

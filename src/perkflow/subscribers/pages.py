@@ -16,6 +16,7 @@ from perkflow.org.rules import Perm
 from perkflow.subscribers import service as subscribers
 from perkflow.subscribers.rules import Status
 from perkflow.web.auth import CsrfProtected, DbSession, Staff, VaultDep
+from perkflow.web.i18n import l_
 from perkflow.web.render import render
 
 router = APIRouter(include_in_schema=False)
@@ -147,7 +148,7 @@ def subscriber_change_status(
             session,
             vault,
             subscriber_id,
-            error=f"status: {status!r} is not a status",
+            error=l_("status: {status} is not a status", status=repr(status)),
             status_code=422,
         )
     try:

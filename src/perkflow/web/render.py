@@ -14,7 +14,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from perkflow.kit.money import format_fen
-from perkflow.web.i18n import LANG_COOKIE, pick_locale, translations
+from perkflow.web.i18n import LANG_COOKIE, localize, pick_locale, translate_text, translations
 
 
 def _tojson(value: Any) -> Markup:
@@ -54,16 +54,28 @@ def render(
             return ""
         return str(region.name_zh if locale == "zh_CN" else region.name_en)
 
+    def tr(value: Any) -> Any:
+        # A domain error's text is looked up in the catalog (web/i18n.translate_text); shown
+        # as it is when the catalog has no translation for it.
+        if isinstance(value, str):
+            return translate_text(value, trans) or value
+        return localize(value, trans)
+
     values: dict[str, Any] = {
         "request": request,
         "_": trans.gettext,
         "ngettext": trans.ngettext,
+        "pgettext": trans.pgettext,
+        "npgettext": trans.npgettext,
+        # Messages marked in Python (l_/lp_ in web/i18n.py) are translated here, in this
+        # request's language: the values passed below and any the template meets (`tr`).
+        "tr": tr,
         "locale": locale,
         "localtime": localtime,
         "rname": rname,
         "csrf_token": request.session.get("csrf", ""),
         "current": getattr(request.state, "staff_context", None),
     }
-    values.update(context or {})
+    values.update(localize(context or {}, trans))
     html = env.get_template(template).render(values)
     return HTMLResponse(html, status_code=status_code)
