@@ -37,19 +37,22 @@ def test_evaluation_page_shows_cells_uplift_verdicts_and_charts(
     page = client.get(url)
     assert page.status_code == 200, page.text
     html = page.text
-    assert 'id="cell-target"' in html and "100" in html
+    # The headline of a campaign that rolled out is its rollout wave: variant B in ZJ, 60 targets.
+    assert 'id="cell-target"' in html and ">60<" in html
     assert "/static/insights.js" in html
     cumulative = _chart(html, "chart-cumulative-data")
     assert cumulative["days"] == ["2026-03-02", "2026-03-03", "2026-03-04"]
-    assert cumulative["series"][0]["data"][-1] == 0.29
+    assert cumulative["series"][0]["data"][-1] == 0.15
     uplift = _chart(html, "chart-uplift-data")
-    assert uplift["categories"][1:] == ["A", "B"]  # after "All", in the page's language
+    assert uplift["categories"][1:] == ["B"]  # after "All", in the page's language
     bars = zip(uplift["uplift"], uplift["low"], uplift["high"], strict=True)
     assert all(lo < u < hi for u, lo, hi in bars)
-    assert uplift["significant"] == [True, True, False]
-    # Variant B's uplift is noise, and the page says so next to it.
-    assert html.count("not-significant") == 2  # variant B and province ZJ
+    assert uplift["significant"] == [False, False]
+    # The rollout's uplift is noise, and the page says so next to it.
+    assert html.count("not-significant") == 3  # the headline, variant B and province ZJ
     assert 'id="provinces"' in html
+    test_wave = client.get(url + "?wave=test").text
+    assert _chart(test_wave, "chart-uplift-data")["significant"] == [True, True]
 
     rollout = client.get(url + "?wave=rollout")
     assert rollout.status_code == 200 and "not-significant" in rollout.text
@@ -57,7 +60,7 @@ def test_evaluation_page_shows_cells_uplift_verdicts_and_charts(
 
     api = client.get(f"/v1/campaigns/{campaign_id}/evaluation")  # the signed-in browser
     assert api.status_code == 200
-    assert api.json()["cells"]["target"]["contacts"] == 100
+    assert api.json()["cells"]["target"]["contacts"] == 60
 
     client.cookies.clear()
     keyed = client.get(

@@ -221,11 +221,26 @@ def _run_campaign(session: Session) -> Campaign:
 
 def test_waves_provinces_cost_and_timeline(session: Session) -> None:
     campaign = _run_campaign(session)
-    ev = insights.evaluate(session, actor=SYSTEM, campaign_id=campaign.id)
+    # The headline of a campaign that rolled out is its rollout wave (the confirmatory estimate);
+    # the deciding test wave and every wave together are reported beside it.
+    headline = insights.evaluate(session, actor=SYSTEM, campaign_id=campaign.id)
+    assert headline.headline_wave == "rollout"
+    assert headline.cells["target"] == rules.Arm(60, 9, 9_000)
+    assert headline.cells["control"] == rules.Arm(20, 2, 2_000)
+    assert headline.test_wave is not None and headline.test_wave.target == rules.Arm(40, 20, 20_000)
+    assert headline.pooled is not None and headline.pooled.target == rules.Arm(100, 29, 29_000)
+    waves = [
+        w.id
+        for w in session.scalars(
+            select(CampaignWave).where(CampaignWave.campaign_id == campaign.id)
+        )
+    ]
+    ev = insights.evaluate(session, actor=SYSTEM, campaign_id=campaign.id, wave_ids=waves)
+    assert ev.headline_wave is None
     assert ev.cells["target"] == rules.Arm(100, 29, 29_000)
     assert ev.cells["control"] == rules.Arm(30, 3, 3_000)
-    # Cost: 29 offers taken up at 3 yuan, 40 SMS at 5 fen, 60 e-mails free.
-    assert ev.cost_fen == 29 * 300 + 40 * 5
+    # Cost: 29 offers taken up at 3 yuan, 39 SMS sent at 5 fen (one failed), e-mails free.
+    assert ev.cost_fen == 29 * 300 + 39 * 5
     assert ev.overall.significant
     assert ev.cost_per_incremental_fen == round(ev.cost_fen / ev.overall.incremental_responses)
     assert [g.key for g in ev.provinces] == ["GD", "ZJ"]
@@ -262,7 +277,7 @@ def test_unknown_waves_and_campaigns_are_clear_errors(session: Session) -> None:
     # A campaign with nobody in it evaluates to plain Nones, not a crash.
     report = insights.report_dict(insights.evaluate(session, actor=SYSTEM, campaign_id=campaign.id))
     assert report["cells"]["target"]["rate"] is None and report["uplift"]["p_value"] is None
-    assert report["verdict"] == "not significant" and report["timeline"]["days"] == []
+    assert report["verdict"] == "not enough data" and report["timeline"]["days"] == []
 
 
 def test_keys_need_the_scope_and_provinces_see_their_own(session: Session) -> None:

@@ -10,7 +10,9 @@ carrying the contact's key for the peer to drop a resent copy.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,8 +51,10 @@ from perkflow.subscribers import service as subscribers
 
 if TYPE_CHECKING:
     import ibis
+    import pyarrow as pa
 else:
     ibis = lazy_module("ibis")
+    pa = lazy_module("pyarrow")
 
 log = logging.getLogger("perkflow.campaigns.worker")
 
@@ -125,6 +129,20 @@ def _wave_rows(mart: Mart, vault: Vault, campaign: Campaign, wave: CampaignWave,
     return j.select(**cols).order_by("subscriber_id")
 
 
+def dispatch_order(rows: pa.Table, campaign: Campaign, wave: CampaignWave) -> pa.Table:
+    """The wave's rows in a random order seeded from the campaign and the wave.
+
+    Dispatch sends in contact id order, and ids follow the insert order: shuffled here, a budget
+    or stock cap that ends a campaign early keeps a random sample of its targets, not the lowest
+    subscriber ids. The same campaign and wave always give the same order, so a planner that
+    stopped and runs again inserts the rows it had not reached yet.
+    """
+    seed = hashlib.sha256(f"dispatch:{campaign.salt}:{wave.id}".encode()).digest()
+    order = list(range(rows.num_rows))
+    random.Random(seed).shuffle(order)
+    return rows.take(pa.array(order, type=pa.int64()))
+
+
 def plan_wave(
     sessions: sessionmaker[Session],
     *,
@@ -154,7 +172,9 @@ def plan_wave(
     planned_at = clock.now()
     # One Arrow table of five narrow columns (ibis' batch reader does not work with this DuckDB);
     # the ledger inserts go in committed chunks, so a killed planner resumes where it stopped.
-    arrow = _wave_rows(mart, vault, campaign, wave, table).to_pyarrow()
+    arrow = dispatch_order(
+        _wave_rows(mart, vault, campaign, wave, table).to_pyarrow(), campaign, wave
+    )
     for batch in arrow.to_batches(max_chunksize=chunk):
         rows = []
         for r in batch.to_pylist():

@@ -20,9 +20,10 @@ from perkflow.campaigns.models import Campaign
 from perkflow.campaigns.rules import POLICY_CHANNEL, Cell, CellCount, HistoryRow
 from perkflow.catalog.rules import Category
 from perkflow.errors import Forbidden, NotFound, ValidationFailed
+from perkflow.insights import cells, presentation, rules
 from perkflow.insights import repository as repo
-from perkflow.insights import rules
 from perkflow.insights.rules import Arm, Comparison, Timeline
+from perkflow.insights.stats import srm
 from perkflow.kit import clock
 from perkflow.kit.crypto import Vault
 from perkflow.kit.lazy import lazy_module
@@ -65,11 +66,21 @@ class Group:
     comparison: Comparison
     cost_fen: int | None
     cost_per_incremental_fen: int | None
+    # A variant's comparison reads its own control rows (like with like); False for an imported
+    # history whose controls carry no variant, where the whole control is shared.
+    own_control: bool = True
+    # Targets whose message went out against the same controls (treated-on-treated, not ITT).
+    treated: Comparison | None = None
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A campaign's evaluation: cells, uplift, sub-groups, cost and the timeline for charts."""
+    """A campaign's evaluation: cells, uplift, sub-groups, cost and the timeline for charts.
+
+    ``overall`` is the headline: intent to treat, every assigned row in its cell. With a test
+    wave and a rollout, it is the rollout wave alone (the confirmatory estimate, ``headline_wave``
+    "rollout"); the deciding test wave is ``test_wave`` and every wave together ``pooled``.
+    """
 
     campaign_id: int
     name: str
@@ -81,6 +92,15 @@ class Evaluation:
     provinces: list[Group]
     timeline: Timeline
     zone: str
+    # Delivered targets against all controls: what the message did to those it reached.
+    treated: Comparison | None = None
+    # The check of assigned target/control counts against the planned control share.
+    sample_ratio: srm.SampleRatio | None = None
+    planned_control_share_bp: int | None = None
+    variant_control: str = "own"  # own | shared (see Group.own_control)
+    headline_wave: str | None = None  # the wave ``overall`` reads when it is not every wave
+    test_wave: Comparison | None = None
+    pooled: Comparison | None = None
 
     @property
     def cells(self) -> dict[str, Arm]:
@@ -89,12 +109,7 @@ class Evaluation:
 
 
 def _arm(rows: Iterable[CellCount]) -> Arm:
-    contacts = responders = revenue = 0
-    for r in rows:
-        contacts += r.contacts
-        responders += r.responders
-        revenue += r.revenue_fen
-    return Arm(contacts=contacts, responders=responders, revenue_fen=revenue)
+    return cells.arm(rows)
 
 
 def _offer_cost(campaign: Campaign) -> int | None:
@@ -106,12 +121,18 @@ def _offer_cost(campaign: Campaign) -> int | None:
 
 
 def _cost(campaign: Campaign, rows: Sequence[CellCount]) -> int | None:
-    """Offers taken up by target responders, plus sending to every target contact."""
+    """Offers taken up by target responders, plus the messages that went out.
+
+    A target suppressed at send time was assigned (it counts in the comparison) but cost
+    nothing to send; a row without treated counts (an imported history) counts as sent.
+    """
     channel_of = {v.get("key"): v.get("channel") for v in campaign.variants or []}
     sends: dict[str, int] = defaultdict(int)
+    imported = campaign.import_source is not None
     for r in rows:
         if r.cell == Cell.TARGET.value:
-            sends[str(channel_of.get(r.variant) or "unknown")] += r.contacts
+            sent = r.contacts if imported else r.treated
+            sends[str(channel_of.get(r.variant) or "unknown")] += sent
     target = [r for r in rows if r.cell == Cell.TARGET.value]
     return rules.campaign_cost_fen(
         offer_cost_fen=_offer_cost(campaign),
@@ -121,16 +142,30 @@ def _cost(campaign: Campaign, rows: Sequence[CellCount]) -> int | None:
 
 
 def _group(
-    key: str | None, campaign: Campaign, target: list[CellCount], control: list[CellCount]
+    key: str | None,
+    campaign: Campaign,
+    target: list[CellCount],
+    control: list[CellCount],
+    *,
+    own_control: bool = True,
 ) -> Group:
     comparison = rules.compare(_arm(target), _arm(control))
     cost = _cost(campaign, target)
+    treated = None
+    if campaign.import_source is None:
+        treated = rules.compare(cells.treated_arm(target), _arm(control))
     return Group(
         key=key,
         comparison=comparison,
         cost_fen=cost,
         cost_per_incremental_fen=rules.cost_per_incremental_fen(cost, comparison),
+        own_control=own_control,
+        treated=treated,
     )
+
+
+def _waves(session: Session, actor: Actor, campaign_id: int, kind: str) -> list[int]:
+    return list(campaigns.wave_ids(session, actor=actor, campaign_id=campaign_id, kind=kind))
 
 
 def evaluate(
@@ -144,44 +179,52 @@ def evaluate(
 ) -> Evaluation:
     """Target against control for a campaign (or one wave), per variant and per province.
 
-    Intent-to-treat: every assigned contact counts, sent or not. Variants share the campaign's
-    control group (all control rows, whatever variant they were given).
+    Intent to treat: every assigned contact counts, sent or not (a target suppressed at send
+    time stays in its cell); treated-on-treated is shown beside it. Each variant is compared
+    with its own control rows (``insights.cells``). Without a wave named, a campaign that rolled
+    out is judged on its rollout wave, and its test wave is reported on its own.
     """
     campaign = campaigns.get_campaign(session, actor=actor, campaign_id=campaign_id)
     if wave is not None:
         if wave not in WAVES:
             raise ValidationFailed(f"wave is one of {', '.join(WAVES)}", field="wave")
-        wave_ids = campaigns.wave_ids(session, actor=actor, campaign_id=campaign_id, kind=wave)
+        wave_ids = _waves(session, actor, campaign_id, wave)
         if not wave_ids:
             raise NotFound(f"campaign {campaign_id} has no {wave} wave", field="wave")
+    headline_wave = wave
+    test_wave: Comparison | None = None
+    pooled: Comparison | None = None
+    if wave is None and wave_ids is None:
+        rollout_ids = _waves(session, actor, campaign_id, "rollout")
+        test_ids = _waves(session, actor, campaign_id, "test") if rollout_ids else []
+        if rollout_ids and test_ids:
+            everything = campaigns.contact_counts(session, actor=actor, campaign_id=campaign_id)
+            pooled = rules.compare(*(_arm(rows) for rows in cells.split(everything)))
+            tested = campaigns.contact_counts(
+                session, actor=actor, campaign_id=campaign_id, wave_ids=test_ids
+            )
+            test_wave = rules.compare(*(_arm(rows) for rows in cells.split(tested)))
+            wave_ids, headline_wave = rollout_ids, "rollout"
     counts = campaigns.contact_counts(
         session, actor=actor, campaign_id=campaign_id, wave_ids=wave_ids
     )
-    target = [r for r in counts if r.cell == Cell.TARGET.value]
-    control = [r for r in counts if r.cell == Cell.CONTROL.value]
+    target, control = cells.split(counts)
     overall = _group(None, campaign, target, control)
-
-    by_variant: dict[str | None, list[CellCount]] = defaultdict(list)
-    for r in target:
-        by_variant[r.variant].append(r)
+    chosen = cells.by_variant(counts)
     variants = [
-        _group(key, campaign, rows, control)
-        for key, rows in sorted(by_variant.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
+        _group(v.key, campaign, v.target, v.control, own_control=v.own_control) for v in chosen
     ]
-
     # Control is drawn per province, so each province is a fair experiment of its own.
-    provinces = []
-    codes = sorted({r.province_code for r in counts if r.province_code is not None})
-    for code in codes:
-        provinces.append(
-            _group(
-                code,
-                campaign,
-                [r for r in target if r.province_code == code],
-                [r for r in control if r.province_code == code],
-            )
-        )
+    provinces = [_group(p.key, campaign, p.target, p.control) for p in cells.by_province(counts)]
 
+    planned = campaign.control_share_bp if campaign.import_source is None else None
+    sample_ratio = None
+    if planned is not None:
+        sample_ratio = srm.check(
+            overall.comparison.target.contacts,
+            overall.comparison.control.contacts,
+            control_share_bp=planned,
+        )
     firsts = campaigns.response_times(
         session, actor=actor, campaign_id=campaign_id, wave_ids=wave_ids
     )
@@ -202,6 +245,13 @@ def evaluate(
         provinces=provinces,
         timeline=timeline,
         zone=zone,
+        treated=overall.treated,
+        sample_ratio=sample_ratio,
+        planned_control_share_bp=planned,
+        variant_control="own" if all(v.own_control for v in chosen) else "shared",
+        headline_wave=headline_wave,
+        test_wave=test_wave,
+        pooled=pooled,
     )
 
 
@@ -218,39 +268,36 @@ def _cell_dict(arm: Arm) -> dict[str, Any]:
     }
 
 
-def _uplift_dict(c: Comparison) -> dict[str, Any]:
-    return {
-        "absolute": c.absolute,
-        "relative": c.relative,
-        "ci95": _pair(c.ci95),
-        "relative_ci95": _pair(c.relative_ci95),
-        "z": c.z,
-        "p_value": c.p_value,
-        "significant": c.significant,
-    }
+def _uplift_dict(
+    c: Comparison, adjusted: float | None = None, *, adjusted_by: str | None = None
+) -> dict[str, Any]:
+    return presentation.uplift_dict(c, adjusted, adjusted_by=adjusted_by)
 
 
 def _incremental_dict(c: Comparison) -> dict[str, Any]:
-    return {
-        "responses": c.incremental_responses,
-        "responses_ci95": _pair(c.incremental_ci95),
-        "revenue_fen": c.incremental_revenue_fen,
-    }
+    return presentation.incremental_dict(c)
 
 
-def verdict(c: Comparison) -> str:
-    """``significant`` or ``not significant`` at alpha 0.05."""
-    return "significant" if c.significant else "not significant"
+def verdict(c: Comparison, adjusted: float | None = None, *, adjusted_by: str | None = None) -> str:
+    """``significant``, ``not significant`` or ``not enough data`` at alpha 0.05.
+
+    Where several comparisons are read at once the badge reads the adjusted p-value.
+    """
+    return presentation.verdict(c, adjusted, adjusted_by=adjusted_by)
 
 
 def report_dict(evaluation: Evaluation) -> dict[str, Any]:
     """The evaluation as plain JSON: cells, uplift, variants, provinces, cost, timeline."""
     o = evaluation.overall
+    # Variants are one family (Holm), provinces a breakdown (Benjamini–Hochberg).
+    variant_p = presentation.adjust([g.comparison for g in evaluation.variants], presentation.HOLM)
+    province_p = presentation.adjust([g.comparison for g in evaluation.provinces], presentation.BH)
     return {
         "campaign_id": evaluation.campaign_id,
         "name": evaluation.name,
         "wave": evaluation.wave,
         "alpha": rules.ALPHA,
+        "methods": presentation.METHODS,
         "cells": {
             Cell.TARGET.value: _cell_dict(o.target),
             Cell.CONTROL.value: _cell_dict(o.control),
@@ -258,6 +305,8 @@ def report_dict(evaluation: Evaluation) -> dict[str, Any]:
         "uplift": _uplift_dict(o),
         "significant": o.significant,
         "verdict": verdict(o),
+        "sequential": presentation.sequential_dict(o),
+        "plan": presentation.plan_dict(o),
         "incremental": _incremental_dict(o),
         "cost_fen": evaluation.cost_fen,
         "cost_per_incremental_fen": evaluation.cost_per_incremental_fen,
@@ -265,26 +314,31 @@ def report_dict(evaluation: Evaluation) -> dict[str, Any]:
             {
                 "variant": g.key,
                 **_cell_dict(g.comparison.target),
-                "uplift": _uplift_dict(g.comparison),
-                "significant": g.comparison.significant,
-                "verdict": verdict(g.comparison),
+                "control": _cell_dict(g.comparison.control),
+                "uplift": _uplift_dict(g.comparison, adj, adjusted_by=presentation.HOLM),
+                "significant": presentation.significant(
+                    g.comparison, adj, adjusted_by=presentation.HOLM
+                ),
+                "verdict": verdict(g.comparison, adj, adjusted_by=presentation.HOLM),
                 "incremental": _incremental_dict(g.comparison),
                 "cost_fen": g.cost_fen,
                 "cost_per_incremental_fen": g.cost_per_incremental_fen,
             }
-            for g in evaluation.variants
+            for g, adj in zip(evaluation.variants, variant_p, strict=True)
         ],
         "provinces": [
             {
                 "province_code": g.key,
                 "target": _cell_dict(g.comparison.target),
                 "control": _cell_dict(g.comparison.control),
-                "uplift": _uplift_dict(g.comparison),
-                "significant": g.comparison.significant,
-                "verdict": verdict(g.comparison),
+                "uplift": _uplift_dict(g.comparison, adj, adjusted_by=presentation.BH),
+                "significant": presentation.significant(
+                    g.comparison, adj, adjusted_by=presentation.BH
+                ),
+                "verdict": verdict(g.comparison, adj, adjusted_by=presentation.BH),
                 "incremental": _incremental_dict(g.comparison),
             }
-            for g in evaluation.provinces
+            for g, adj in zip(evaluation.provinces, province_p, strict=True)
         ],
         "timeline": {
             "zone": evaluation.zone,
