@@ -35,7 +35,7 @@ from perkflow.org.rules import Perm
 from perkflow.settings import Settings
 from perkflow.web.auth import CsrfProtected, DbSession, MartDep, Staff, StaffContext, VaultDep
 from perkflow.web.i18n import l_
-from perkflow.web.render import render
+from perkflow.web.render import render, request_locale
 
 log = logging.getLogger("perkflow.campaigns.pages")
 router = APIRouter(include_in_schema=False)
@@ -375,12 +375,12 @@ def _row_errors(errors: Sequence[dict[str, str]], rows: int) -> list[dict[str, s
 # ---- shared page pieces -----------------------------------------------------------------------
 
 
-def _offer_choices(session: Session, staff: StaffContext) -> list[tuple[str, str]]:
+def _offer_choices(session: Session, staff: StaffContext, *, zh: bool) -> list[tuple[str, str]]:
     """(value, label) of the offers the actor may attach: coupon batches, then benefits."""
     out: list[tuple[str, str]] = []
     if staff.actor.can(Perm.COUPONS_EDIT):
         for b in list(coupons.list_batches(session, actor=staff.actor))[:OFFER_CHOICES_LIMIT]:
-            out.append((f"coupon_batch:{b.id}", f"🎫 {b.name_zh} / {b.name_en} (#{b.id})"))
+            out.append((f"coupon_batch:{b.id}", f"🎫 {b.name_zh if zh else b.name_en} (#{b.id})"))
     if staff.actor.can(Perm.CATALOG_READ):
         benefits, _ = catalog.list_benefits(
             session,
@@ -389,7 +389,7 @@ def _offer_choices(session: Session, staff: StaffContext) -> list[tuple[str, str
             limit=OFFER_CHOICES_LIMIT,
         )
         for x in benefits:
-            out.append((f"benefit:{x.id}", f"🎁 {x.name_zh} / {x.name_en} (#{x.id})"))
+            out.append((f"benefit:{x.id}", f"🎁 {x.name_zh if zh else x.name_en} (#{x.id})"))
     return out
 
 
@@ -428,7 +428,7 @@ def _wizard(
             "err": {e["path"]: e["message"] for e in reversed(list(errors))},
             "row_errors": _row_errors(errors, len(rows)),
             "segments": audience.list_segments(session, actor=staff.actor),
-            "offers": _offer_choices(session, staff),
+            "offers": _offer_choices(session, staff, zh=request_locale(request) == "zh_CN"),
             "columns": sorted(_column_kinds(mart)),
             "goal_kinds": rules.GOAL_KINDS,
             "channels": rules.CAMPAIGN_CHANNELS,
