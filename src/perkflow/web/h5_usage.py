@@ -61,6 +61,6 @@ def usage_facts(
             partner=partners[g.partner_id],
             category=categories[g.benefit_id],
             phone=phone,
-            qr=qr_svg(code) if code else None,
+            qr=qr_svg(code, scale=4) if code else None,
         )
     return out
