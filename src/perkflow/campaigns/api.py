@@ -7,9 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Request, Response
 
+from perkflow.campaigns import readiness
 from perkflow.campaigns import service as campaigns
 from perkflow.campaigns.schemas import (
     CampaignOut,
+    CampaignWarning,
     EventIn,
     EventOut,
     FailureOut,
@@ -49,14 +51,21 @@ def _key(body_key: str | None, header_key: str | None) -> str:
 
 @router.post("/campaigns", response_model=CampaignOut, status_code=201)
 def create_campaign(
+    request: Request,
     actor: ApiActor,
     session: DbSession,
     mart: MartDep,
     spec: Annotated[dict[str, Any], Body(description="the campaign spec (docs/campaigns.md)")],
 ) -> CampaignOut:
-    """Save a campaign spec as a draft (staff with campaigns.edit)."""
+    """Save a spec as a draft (campaigns.edit); `warnings` names channels not configured here."""
     c = campaigns.create_campaign(session, actor=actor, mart=mart, raw=spec)
-    return CampaignOut.model_validate(c)
+    out = CampaignOut.model_validate(c)
+    gaps = readiness.channel_gaps(campaigns.spec_of(c), request.app.state.settings)
+    out.warnings = [
+        CampaignWarning(field=g.field, channel=g.channel, setting=g.setting, message=g.message)
+        for g in gaps
+    ]
+    return out
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignOut)
@@ -109,6 +118,7 @@ def start(
         vault=vault,
         campaign_id=campaign_id,
         zone=request.app.state.settings.timezone,
+        settings=request.app.state.settings,
     )
     return CampaignOut.model_validate(c)
 

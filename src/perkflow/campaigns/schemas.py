@@ -11,6 +11,15 @@ from perkflow.campaigns.rules import EVENT_TYPES, RESPONSE_KINDS
 from perkflow.kit.bounds import FEN_MAX, Attributes, Id, Int, Line, Text
 
 
+class CampaignWarning(BaseModel):
+    """Something the campaign was saved with that will stop it later (an unconfigured channel)."""
+
+    field: str
+    channel: str
+    setting: str
+    message: str
+
+
 class CampaignOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -39,6 +48,8 @@ class CampaignOut(BaseModel):
     approved_by: str | None
     created_at: datetime
     updated_at: datetime
+    # Answered by create: what this installation lacks to run the campaign (empty otherwise).
+    warnings: list[CampaignWarning] = []
 
 
 class WaveOut(BaseModel):

@@ -17,8 +17,8 @@ from perkflow.audience import holdout
 from perkflow.audience import rules as audience_rules
 from perkflow.audience import service as audience
 from perkflow.audience.marts import PROFILE
+from perkflow.campaigns import readiness, rules
 from perkflow.campaigns import repository as repo
-from perkflow.campaigns import rules
 from perkflow.campaigns.models import (
     Campaign,
     CampaignContact,
@@ -48,6 +48,7 @@ from perkflow.kit.ids import token
 from perkflow.mart import Mart
 from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM, Actor, Perm
+from perkflow.settings import Settings
 from perkflow.subscribers import service as subscribers
 
 MAX_NAME = 120
@@ -564,16 +565,20 @@ def start_campaign(
     vault: Vault,
     campaign_id: int,
     zone: str = "Asia/Shanghai",
+    settings: Settings | None = None,
 ) -> Campaign:
     """Run an approved campaign: snapshot its list and open the test wave (or the whole rollout).
 
     A trigger campaign opens its trigger wave and waits for events. The worker plans and sends.
+    Entry points give `settings`: a channel it leaves unconfigured refuses the start (409).
     """
     _require_staff(actor, Perm.CAMPAIGNS_RUN)
     campaign = get_campaign(session, actor=actor, campaign_id=campaign_id)
     if campaign.status != CampaignStatus.APPROVED:
         raise Conflict(f"a {campaign.status} campaign cannot start", field="status")
     spec = _spec(campaign)
+    if settings is not None:
+        readiness.require_channels(spec, settings)
     details: dict[str, Any] = {}
     if spec.trigger is None:
         assert spec.segment_id is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy.orm import Session
 
@@ -45,6 +45,20 @@ def open_channels(settings: Settings, *, vault: Vault) -> dict[str, Channel]:
             url=settings.webhook_url, secret=settings.webhook_secret or vault.webhook_key
         )
     return channels
+
+
+# The setting without which open_channels leaves a channel closed (in-app needs none).
+REQUIRED_SETTING = {"sms": "smpp_host", "email": "smtp_host", "webhook": "webhook_url"}
+
+
+def missing_settings(settings: Settings, channels: Iterable[str]) -> dict[str, str]:
+    """For each of `channels` that open_channels would leave closed, the variable it lacks."""
+    missing: dict[str, str] = {}
+    for channel in channels:
+        name = REQUIRED_SETTING.get(channel)
+        if name is not None and not getattr(settings, name):
+            missing[channel] = "PERKFLOW_" + name.upper()
+    return missing
 
 
 def close_channels(channels: dict[str, Channel]) -> None:

@@ -12,16 +12,17 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.orm import Session
 
 from perkflow.audience import service as audience
+from perkflow.campaigns import readiness, tasks
 from perkflow.campaigns import service as campaigns
-from perkflow.campaigns import tasks
 from perkflow.campaigns.models import Campaign
 from perkflow.channels import service as channels
-from perkflow.cli.context import acting_as, console, get_context, handles_errors
+from perkflow.cli.context import acting_as, console, err_console, get_context, handles_errors
 from perkflow.errors import ValidationFailed
 from perkflow.kit.logs import configure_logging
 from perkflow.org.rules import SYSTEM, Actor
@@ -65,6 +66,11 @@ def create(
         )
         session.commit()
         console.print(_line(c))
+        for gap in readiness.channel_gaps(campaigns.spec_of(c), ctx.settings):
+            err_console.print(
+                f"[yellow]warning[/yellow] {escape(f'[{gap.field}]')}: {escape(gap.message)}",
+                soft_wrap=True,
+            )
 
 
 @campaign_app.command("list")
@@ -181,6 +187,7 @@ def start(campaign_id: int, as_user: AsOption = None) -> None:
             vault=ctx.vault,
             campaign_id=campaign_id,
             zone=ctx.settings.timezone,
+            settings=ctx.settings,
         )
         session.commit()
         console.print(_line(c))

@@ -159,36 +159,38 @@ def _run(ctx: Context, *, seed: int) -> tuple[int, float]:
     offset = clock.now() - sent_at
     clock.set_clock(lambda: datetime.now(UTC) - offset)
     try:
-        with ctx.uow() as session:
-            segment = audience.create_segment(
-                session,
-                mart=ctx.mart,
-                actor=author,
-                name="Demo · video fans",
-                raw={
-                    "rule": {"column": "interest_video", "op": ">=", "value": 0.85},
-                    "exclude": ["churned", "suspended", "opted_out", "complaint_list"],
-                },
-            )
-            campaign = campaigns.create_campaign(
-                session, actor=author, mart=ctx.mart, raw=_spec(segment.id, offer)
-            )
-            campaigns.submit_campaign(session, actor=author, campaign_id=campaign.id)
-            campaigns.approve_campaign(session, actor=approver, campaign_id=campaign.id)
-            campaigns.start_campaign(
-                session,
-                actor=author,
-                mart=ctx.mart,
-                vault=ctx.vault,
-                campaign_id=campaign.id,
-                zone=zone,
-            )
-            campaign_id = campaign.id
-            session.commit()
+        # The e-mail peer runs before the campaign starts: a start checks its channels' peers.
         with SmtpSink() as sink:
             settings = ctx.settings.model_copy(
                 update={"smtp_host": sink.host, "smtp_port": sink.port}
             )
+            with ctx.uow() as session:
+                segment = audience.create_segment(
+                    session,
+                    mart=ctx.mart,
+                    actor=author,
+                    name="Demo · video fans",
+                    raw={
+                        "rule": {"column": "interest_video", "op": ">=", "value": 0.85},
+                        "exclude": ["churned", "suspended", "opted_out", "complaint_list"],
+                    },
+                )
+                campaign = campaigns.create_campaign(
+                    session, actor=author, mart=ctx.mart, raw=_spec(segment.id, offer)
+                )
+                campaigns.submit_campaign(session, actor=author, campaign_id=campaign.id)
+                campaigns.approve_campaign(session, actor=approver, campaign_id=campaign.id)
+                campaigns.start_campaign(
+                    session,
+                    actor=author,
+                    mart=ctx.mart,
+                    vault=ctx.vault,
+                    campaign_id=campaign.id,
+                    zone=zone,
+                    settings=settings,
+                )
+                campaign_id = campaign.id
+                session.commit()
             adapters = channels.open_channels(settings, vault=ctx.vault)
             dispatcher = tasks.Dispatcher(channels=adapters, vault=ctx.vault, settings=settings)
             with _progress() as bar:
