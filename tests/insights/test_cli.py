@@ -99,7 +99,7 @@ def test_import_prints_the_id_and_report_prints_the_json_shape(home: Path, tmp_p
 
     table = runner.invoke(app, ["campaign", "report", str(campaign_id)], env={"COLUMNS": "160"})
     assert table.exit_code == 0, table.output
-    assert "significant" in table.stdout and "+15.00 pts" in table.stdout
+    assert "+15.00" in table.stdout and "sequential test" in table.stdout
 
     missing = runner.invoke(app, ["campaign", "report", "999", "--json"])
     assert missing.exit_code == 2 and "no campaign 999" in missing.output

@@ -97,7 +97,70 @@ def _p(p: float | None) -> str:
 
 
 def _verdict(row: dict[str, Any]) -> str:
+    if row["verdict"] == "not enough data":
+        return "[dim]n/a[/dim]"  # not enough data: no test, never "significant"
     return "[green]yes[/green]" if row["significant"] else "[yellow]no[/yellow]"
+
+
+def _print_evidence(report: dict[str, Any]) -> None:
+    """Adjusted p-values, the sequential verdict, the planned sample, Bayes and revenue."""
+    rows = [(f"{v['variant'] or '—'}", v) for v in report["variants"]]
+    rows += [(f"{p['province_code']}", p) for p in report["provinces"]]
+    if any(r["uplift"]["adjustment"] for _, r in rows):
+        adjusted = table(
+            "group",
+            "p-value",
+            "adjusted",
+            "by",
+            "verdict",
+            keys={"group"},
+            figures={"p-value", "adjusted"},
+            title="Several comparisons at once: the badge reads the adjusted p-value",
+            box=box.SIMPLE_HEAD,
+            padding=0,
+        )
+        for label, r in rows:
+            u = r["uplift"]
+            adjusted.add_row(
+                label, _p(u["p_value"]), _p(u["p_value_adjusted"]), u["adjustment"], r["verdict"]
+            )
+        console.print(adjusted)
+    seq = report["sequential"]
+    cs = _ci(seq["cs"])
+    console.print(
+        f"sequential test (valid however often read): {seq['verdict']}, "
+        f"always-valid p {_p(seq['p_value'])}, confidence sequence {cs} pts"
+    )
+    plan = report["plan"]
+    needed = plan["control_needed"]
+    progress = plan["progress"]
+    console.print(
+        f"planned sample: {report['cells']['control']['contacts']:,} of "
+        + (f"{needed:,}" if needed is not None else "—")
+        + " controls"
+        + (f" ({progress:.0%})" if progress is not None else "")
+        + " to detect "
+        + f"{plan['effect'] * 100:.2f} pts at a {plan['base_rate']:.0%} base rate "
+        + f"({plan['base_rate_source']}); "
+        + ("fixed-horizon p is final" if plan["reached"] else "fixed-horizon p is preliminary")
+        + ("; the control group is too small" if plan["control_too_small"] else "")
+    )
+    bayes = report["uplift"]["bayes"]
+    if bayes is not None:
+        console.print(
+            f"Bayesian: P(target better) {bayes['prob_better']:.1%}, "
+            f"expected loss {bayes['expected_loss'] * 100:.3f} pts"
+        )
+    inc = report["incremental"]
+    ci = inc["revenue_ci95"]
+    console.print(
+        "incremental revenue 95% CI "
+        + (
+            f"{format_fen(round(ci[0]))} to {format_fen(round(ci[1]))}"
+            if ci is not None
+            else f"none: sample too small ({inc['revenue_interval']})"
+        )
+    )
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -171,6 +234,7 @@ def _print_report(report: dict[str, Any]) -> None:
             else ("not significant" if not report["significant"] else "unknown")
         )
     )
+    _print_evidence(report)
 
 
 def _ci_count(ci: list[float] | None) -> str:

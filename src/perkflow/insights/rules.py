@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from perkflow.campaigns.rules import Cell, HistoryRow
-from perkflow.insights.stats import intervals
+from perkflow.insights.stats import intervals, revenue
 from perkflow.insights.stats import tests as rate_tests
 from perkflow.kit.money import parse_yuan
 
@@ -68,6 +68,10 @@ class Arm:
     contacts: int
     responders: int
     revenue_fen: int = 0
+    # For the revenue interval: how many contacts spent, and the sum of squared spend (fen²).
+    # None when the source gives only totals; the report then shows no revenue interval.
+    spenders: int | None = None
+    revenue_sq_fen2: int | None = None
 
     @property
     def rate(self) -> float | None:
@@ -94,6 +98,10 @@ class Comparison:
     # Which test gave the p-value (``z`` or ``fisher``), or why there is none (``not_enough_data``).
     test: str | None = None
     not_enough_data: str | None = None
+    # Incremental revenue per target contact (fen) with its interval, or why there is none.
+    revenue_per_target_fen: float | None = None
+    revenue_per_target_ci95: tuple[float, float] | None = None
+    revenue_note: str | None = None
 
 
 def _finite(x: float) -> float | None:
@@ -157,11 +165,12 @@ def compare(target: Arm, control: Arm, *, alpha: float = ALPHA) -> Comparison:
     significant = p_value is not None and p_value < alpha
     incremental = absolute * target.contacts if absolute is not None else None
     incremental_ci = (ci[0] * target.contacts, ci[1] * target.contacts) if ci else None
-    revenue = None
+    incremental_revenue = None
     if target.contacts and control.contacts:
-        revenue = round(
+        incremental_revenue = round(
             target.revenue_fen - control.revenue_fen / control.contacts * target.contacts
         )
+    spend = revenue_uplift(target, control)
     return Comparison(
         target=target,
         control=control,
@@ -174,10 +183,29 @@ def compare(target: Arm, control: Arm, *, alpha: float = ALPHA) -> Comparison:
         significant=significant,
         incremental_responses=incremental,
         incremental_ci95=incremental_ci,
-        incremental_revenue_fen=revenue,
+        incremental_revenue_fen=incremental_revenue,
         test=tested.method.value if tested else None,
         not_enough_data=None if tested else str(result),
+        revenue_per_target_fen=(
+            spend.per_target_fen if isinstance(spend, revenue.RevenueUplift) else None
+        ),
+        revenue_per_target_ci95=spend.ci95 if isinstance(spend, revenue.RevenueUplift) else None,
+        revenue_note=None if isinstance(spend, revenue.RevenueUplift) else str(spend),
     )
+
+
+def revenue_uplift(target: Arm, control: Arm) -> revenue.RevenueUplift | revenue.TooSmall:
+    """Revenue per target contact minus per control contact, with its interval, or why not."""
+    if target.contacts < 2 or control.contacts < 2:
+        return revenue.TooSmall.EMPTY_CELL
+    cells = []
+    for arm in (target, control):
+        if arm.spenders is None or arm.revenue_sq_fen2 is None:
+            return revenue.TooSmall.NO_SPEND_DETAIL
+        cells.append(
+            revenue.Spend(arm.contacts, arm.spenders, arm.revenue_fen, arm.revenue_sq_fen2)
+        )
+    return revenue.uplift(cells[0], cells[1])
 
 
 def campaign_cost_fen(
