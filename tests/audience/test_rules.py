@@ -228,11 +228,31 @@ class TestForm:
 
 
 class TestControl:
-    def test_quota_rounds_half_up_per_province(self) -> None:
-        assert rules.control_quota(1000, 1000) == 100
-        assert rules.control_quota(15, 1000) == 2  # 1.5 -> 2
-        assert rules.control_quota(14, 1000) == 1
-        assert rules.control_quota(0, 1000) == 0
+    def test_quota_rounds_at_random_so_the_expected_share_is_the_plan(self) -> None:
+        span = rules.QUOTA_DRAW_SPAN
+        assert (
+            rules.control_quota(1000, 1000, 0) == rules.control_quota(1000, 1000, span - 1) == 100
+        )
+        assert rules.control_quota(0, 1000, 0) == 0
+        # 1.5 → 1 or 2, each half the time; 0.4 (a province of 4 at 10 %) → 1 four times in ten.
+        assert rules.control_quota(15, 1000, span // 2 - 1) == 2
+        assert rules.control_quota(15, 1000, span // 2) == 1
+        draws = range(0, span, 997)
+        for n in (1, 3, 4, 5, 7, 15):
+            expected = sum(rules.control_quota(n, 1000, d) for d in draws) / len(draws)
+            assert expected == pytest.approx(n * 0.10, abs=2e-3), n
+
+    def test_tiny_provinces_keep_the_planned_share_over_many_lists(self) -> None:
+        # Thirty provinces of 1 to 9 eligible subscribers, 200 lists (salts): rounding half up
+        # gave 0 % in provinces of 1 to 4 and 20 % to 50 % in provinces of 5 to 9.
+        for n in range(1, 10):
+            drawn = [
+                rules.control_quota(n, 1000, rules.quota_draw(f"k:salt{i}:", f"P{p}"))
+                for i in range(200)
+                for p in range(30)
+            ]
+            assert sum(drawn) / (len(drawn) * n) == pytest.approx(0.10, abs=0.015), n
+            assert set(drawn) <= {n // 10, n // 10 + 1}
 
     def test_hash_threshold_is_the_share_of_the_32_bit_prefix_space(self) -> None:
         assert rules.hash_threshold(0) == "00000000"

@@ -303,6 +303,19 @@ def _flag(ids: ir.Table, name: str) -> ir.Table:
     return ids.select(**{f"{name}_id": ids.subscriber_id}).distinct()
 
 
+_HEX_DIGITS = "0123456789abcdef"
+
+
+def _hex_int(text: ir.StringValue) -> ir.IntegerValue:
+    """A short lower-case hex string as an integer, with string functions every engine has."""
+    value: Any = ibis.literal(0, type="int64")
+    for i in range(rules.QUOTA_DRAW_HEX):
+        ch = text.substr(i, 1)
+        digit = ibis.cases(*[(ch == c, n) for n, c in enumerate(_HEX_DIGITS)], else_=0)
+        value = value * 16 + digit.cast("int64")
+    return value
+
+
 def assign(member_rows: ir.Table, src: Sources, plan: Assignment) -> ir.Table:
     """Cells and suppression reasons of every member, set-based, in the schema of a snapshot."""
     m = member_rows.select("subscriber_id", "province_code", "activity_level", "status")
@@ -363,12 +376,15 @@ def assign(member_rows: ir.Table, src: Sources, plan: Assignment) -> ir.Table:
     )
     prefix_len = rules.HASH_PREFIX_HEX
     universal = keyed_hash(plan.universal_prefix, m.subscriber_id).substr(0, prefix_len)
+    in_universal = universal < plan.universal_threshold
     staged = m.select(
         "subscriber_id",
         "province_code",
         "activity_level",
-        in_universal=universal < plan.universal_threshold,
-        reason=reason,
+        in_universal=in_universal,
+        # A universal control member is held out whatever else holds: no suppression reason, so
+        # a list's reason counts are of the subscribers it could have contacted.
+        reason=ibis.ifelse(in_universal, ibis.null("string"), reason),
     )
     # Control is drawn per province among the eligible only, so target and control face the
     # same policy and the split holds in every province: rank by keyed hash, take the quota.
@@ -382,7 +398,16 @@ def assign(member_rows: ir.Table, src: Sources, plan: Assignment) -> ir.Table:
     ranked = staged.mutate(
         rank=ibis.row_number().over(window), size=staged.subscriber_id.count().over(group)
     )
-    quota = (ranked.size * plan.control_share_bp + rules.BASIS_POINTS // 2) // rules.BASIS_POINTS
+    # Randomized rounding (rules.control_quota): the whole part, plus one if the province's draw
+    # falls below the fraction left, so a tiny province keeps the planned share in expectation.
+    product = ranked.size.cast("int64") * plan.control_share_bp
+    draw_text = ibis.literal(plan.control_prefix + "quota:") + ranked.province_code.cast(
+        "string"
+    ).fill_null("")
+    draw = _hex_int(draw_text.hexdigest("sha256").substr(0, rules.QUOTA_DRAW_HEX))
+    span = ibis.literal(rules.QUOTA_DRAW_SPAN, type="int64")
+    extra = (draw * rules.BASIS_POINTS < (product % rules.BASIS_POINTS) * span).cast("int64")
+    quota = product // rules.BASIS_POINTS + extra
     cell = ibis.cases(
         (ranked.in_universal, rules.Cell.UNIVERSAL_CONTROL.value),
         (ranked.reason.notnull(), rules.Cell.SUPPRESSED.value),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -820,9 +821,32 @@ def share_problem(share_bp: int, *, what: str = "control share") -> str | None:
     return None
 
 
-def control_quota(n: int, share_bp: int) -> int:
-    """How many of `n` eligible subscribers of one province go to control: round half up."""
-    return (n * share_bp + BASIS_POINTS // 2) // BASIS_POINTS
+# Randomized rounding of a province's control quota: a draw of 6 hex digits of a keyed hash.
+QUOTA_DRAW_HEX = 6
+QUOTA_DRAW_SPAN = 16**QUOTA_DRAW_HEX
+
+
+def quota_draw_text(control_prefix: str, province: str | None) -> str:
+    """The hashed text of a province's quota draw: the list's `key:salt:`, then the province."""
+    return f"{control_prefix}quota:{province or ''}"
+
+
+def quota_draw(control_prefix: str, province: str | None) -> int:
+    """A province's draw in [0, QUOTA_DRAW_SPAN): uniform, fixed by the list's key and salt."""
+    digest = hashlib.sha256(quota_draw_text(control_prefix, province).encode()).hexdigest()
+    return int(digest[:QUOTA_DRAW_HEX], 16)
+
+
+def control_quota(n: int, share_bp: int, draw: int) -> int:
+    """How many of `n` eligible subscribers of one province go to control.
+
+    The whole part of ``n × share``, plus one with a probability equal to the fraction left
+    (randomized rounding by the province's draw): the expected share is the plan's in every
+    province however small, where rounding half up gave a 10 % plan 0 % in a province of 4 and
+    20 % in a province of 5.
+    """
+    whole, fraction = divmod(n * share_bp, BASIS_POINTS)
+    return whole + int(draw * BASIS_POINTS < fraction * QUOTA_DRAW_SPAN)
 
 
 def hash_threshold(share_bp: int) -> str:
