@@ -217,7 +217,7 @@ class TestHowToUse:
         assert "Being delivered by Partner Pending" in pending and "137****5678" in pending
 
         coupon = _usage(page.text, g["coupon"])
-        code = re.search(r'id="coupon-code-\d+">(CP-\w+)<', coupon)
+        code = re.search(r'id="coupon-code-\d+">(CP-[A-Za-z0-9_-]+)<', coupon)
         assert code and "<svg" in coupon and "data-copy-from" in coupon
         assert "show the QR code at their counter" in coupon and "Partner Coupon" in coupon
 
