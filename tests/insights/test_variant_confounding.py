@@ -139,3 +139,14 @@ def test_the_service_compares_each_variant_with_its_own_controls(session: Sessio
     assert by_variant["B"].comparison.control.contacts == 20
     assert ev.variant_control == "own" and all(g.own_control for g in ev.variants)
     assert ev.overall.control.contacts == 30  # the overall figure is the mix
+    report = insights.report_dict(ev)
+    assert report["variant_control"] == "own" and report["estimand"] == "intent_to_treat"
+    assert [v["own_control"] for v in report["variants"]] == [True, True]
+    assert [v["control"]["contacts"] for v in report["variants"]] == [10, 20]
+    # 270 targets and 30 controls fit a 10 % plan exactly.
+    srm_report = report["sample_ratio"]
+    assert srm_report["planned_control_share"] == 0.1 and not srm_report["mismatch"]
+    assert srm_report["p_value"] == 1.0
+    tot = report["treated_on_treated"]
+    assert tot["cells"]["target"]["contacts"] == 270 and tot["cells"]["control"]["contacts"] == 30
+    assert report["headline_wave"] is None and report["test_wave"] is None

@@ -286,6 +286,47 @@ def verdict(c: Comparison, adjusted: float | None = None, *, adjusted_by: str | 
     return presentation.verdict(c, adjusted, adjusted_by=adjusted_by)
 
 
+def _pair_dict(c: Comparison | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {
+        "cells": {
+            Cell.TARGET.value: _cell_dict(c.target),
+            Cell.CONTROL.value: _cell_dict(c.control),
+        },
+        "uplift": _uplift_dict(c),
+        "verdict": verdict(c),
+    }
+
+
+def _design_dict(evaluation: Evaluation) -> dict[str, Any]:
+    """What the headline compares: its wave, the variants' controls, SRM, the other readings."""
+    srm_check = evaluation.sample_ratio
+    return {
+        # The headline is intent to treat; a campaign that rolled out is judged on its rollout.
+        "estimand": "intent_to_treat",
+        "headline_wave": evaluation.headline_wave,
+        "variant_control": evaluation.variant_control,
+        "planned_control_share_bp": evaluation.planned_control_share_bp,
+        "sample_ratio": None
+        if srm_check is None
+        else {
+            "target": srm_check.target,
+            "control": srm_check.control,
+            "planned_control_share": srm_check.planned_control_share,
+            "observed_control_share": srm_check.observed_control_share,
+            "chi2": srm_check.chi2,
+            "p_value": srm_check.p_value,
+            "alpha": srm.SRM_ALPHA,
+            "mismatch": srm_check.mismatch,
+        },
+        # Delivered targets against all controls: not the headline, labelled as what it is.
+        "treated_on_treated": _pair_dict(evaluation.treated),
+        "test_wave": _pair_dict(evaluation.test_wave),
+        "pooled": _pair_dict(evaluation.pooled),
+    }
+
+
 def report_dict(evaluation: Evaluation) -> dict[str, Any]:
     """The evaluation as plain JSON: cells, uplift, variants, provinces, cost, timeline."""
     o = evaluation.overall
@@ -310,11 +351,13 @@ def report_dict(evaluation: Evaluation) -> dict[str, Any]:
         "incremental": _incremental_dict(o),
         "cost_fen": evaluation.cost_fen,
         "cost_per_incremental_fen": evaluation.cost_per_incremental_fen,
+        **_design_dict(evaluation),
         "variants": [
             {
                 "variant": g.key,
                 **_cell_dict(g.comparison.target),
                 "control": _cell_dict(g.comparison.control),
+                "own_control": g.own_control,
                 "uplift": _uplift_dict(g.comparison, adj, adjusted_by=presentation.HOLM),
                 "significant": presentation.significant(
                     g.comparison, adj, adjusted_by=presentation.HOLM
