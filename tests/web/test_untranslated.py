@@ -117,7 +117,9 @@ ALLOWED = {
     "newcombe",
     "fisher",
     "holm",
-    "bonferroni",  # methods' names
+    "bonferroni",
+    "benjamini",
+    "hochberg",  # methods' names
 }
 # Columns whose values are the operator's own names and codes (shown as entered, not translated).
 # Message texts are what marketers wrote (a demo campaign's bilingual message), not the interface.
@@ -196,11 +198,12 @@ def english_words(html: str, data_words: frozenset[str] = frozenset()) -> set[st
     parser = _Visible()
     parser.feed(html)
     found = set()
+    known = ALLOWED | data_words
     for text in parser.texts:
         prose = " ".join(t for t in text.split() if not CODE_TOKEN.fullmatch(t) or t.isalpha())
         for word in WORD.findall(prose):
             low = word.lower().strip("'’-")
-            if low in ALLOWED or low in data_words or len(low) <= 1:
+            if low in known or len(low) <= 1 or all(part in known for part in low.split("-")):
                 continue
             if word.isupper() or re.fullmatch(r"[A-Z]{1,4}\d*", word):
                 continue  # codes: GD, ZJ01, VIP, SMS
@@ -375,3 +378,16 @@ def test_a_refused_form_and_a_forbidden_page_are_chinese(demo_app: Any) -> None:
     for page in (forbidden, invalid):
         assert not english_words(page.text), english_words(page.text)
         assert re.search(r"[\u4e00-\u9fff]", page.text)
+
+
+def test_english_pages_name_offers_in_english(demo_app: Any) -> None:
+    """The wizard's offers are named in the reader's language, not in both."""
+    with TestClient(demo_app, base_url="http://127.0.0.1") as client:
+        client.cookies.set("perkflow_lang", "en")
+        sign_in(client, "t.admin")
+        html = client.get("/console/campaigns/new").text
+    select = re.search(r'<select name="offer".*?</select>', html, re.S)
+    assert select, "the wizard has no offer list"
+    labels = re.findall(r"<option [^>]*>([^<]*)</option>", select.group(0))
+    assert len(labels) > 3
+    assert not [x for x in labels if re.search(r"[\u4e00-\u9fff]", x)], labels
