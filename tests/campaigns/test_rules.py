@@ -57,7 +57,8 @@ def test_a_good_spec_parses_into_its_parts() -> None:
     assert spec.kind == rules.CampaignKind.BATCH and spec.channels == ("sms", "in_app")
     assert spec.schedule.slots == ((time(9), time(12)), (time(14), time(20)))
     assert spec.schedule.starts_at == datetime(2026, 11, 1, 1, 0, tzinfo=UTC)
-    assert rules.contact_cap(spec) == 150  # the budget pays for 200, the stock for 150
+    # The stock for 150; the budget for 2,000 at the prior take-up (coupons paid when redeemed).
+    assert rules.contact_cap(spec) == 150
     # The stored form parses back to the same spec.
     assert rules.spec_of(rules.spec_columns(spec)) == spec
     assert rules.parse_spec(good(control_share_bp=1500), columns=COLUMNS).control_share_bp == 1500

@@ -171,12 +171,19 @@ class TestWaves:
         assert 40 < len(test_rows) < 120  # about 20 % of 400
         waves = campaigns.list_waves(session, actor=HQ, campaign_id=c.id)
         assert [(w.kind, w.status) for w in waves] == [("test", "done")]
-        wave = campaigns.roll_out(session, actor=HQ2, campaign_id=c.id, note="looks good")
+        with pytest.raises(Conflict) as refused:  # the gate: the response window is open
+            campaigns.roll_out(session, actor=HQ2, campaign_id=c.id, note="looks good")
+        assert refused.value.field == "evidence" and "response window" in str(refused.value)
+        session.rollback()
+        wave = campaigns.roll_out(
+            session, actor=HQ2, campaign_id=c.id, note="looks good", against_evidence=True
+        )
         session.commit()
         audit = session.scalars(
             select(AuditEntry).where(AuditEntry.action == "campaign.rollout")
         ).one()
         assert audit.details["test_wave"] and audit.details["note"] == "looks good"
+        assert audit.details["gate"]["against_evidence"] is True
         with pytest.raises(Conflict):  # one rollout
             campaigns.roll_out(session, actor=HQ, campaign_id=c.id)
         session.rollback()
@@ -328,7 +335,7 @@ class TestDispatch:
         assert {(r.status, r.attempts, r.error) for r in rows} == {("failed", 3, "SMSC busy")}
         # Messages carried the decrypted number and the masked one in the text.
         # (Sends go in a random order: see the subscriber's own message.)
-        first = next(c[0] for c in flaky.calls if c[0].address == "13800000000")
+        first = next(m for batch in flaky.calls for m in batch if m.address == "13800000000")
         assert first.body == "Hi 138****0000"
         tasks.finish_waves(sessions)
         progress = campaigns.run_progress(session, actor=HQ, campaign_id=cid)

@@ -23,6 +23,7 @@ from perkflow.campaigns.rules import (
     EVALUATED,
     NOT_ASSIGNED_REASONS,
     TREATED,
+    Cell,
     CellCount,
     ContactStatus,
     ResponseTime,
@@ -330,6 +331,19 @@ def has_open(session: Session, *, wave_id: int) -> bool:
         if session.connection().execute(stmt).first() is not None:
             return True
     return False
+
+
+def count_taken_up(session: Session, *, campaign_id: int) -> int:
+    """Target contacts that responded (took the offer up): what the budget has paid for."""
+    return int(
+        session.scalar(
+            select(func.count(func.distinct(CampaignResponse.contact_id))).where(
+                CampaignResponse.campaign_id == campaign_id,
+                CampaignResponse.cell == Cell.TARGET.value,
+            )
+        )
+        or 0
+    )
 
 
 def count_contacted(session: Session, *, campaign_id: int) -> int:

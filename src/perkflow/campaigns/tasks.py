@@ -382,11 +382,15 @@ def _claim(
         if reason is None and when is None:
             reason = "schedule_ended"
         if campaign.id not in room:
-            cap = rules.contact_cap(spec)
+            # Stock left, and what the budget still pays for with coupons charged at redemption.
             room[campaign.id] = (
-                None
-                if cap is None
-                else cap - repo.count_contacted(session, campaign_id=campaign.id)
+                rules.send_room(
+                    spec,
+                    sent=repo.count_contacted(session, campaign_id=campaign.id),
+                    taken=repo.count_taken_up(session, campaign_id=campaign.id),
+                )
+                if rules.has_cap(spec)
+                else None
             )
         left = room[campaign.id]
         if reason is None and left is not None and left <= 0 and c.status == ContactStatus.QUEUED:
