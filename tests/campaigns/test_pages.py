@@ -210,9 +210,21 @@ def test_create_submit_approve_start_dispatch_and_roll_out(
     assert f"/console/campaigns/{cid}/evaluation?wave=test" in page.text
     refused = client.post(f"{url}/rollout", data={"csrf_token": token, "note": " "})
     assert refused.status_code == 422 and "why you roll out" in refused.text
-    r = client.post(
+    # The gate: the response window is still open, so a plain rollout is refused, saying why.
+    gated = client.post(
         f"{url}/rollout",
         data={"csrf_token": token, "note": "uplift holds", "confirm": "yes"},
+        follow_redirects=False,
+    )
+    assert gated.status_code == 409 and "response window" in gated.text
+    r = client.post(
+        f"{url}/rollout",
+        data={
+            "csrf_token": token,
+            "note": "uplift holds",
+            "confirm": "yes",
+            "against_evidence": "yes",
+        },
         follow_redirects=False,
     )
     assert r.headers["location"] == f"{url}/monitor"

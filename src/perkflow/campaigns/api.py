@@ -19,6 +19,7 @@ from perkflow.campaigns.schemas import (
     ProgressOut,
     ResponseIn,
     ResponseOut,
+    RolloutIn,
     TriggeredOut,
     WaveOut,
     WaveProgressOut,
@@ -125,11 +126,18 @@ def start(
 
 @router.post("/campaigns/{campaign_id}/rollout", response_model=WaveOut)
 def rollout(
-    campaign_id: IdParam, actor: ApiActor, session: DbSession, body: Note | None = None
+    campaign_id: IdParam, actor: ApiActor, session: DbSession, body: RolloutIn | None = None
 ) -> WaveOut:
-    """The explicit decision to send to the rest, after the test wave is done."""
+    """Send to the rest once the response window closed and the sequential test shows an effect.
+
+    409 names why when it does not; ``against_evidence`` with a note overrides, on the record.
+    """
     wave = campaigns.roll_out(
-        session, actor=actor, campaign_id=campaign_id, note=body.note if body else ""
+        session,
+        actor=actor,
+        campaign_id=campaign_id,
+        note=body.note if body else "",
+        against_evidence=body.against_evidence if body else False,
     )
     session.flush()
     return WaveOut.model_validate(wave)

@@ -891,6 +891,7 @@ def campaign_rollout(
     session: DbSession,
     note: NoteForm = "",
     confirm: Annotated[str, Form(max_length=8)] = "",
+    against_evidence: Annotated[str, Form(max_length=8)] = "",
 ) -> Response:
     def roll() -> None:
         # The decision is explicit: a reason in words and a tick that the evaluation was read.
@@ -898,7 +899,13 @@ def campaign_rollout(
             raise ValidationFailed("write why you roll out (it goes in the audit)", field="note")
         if confirm != "yes":
             raise ValidationFailed("tick that you read the test wave's evaluation", field="confirm")
-        campaigns.roll_out(session, actor=staff.actor, campaign_id=campaign_id, note=note)
+        campaigns.roll_out(
+            session,
+            actor=staff.actor,
+            campaign_id=campaign_id,
+            note=note,
+            against_evidence=against_evidence == "yes",
+        )
 
     return _act(
         request,

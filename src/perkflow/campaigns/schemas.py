@@ -70,6 +70,12 @@ class Note(BaseModel):
     note: Text = Field(default="", max_length=500)
 
 
+class RolloutIn(Note):
+    # Roll out although the gate refuses (window open, no sequential evidence): needs a note,
+    # and the audit records the decision as taken against the evidence.
+    against_evidence: bool = False
+
+
 class FailureOut(BaseModel):
     contact_id: int
     subscriber_id: int

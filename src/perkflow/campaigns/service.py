@@ -650,10 +650,20 @@ def start_campaign(
     )
 
 
-def roll_out(session: Session, *, actor: Actor, campaign_id: int, note: str = "") -> CampaignWave:
+def roll_out(
+    session: Session,
+    *,
+    actor: Actor,
+    campaign_id: int,
+    note: str = "",
+    against_evidence: bool = False,
+) -> CampaignWave:
     """The explicit decision to send to the rest of the list, after the test wave is done.
 
-    The audit entry keeps the test wave's figures the decision was taken on.
+    The gate (``insights.stats.gate``): the response window has closed and the sequential test,
+    valid however often the evaluation was read, shows an effect. Otherwise it refuses (409),
+    unless the decision is taken ``against_evidence`` with a note, which the audit records.
+    The audit entry keeps the test wave's figures and the gate's reading.
     """
     _require_staff(actor, Perm.CAMPAIGNS_RUN)
     campaign = get_campaign(session, actor=actor, campaign_id=campaign_id)
@@ -664,6 +674,26 @@ def roll_out(session: Session, *, actor: Actor, campaign_id: int, note: str = ""
         raise Conflict("this campaign has no test wave to roll out from", field="wave")
     if test.status != rules.WaveStatus.DONE:
         raise Conflict("the test wave is still running; roll out after it is done", field="wave")
+    counts = repo.cell_counts(session, campaign_id=campaign.id, wave_ids=[test.id])
+    # The statistics are pure (insights.stats); imported here, where the decision is taken.
+    from perkflow.insights.stats import gate
+
+    def cell(kind: str, attr: str) -> int:
+        return sum(int(getattr(c, attr)) for c in counts if c.cell == kind)
+
+    decision = gate.decide(
+        x_t=cell(Cell.TARGET.value, "responders"),
+        n_t=cell(Cell.TARGET.value, "contacts"),
+        x_c=cell(Cell.CONTROL.value, "responders"),
+        n_c=cell(Cell.CONTROL.value, "contacts"),
+        finished_at=test.finished_at,
+        window_days=int((campaign.goal or {}).get("window_days", 0)),
+        now=clock.now(),
+    )
+    if not decision.allowed and not against_evidence:
+        raise Conflict(f"rollout refused: {decision.reason}", field="evidence")
+    if not decision.allowed and not note.strip():
+        raise ValidationFailed("rolling out against the evidence needs a note", field="note")
     figures = [
         {
             "cell": c.cell,
@@ -673,7 +703,7 @@ def roll_out(session: Session, *, actor: Actor, campaign_id: int, note: str = ""
             "responders": c.responders,
             "revenue_fen": c.revenue_fen,
         }
-        for c in repo.cell_counts(session, campaign_id=campaign.id, wave_ids=[test.id])
+        for c in counts
     ]
     wave = _new_wave(
         session,
@@ -693,6 +723,14 @@ def roll_out(session: Session, *, actor: Actor, campaign_id: int, note: str = ""
         test_wave_id=test.id,
         note=note.strip()[:500],
         test_wave=figures,
+        gate={
+            "allowed": decision.allowed,
+            "reason": decision.reason,
+            "sequential_p": decision.p_value,
+            "cs": list(decision.cs) if decision.cs else None,
+            "tau": decision.tau,
+            "against_evidence": not decision.allowed,
+        },
     )
     return wave
 
