@@ -180,6 +180,8 @@ def test_create_approve_test_wave_evaluation_and_rollout(browser: Browser, live:
     marketer.go_back()
     marketer.fill("#rollout-note", "Test wave uplift is significant; rolling out")
     marketer.check("#rollout-confirm")
+    # The response window is still open, so the gate refuses unless overridden on the record.
+    marketer.check("#rollout-against-evidence")
     marketer.click("#rollout-campaign")
 
     # The monitor shows the rollout wave; dispatching it finishes the campaign.
