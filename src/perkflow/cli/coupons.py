@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,9 +19,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from perkflow.cli.context import console, get_context, handles_errors
+from perkflow.cli.context import console, err_console, get_context, handles_errors
+from perkflow.coupons import reach, tasks
 from perkflow.coupons import service as coupons
-from perkflow.coupons import tasks
 from perkflow.coupons.rules import BatchStatus, CodeSource, ValueKind
 from perkflow.coupons.schemas import BatchSpec
 from perkflow.errors import ValidationFailed
@@ -104,8 +105,14 @@ def create(
             coupons.set_batch_status(
                 session, actor=SYSTEM, batch_id=batch.id, status=BatchStatus.ACTIVE
             )
+        warnings = reach.batch_warnings(session, batch=batch)
         session.commit()
         console.print(f"batch {batch.id} [bold]{batch.code}[/bold]: {batch.status}")
+        for w in warnings:
+            err_console.print(
+                f"[yellow]warning[/yellow] {escape(f'[{w.field}]')}: {escape(w.message)}",
+                soft_wrap=True,
+            )
 
 
 @coupons_app.command("status")

@@ -6,12 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 
+from perkflow.coupons import reach
 from perkflow.coupons import service as coupons
 from perkflow.coupons.claim_gate import ClaimGate, ClaimRequest, settle
 from perkflow.coupons.rules import BatchStatus
 from perkflow.coupons.schemas import (
     BatchOut,
     BatchSpec,
+    BatchWarningOut,
     ClaimIn,
     ClaimOut,
     DrawIn,
@@ -57,7 +59,13 @@ def gate_of(app: Any) -> ClaimGate:
 @router.post("/coupon-batches", response_model=BatchOut, status_code=201)
 def create_batch(body: BatchSpec, actor: ApiActor, session: DbSession) -> BatchOut:
     """A draft coupon batch (hq_admin, or a province marketer for their province)."""
-    return BatchOut.model_validate(coupons.create_batch(session, actor=actor, spec=body))
+    batch = coupons.create_batch(session, actor=actor, spec=body)
+    out = BatchOut.model_validate(batch)
+    out.warnings = [
+        BatchWarningOut(field=w.field, message=w.message)
+        for w in reach.batch_warnings(session, batch=batch)
+    ]
+    return out
 
 
 @router.get("/coupon-batches", response_model=list[BatchOut])

@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from markupsafe import Markup
 from pydantic import ValidationError
 
+from perkflow.coupons import reach, tasks
 from perkflow.coupons import service as coupons
-from perkflow.coupons import tasks
 from perkflow.coupons.rules import (
     CHARSETS,
     BatchStatus,
@@ -849,6 +849,8 @@ def _batch_page(
             "activity": coupons.activity(session, actor=staff.actor, batch_id=batch.id),
             "error": error,
             "notice": notice,
+            # Who could redeem it at all: a scope with no store or no real merchant is named.
+            "reach": reach.batch_warnings(session, batch=batch),
             "can_edit": staff.actor.can(Perm.COUPONS_EDIT),
             "targets": [
                 s.value for s in BatchStatus if s.value != batch.status and s != BatchStatus.DRAFT

@@ -541,3 +541,48 @@ def help_problem(*, owner_id: int, helper_id: int, status: str) -> str | None:
     if status == EnvelopeStatus.EXPIRED:
         return "this red envelope has expired"
     return None
+
+
+# ---- who can redeem a batch at all --------------------------------------------------------
+
+
+def claim_validity_problem(
+    *, kind: ValidityKind, valid_until: datetime | None, claim_starts_at: datetime | None
+) -> str | None:
+    """Why a fixed window makes every claimed coupon unusable (it ends before claims open)."""
+    if kind != ValidityKind.FIXED or valid_until is None or claim_starts_at is None:
+        return None
+    if valid_until <= claim_starts_at:
+        return "the coupons' validity ends before the claim window opens: none could be used"
+    return None
+
+
+@dataclass(frozen=True)
+class ReachProblem:
+    """Why nobody, or fewer than meant, could redeem a batch: `kind` names the case for pages."""
+
+    field: str
+    kind: str  # no_store | unknown_partner | no_partner
+    message: str
+    code: str | None = None  # the partner merchant that does not exist
+
+
+def reach_problems(
+    *, scope: Scope, stores_in_scope: int, unknown_partners: Sequence[str]
+) -> list[ReachProblem]:
+    """Each reason nobody, or fewer than meant, could redeem a batch with this scope."""
+    problems: list[ReachProblem] = []
+    in_stores = bool(scope.stores or scope.region_paths)
+    known = [p for p in scope.partners if p not in unknown_partners]
+    if in_stores and stores_in_scope == 0:
+        field = "scope_stores" if scope.stores else "scope_regions"
+        who = "only partner merchants" if known else "nobody"
+        message = f"no store is in the batch's scope: {who} can redeem it"
+        problems.append(ReachProblem(field, "no_store", message))
+    for code in unknown_partners:
+        message = f"no partner merchant {code}: none redeems there"
+        problems.append(ReachProblem("scope_partners", "unknown_partner", message, code))
+    if scope.partners and not known and not in_stores:
+        message = "no listed partner merchant exists: nobody can redeem it"
+        problems.append(ReachProblem("scope_partners", "no_partner", message))
+    return problems

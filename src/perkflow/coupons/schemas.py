@@ -46,6 +46,13 @@ class BatchSpec(BaseModel):
     reversal_window_s: Int | None = Field(default=None, ge=0, le=7 * 86400)
 
 
+class BatchWarningOut(BaseModel):
+    """A reason the batch's coupons may have nowhere to be redeemed (its scope, as saved)."""
+
+    field: str
+    message: str
+
+
 class BatchOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -73,6 +80,8 @@ class BatchOut(BaseModel):
     code_source: str
     pool_size: int
     status: str
+    # Answered by create: what in the scope leaves nobody to redeem (empty when someone can).
+    warnings: list[BatchWarningOut] = []
 
 
 class StockOut(BaseModel):

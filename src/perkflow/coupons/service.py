@@ -59,6 +59,7 @@ from perkflow.coupons.rules import (
     ValueKind,
     added_shards,
     addition_shards,
+    claim_validity_problem,
     coupon_validity,
     discount_fen,
     draw_number,
@@ -207,6 +208,13 @@ def _validate_spec(spec: BatchSpec) -> CodePattern:
             raise ValidationFailed("give times with their zone offset", field=name)
     if spec.claim_starts_at and spec.claim_ends_at and spec.claim_ends_at <= spec.claim_starts_at:
         raise ValidationFailed("the claim window must end after it starts", field="claim_ends_at")
+    problem = claim_validity_problem(
+        kind=spec.validity_kind,
+        valid_until=spec.valid_until,
+        claim_starts_at=spec.claim_starts_at or clock.now(),
+    )
+    if problem:
+        raise ValidationFailed(problem, field="valid_until")
     if spec.limit_per_day is not None and spec.limit_per_day > spec.limit_total:
         raise ValidationFailed(
             "the daily limit cannot exceed the total limit", field="limit_per_day"

@@ -132,6 +132,17 @@ def list_cities(session: Session, *, province_code: str) -> Sequence[Region]:
     return repo.regions_at_level(session, "city", under_path=province.path)
 
 
+def count_stores(session: Session, *, under_paths: Sequence[str]) -> int:
+    """How many stores lie in any of these regions (a store's own path counts as inside)."""
+    codes: set[str] = set()
+    for path in under_paths:
+        codes |= {r.code for r in repo.regions_at_level(session, "store", under_path=path)}
+        own = repo.get_region(session, path.rsplit("/", 1)[-1])
+        if own is not None and own.level == "store" and own.path == path:
+            codes.add(own.code)
+    return len(codes)
+
+
 def require(actor: Actor, perm: Perm) -> None:
     """Raise 403 unless the actor holds the permission."""
     if not actor.can(perm):
