@@ -41,3 +41,25 @@ def test_a_busy_port_is_one_line_naming_it_and_exit_2(
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     assert f"port {taken_port} on 127.0.0.1 is in use" in lines[0] and "--port" in lines[0]
+
+
+def test_serve_on_a_busy_port_is_one_line_naming_it_and_exit_2(
+    taken_port: int, tmp_path: Path
+) -> None:
+    perkflow = Path(sys.executable).with_name("perkflow")
+    env = {**os.environ, "PERKFLOW_HOME": str(tmp_path / "home")}
+    env.pop("PERKFLOW_DATABASE_URL", None)
+    subprocess.run([str(perkflow), "db", "upgrade"], env=env, check=True, timeout=120)
+    out = subprocess.run(
+        [str(perkflow), "serve", "--port", str(taken_port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"error [--port]: port {taken_port} on 127.0.0.1 is in use by another process; "
+        "choose another with --port"
+    ]

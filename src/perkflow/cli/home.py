@@ -18,6 +18,7 @@ from perkflow.cli.demo import (
     run_demo_campaign,
     seed_operator,
 )
+from perkflow.cli.ports import require_free
 from perkflow.cli.synth import synth
 from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM, Role
@@ -60,6 +61,7 @@ def serve(
     ctx.engine  # noqa: B018  (an unmigrated ledger is refused here, not on the first page)
     host = host or ctx.settings.host
     port = port or ctx.settings.port
+    require_free(port=port, host=host)
     console.print(f"perkflow console: [bold]http://{host}:{port}/[/bold]  (API docs: /docs)")
     proxies = ctx.settings.trusted_proxies.strip()
     from perkflow.kit.logs import configure_logging
