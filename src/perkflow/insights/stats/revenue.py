@@ -10,13 +10,13 @@ with ``S`` the cell's total and ``s²`` the variance per contact (from the total
 needs only each cell's count, total, total of squares and number of spenders.
 
 Why not a bootstrap: on zero-inflated lognormal spend the simulation
-(``python -m perkflow.insights.stats.simulate``) shows the studentized bootstrap and BCa cover
-*less* than this interval (88–91 % where it covers 94–96 %): a resample cannot show a tail the
-sample did not contain. What the simulation does show is that every interval fails with few
-spenders, so the rule is: fewer than ``MIN_SPENDERS`` contacts who spent in either cell is
-**sample too small** — no interval, and the report says so. With that rule the interval covers
-94–96 % for lognormal spend of shape σ ≤ 2 (about 7× mean-to-median) and up to a doubled spend
-rate; for heavier tails (σ = 2.5) it covers 90–93 %, which the documentation states.
+(``python -m perkflow.insights.stats.simulate``) shows the studentized bootstrap covering *less*
+than this interval (84–93 % on the same experiments): a resample cannot show a tail the sample
+did not contain. Every interval fails with few spenders, so the rule is: fewer than
+``MIN_SPENDERS`` contacts who spent in either cell is **sample too small** — no interval, and the
+report says so. With that rule the interval covers 92.6–97.9 % for lognormal spend of shape
+σ ≤ 2 (mean up to about 7× the median) and a target spend rate up to twice the control's; for
+heavier tails (σ = 2.5) it falls to 87–98 %, which the documentation states.
 Assumptions: random assignment, independent subscribers, spend at least finite in variance.
 """
 
