@@ -16,6 +16,7 @@ from perkflow.web.i18n import (
     translate_text,
     translations,
     validation_message,
+    validation_problem,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,3 +143,12 @@ def test_a_catalogued_domain_error_is_shown_in_chinese() -> None:
     assert (
         translate_text("this campaign belongs to another province", zh) == "该营销活动属于其他省份"
     )
+
+
+def test_a_named_field_with_a_pydantic_problem_is_translated() -> None:
+    zh = translations("zh_CN")
+    problem = validation_problem({"type": "string_too_long", "ctx": {"max_length": 48}})
+    assert str(problem) == "enter at most 48 characters"
+    assert localize(problem, zh) == "最多输入 48 个字符"
+    # Pages join the field and the problem into one text; the field stays as it is sent.
+    assert translate_text(f"code: {problem}", zh) == "code：最多输入 48 个字符"

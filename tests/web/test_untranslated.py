@@ -22,7 +22,7 @@ from perkflow.main import create_app
 from perkflow.org.rules import Role
 from perkflow.settings import get_settings
 from tests.factories import make_staff
-from tests.web.helpers import sign_in
+from tests.web.helpers import csrf_of, sign_in
 
 # Words that are the same in every language: the product, protocols, units, codes.
 ALLOWED = {
@@ -391,3 +391,21 @@ def test_english_pages_name_offers_in_english(demo_app: Any) -> None:
     labels = re.findall(r"<option [^>]*>([^<]*)</option>", select.group(0))
     assert len(labels) > 3
     assert not [x for x in labels if re.search(r"[\u4e00-\u9fff]", x)], labels
+
+
+def test_a_refused_coupon_form_says_its_problem_in_chinese(
+    demo_app: Any, demo_home: dict[str, str]
+) -> None:
+    """A form the batch's rules refuse (pydantic) answers in the reader's language."""
+    with _client(demo_app) as client:
+        sign_in(client, "t.admin")
+        token = csrf_of(client.get("/console/coupons/new").text)
+        r = client.post(
+            "/console/coupons/new",
+            data={"csrf_token": token, "code": "x" * 200, "name_zh": "测试券", "name_en": "Test"},
+        )
+    assert r.status_code == 422, r.text
+    # The refused field is named as it is sent (code); the rest is Chinese.
+    known = _data_words(demo_home["home"]) | {"test", "code"}
+    assert not english_words(r.text, known), _where(r.text, english_words(r.text, known))
+    assert re.search(r"code\S*：", r.text), "the refused field is named"

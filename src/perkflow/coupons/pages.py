@@ -41,7 +41,7 @@ from perkflow.web.auth import (
     VaultDep,
     client_ip,
 )
-from perkflow.web.i18n import l_
+from perkflow.web.i18n import l_, validation_problem
 from perkflow.web.render import render
 
 router = APIRouter(include_in_schema=False)
@@ -562,7 +562,9 @@ def offline_upload(
     except (ValidationFailed, ValidationError) as exc:
         session.rollback()
         text = (
-            _error_text(exc) if isinstance(exc, ValidationFailed) else str(exc.errors()[0]["msg"])
+            _error_text(exc)
+            if isinstance(exc, ValidationFailed)
+            else validation_problem(exc.errors()[0])
         )
         return render(
             request,
@@ -724,7 +726,7 @@ def _spec_from(request: Request, form: dict[str, str]) -> BatchSpec:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise ValidationFailed(str(first["msg"]), field=field) from exc
+        raise ValidationFailed(validation_problem(first), field=field) from exc
 
 
 def _editor(
@@ -1062,7 +1064,7 @@ def _program_spec(request: Request, form: dict[str, str]) -> ProgramSpec:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ValidationFailed(
-            str(first["msg"]), field=".".join(str(p) for p in first["loc"])
+            validation_problem(first), field=".".join(str(p) for p in first["loc"])
         ) from exc
 
 

@@ -124,8 +124,17 @@ def translate_text(text: str, trans: gettext.NullTranslations) -> str | None:
                 translated = trans.gettext(msgid)
                 if translated != msgid:
                     return translated.format(**m.groupdict())
+        # "field: problem", the way form pages name the field they refuse: the field as sent.
+        named = _NAMED.fullmatch(text)
+        if named:
+            rest = translate_text(named["problem"], trans)
+            if rest is not None:
+                return f"{named['field']}{trans.pgettext('punctuation', ': ')}{rest}"
         return None
     return text
+
+
+_NAMED = re.compile(r"(?P<field>[\w.\[\]-]+): (?P<problem>.+)", re.S)
 
 
 @cache
@@ -133,7 +142,7 @@ def _patterns() -> list[tuple[re.Pattern[str], str]]:
     from perkflow.web.terms import MESSAGE_PATTERNS
 
     found = []
-    for msgid in MESSAGE_PATTERNS:
+    for msgid in [*MESSAGE_PATTERNS, *(m for m in _VALIDATION.values() if "{" in m)]:
         parts = re.split(r"\{(\w+)\}", msgid)
         regex = "".join(
             re.escape(p) if i % 2 == 0 else f"(?P<{p}>.+?)" for i, p in enumerate(parts)
@@ -190,3 +199,13 @@ def validation_message(error: dict[str, Any], trans: gettext.NullTranslations) -
         return trans.gettext(msgid).format(**ctx)
     except (KeyError, IndexError):
         return trans.gettext(N_("the value is not valid"))
+
+
+def validation_problem(error: Any) -> Msg:
+    """One pydantic error as a message translated where it is shown (see validation_message)."""
+    msgid = _VALIDATION.get(str(error.get("type")), N_("the value is not valid"))
+    ctx = {k: str(v) for k, v in (error.get("ctx") or {}).items() if f"{{{k}}}" in msgid}
+    if any(f"{{{name}}}" in msgid and name not in ctx for name in re.findall(r"\{(\w+)\}", msgid)):
+        msgid = N_("the value is not valid")
+        ctx = {}
+    return Msg(msgid, None, **ctx)
