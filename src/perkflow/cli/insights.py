@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,10 +16,17 @@ from perkflow.cli.audience import AsOption, _actor
 from perkflow.cli.campaigns import campaign_app
 from perkflow.cli.context import console, err_console, get_context, handles_errors
 from perkflow.cli.tables import table
+from perkflow.errors import ValidationFailed
+from perkflow.insights import programme as programme_report
 from perkflow.insights import service as insights
 from perkflow.kit.money import format_fen
 
-__all__ = ["campaign_app"]
+__all__ = ["campaign_app", "insights_app"]
+
+insights_app = typer.Typer(
+    help="Insights across campaigns: the programme against the universal control group.",
+    no_args_is_help=True,
+)
 
 
 def _spinner(text: str) -> Progress:
@@ -286,3 +294,59 @@ def write_back(as_user: AsOption = None) -> None:
     with _spinner("computing response features"), ctx.uow() as session:
         n = insights.write_back_features(session, actor=_actor(session, as_user), mart=ctx.mart)
     typer.echo(json.dumps({"subscribers": n, "table": insights.RESPONSE_FEATURES}))
+
+
+def _day(text: str | None, field: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise ValidationFailed(f"{field}: a day like 2026-11-02", field=field) from exc
+
+
+@insights_app.command("programme")
+@handles_errors
+def programme(
+    since: Annotated[str | None, typer.Option(help="first day (default: the period's)")] = None,
+    until: Annotated[str | None, typer.Option(help="last day (default: today)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_user: AsOption = None,
+) -> None:
+    """All marketing against the universal control group: responses and revenue per subscriber."""
+    ctx = get_context()
+    with ctx.uow() as session:
+        result = programme_report.programme_uplift(
+            session,
+            actor=_actor(session, as_user),
+            mart=ctx.mart,
+            vault=ctx.vault,
+            since=_day(since, "since"),
+            until=_day(until, "until"),
+        )
+        out = programme_report.programme_dict(result)
+    if as_json:
+        typer.echo(json.dumps(out, ensure_ascii=False))
+        return
+    heads = ("group", "subscribers", "responders", "rate", "revenue per subscriber")
+    t = table(
+        *heads,
+        keys=heads[:1],
+        figures=heads[1:],
+        title=f"Programme {out['first_day']} to {out['last_day']} (period {out['period']})",
+    )
+    for name, key in (("marketed", "marketed"), ("universal control", "universal_control")):
+        c = out[key]
+        per = c["revenue_per_subscriber_fen"]
+        t.add_row(
+            name,
+            f"{c['subscribers']:,}",
+            f"{c['responders']:,}",
+            "—" if c["rate"] is None else f"{c['rate']:.2%}",
+            "—" if per is None else format_fen(round(per)),
+        )
+    console.print(t)
+    u = out["uplift"]
+    uplift = "—" if u["absolute"] is None else f"{u['absolute'] * 100:+.2f} pts"
+    verdict = "significant" if u["significant"] else "not significant"
+    typer.echo(f"uplift of all marketing: {uplift}, {verdict} (p = {u['p_value']})")

@@ -55,6 +55,11 @@ COMMANDS = (
         extras=("perkflow.cli.insights",),  # adds report, import-history, sync-history, write-back
     ),
     Entry(
+        "insights",
+        "Insights across campaigns: the programme against the universal control group.",
+        "perkflow.cli.insights:insights_app",
+    ),
+    Entry(
         "partner-sim",
         "A simulated partner on 127.0.0.1: idempotent orders, failures, stalls, signed callbacks.",
         "perkflow.cli.grants:partner_sim_command",

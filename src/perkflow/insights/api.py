@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
+from perkflow.insights import programme as programme_report
 from perkflow.insights import service as insights
 from perkflow.kit.bounds import IdParam
-from perkflow.web.auth import ApiActor, DbSession
+from perkflow.web.auth import ApiActor, DbSession, MartDep, VaultDep
 
 router = APIRouter(prefix="/v1", tags=["insights"])
 
@@ -33,3 +35,24 @@ def evaluation(
         zone=str(request.app.state.settings.timezone),
     )
     return insights.report_dict(result)
+
+
+@router.get("/insights/programme")
+def programme(
+    actor: ApiActor,
+    session: DbSession,
+    mart: MartDep,
+    vault: VaultDep,
+    since: date | None = None,
+    until: date | None = None,
+) -> dict[str, Any]:
+    """All marketing against the universal control group over one rotation period.
+
+    Responders (claims, redemptions, benefit uses) and revenue per subscriber of everyone
+    campaigns could reach against the group held out of every campaign. API keys need the
+    ``campaigns:read`` scope; a province's staff see their province.
+    """
+    result = programme_report.programme_uplift(
+        session, actor=actor, mart=mart, vault=vault, since=since, until=until
+    )
+    return programme_report.programme_dict(result)

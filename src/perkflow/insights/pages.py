@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from perkflow.insights import programme as programme_report
 from perkflow.insights import service as insights
 from perkflow.kit.bounds import IdParam
 from perkflow.org import service as org
-from perkflow.web.auth import DbSession, Staff
+from perkflow.web.auth import DbSession, MartDep, Staff, VaultDep
 from perkflow.web.i18n import l_
 from perkflow.web.render import render
 
@@ -66,4 +68,25 @@ def evaluation_page(
                 session, codes={str(p["province_code"]) for p in report.get("provinces") or []}
             ),
         },
+    )
+
+
+@router.get("/console/insights/programme")
+def programme_page(
+    request: Request,
+    staff: Staff,
+    session: DbSession,
+    mart: MartDep,
+    vault: VaultDep,
+    since: date | None = None,
+    until: date | None = None,
+) -> Response:
+    """All marketing against the universal control group, per subscriber."""
+    result = programme_report.programme_uplift(
+        session, actor=staff.actor, mart=mart, vault=vault, since=since, until=until
+    )
+    return render(
+        request,
+        "insights/programme.html",
+        {"report": programme_report.programme_dict(result)},
     )
