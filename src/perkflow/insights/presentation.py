@@ -155,3 +155,43 @@ def sequential_dict(c: Comparison, *, base_rate: float | None = None) -> dict[st
         "rejects": rejects,
         "verdict": state,
     }
+
+
+def power_plan(
+    *,
+    members: int | None,
+    control_share_bp: int,
+    test_share_bp: int,
+    base_rate: float | None = None,
+) -> dict[str, Any] | None:
+    """Before the start: the MDE of the test wave and of the whole list, and a small-control flag.
+
+    ``members`` is the target list's size (or the segment's count before there is a list).
+    """
+    if not members or members <= 0:
+        return None
+    rate = base_rate if base_rate is not None else power.DEFAULT_BASE_RATE
+    rows = []
+    for wave, share_bp in (("test", test_share_bp), ("all", 10_000)):
+        if share_bp <= 0:
+            continue
+        size = round(members * share_bp / 10_000)
+        control = round(size * control_share_bp / 10_000)
+        split = power.plan(base_rate=rate, target=size - control, control=control)
+        rows.append(
+            {
+                "wave": wave,
+                "target": size - control,
+                "control": control,
+                "mde": split.mde,
+                "control_too_small": split.control_too_small,
+            }
+        )
+    return {
+        "base_rate": rate,
+        "base_rate_source": "default" if base_rate is None else "history",
+        "alpha": rules.ALPHA,
+        "power": power.POWER,
+        "rows": rows,
+        "control_too_small": any(r["control_too_small"] for r in rows),
+    }
