@@ -93,7 +93,8 @@ def test_campaign_report_fits_80_columns_with_whole_figures(home: Path, tmp_path
     for column in ("group", "contacts", "rate", "uplift", "95% CI", "relative", "sig."):
         assert column in header
     for v in report["variants"]:
-        [row] = [line for line in lines if line.split()[:1] == [v["variant"]]]
+        # The uplift table's row (the multiplicity table below names the variants again).
+        row = next(line for line in lines if line.split()[:1] == [v["variant"]])
         assert f"{v['contacts']:,}" in row and f"{v['rate'] * 100:.2f}%" in row, row
         low, high = v["uplift"]["ci95"]
         assert f"{low * 100:+.2f}…{high * 100:+.2f}" in row, row
