@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
 
 from perkflow.audience import holdout
 from perkflow.audience import service as audience
 from perkflow.campaigns.models import CampaignContact
 from perkflow.channels.models import InboxMessage
+from perkflow.cli.context import get_context
+from perkflow.cli.main import app
 from perkflow.kit import clock
 from perkflow.kit.crypto import Vault
 from perkflow.mart import Mart
@@ -125,3 +129,32 @@ def test_dispatch_holds_out_members_of_a_later_rotation(
     for sid in members:
         assert (rows[sid].status, rows[sid].reason) == ("suppressed", "universal_control")
     assert all(rows[sid].status != "suppressed" for sid in set(ids) - members)
+
+
+def test_a_manual_in_app_send_to_a_member_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PERKFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PERKFLOW_SECRET_KEY", "cli-test-secret-0123456789abcdef0123456789")
+    monkeypatch.delenv("PERKFLOW_DATABASE_URL", raising=False)
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    ctx = get_context()
+    with ctx.uow() as session:
+        audience.set_universal_control(session, actor=SYSTEM, share_bp=5_000, rotation_days=90)
+        ids = make_subscribers(
+            session, ctx.vault, [(f"135000013{i:02d}", "GD", "GD01") for i in range(20)]
+        )
+        members = holdout.held_out(session, vault=ctx.vault, subscriber_ids=ids, on=NOW.date())
+    member = min(members)
+    other = min(set(ids) - members)
+    refused = runner.invoke(app, ["channels", "send-test", "in_app", str(member)])
+    assert refused.exit_code != 0 and "universal control" in refused.output
+    sent = runner.invoke(app, ["channels", "send-test", "in_app", str(other)])
+    assert sent.exit_code == 0, sent.output
+    with ctx.uow() as session:
+        assert _count(session, member) == 0 and _count(session, other) == 1
+
+
+def _count(session: Session, sid: int) -> int:
+    return len(list(session.scalars(select(InboxMessage).where(InboxMessage.subscriber_id == sid))))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC
 from typing import Annotated
 
 import typer
@@ -16,6 +17,7 @@ from perkflow.channels.smtp_sink import ReceivedMail, SmtpSink
 from perkflow.cli.context import console, get_context, handles_errors
 from perkflow.cli.ports import listening
 from perkflow.errors import ValidationFailed
+from perkflow.kit import clock
 from perkflow.kit.crypto import mask_phone
 
 channels_app = typer.Typer(
@@ -112,6 +114,16 @@ def send_test(
     subscriber_id = int(address) if channel in ("in_app", "webhook") and address.isdigit() else 0
     if channel == "in_app" and not subscriber_id:
         raise ValidationFailed("give the subscriber id as the address", field="address")
+    if subscriber_id:
+        from perkflow.audience import holdout  # the universal control group gets nothing
+
+        with ctx.uow() as session:
+            on = clock.now().astimezone(UTC).date()
+            if holdout.held_out(session, vault=ctx.vault, subscriber_ids=[subscriber_id], on=on):
+                raise ValidationFailed(
+                    f"subscriber {subscriber_id} is in the universal control group: no message",
+                    field="address",
+                )
     # A test is no campaign contact: campaign 0 and a contact id no real contact has.
     message = Message(
         contact_id=time.time_ns() // 1000,
