@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from perkflow.cli import main as cli
+from perkflow.cli import home as cli
 from perkflow.main import create_app
 from perkflow.org.models import LoginAttempt
 from perkflow.org.rules import Role
