@@ -34,6 +34,13 @@ def test_the_campaign_page_shows_the_mde_and_warns_of_a_small_control(
     shown = "—" if mde is None else f"{mde * 100:+.2f}"
     assert shown in page
     assert 'class="badge bad control-too-small"' in page  # 6 controls at 5 % expect 0.3
+    # The API's campaign JSON carries the same plan.
+    cid = r.headers["location"].rsplit("/", 1)[1]
+    api = client.get(f"/v1/campaigns/{cid}").json()["power"]
+    assert api["control_too_small"] and api["base_rate_source"] == "default"
+    everything = next(row for row in api["rows"] if row["wave"] == "all")
+    assert (everything["target"], everything["control"]) == (24, 6)
+    assert everything["mde"] == mde
 
 
 def test_power_plan_of_a_large_list_does_not_warn() -> None:

@@ -25,6 +25,7 @@ from perkflow.campaigns.schemas import (
     WaveProgressOut,
 )
 from perkflow.errors import ValidationFailed
+from perkflow.insights import service as insights
 from perkflow.kit.bounds import IdParam
 from perkflow.web.auth import ApiActor, DbSession, MartDep, VaultDep
 
@@ -70,11 +71,14 @@ def create_campaign(
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignOut)
-def get_campaign(campaign_id: IdParam, actor: ApiActor, session: DbSession) -> CampaignOut:
-    """One campaign (staff, or a key with campaigns:read)."""
-    return CampaignOut.model_validate(
-        campaigns.get_campaign(session, actor=actor, campaign_id=campaign_id)
-    )
+def get_campaign(
+    campaign_id: IdParam, actor: ApiActor, session: DbSession, mart: MartDep
+) -> CampaignOut:
+    """One campaign (staff, or a key with campaigns:read), with what its split can detect."""
+    c = campaigns.get_campaign(session, actor=actor, campaign_id=campaign_id)
+    out = CampaignOut.model_validate(c)
+    out.power = insights.campaign_power(session, actor=actor, campaign=c, mart=mart)
+    return out
 
 
 @router.post("/campaigns/{campaign_id}/submit", response_model=CampaignOut)

@@ -25,7 +25,6 @@ from perkflow.catalog.rules import BenefitStatus
 from perkflow.channels import service as channels_service
 from perkflow.coupons import service as coupons
 from perkflow.errors import NotFound, PerkflowError, ValidationFailed
-from perkflow.insights import presentation
 from perkflow.insights import service as insights
 from perkflow.kit.bounds import IdParam
 from perkflow.kit.crypto import Vault, mask_phone
@@ -632,33 +631,6 @@ def _test_evaluation(
     return insights.report_dict(evaluation)
 
 
-def _power(
-    session: Session, staff: StaffContext, campaign: Campaign, mart: Mart | None
-) -> dict[str, Any] | None:
-    """What the split can detect: the target list's size once built, the segment's count before."""
-    members: int | None = None
-    try:
-        if campaign.target_list_id is not None:
-            members = audience.get_target_list(
-                session, actor=staff.actor, target_list_id=campaign.target_list_id
-            ).members
-        elif mart is not None and campaign.segment_id is not None:
-            version = audience.get_segment_version(
-                session, actor=staff.actor, segment_id=campaign.segment_id
-            )
-            counted = audience.count_definition(
-                session, mart=mart, actor=staff.actor, raw=version.definition
-            )
-            members = int(counted["count"])
-    except PerkflowError:
-        return None  # no list and no countable segment: the page says nothing it cannot back
-    return presentation.power_plan(
-        members=members,
-        control_share_bp=campaign.control_share_bp,
-        test_share_bp=campaign.test_share_bp,
-    )
-
-
 def _campaign_page(
     request: Request,
     staff: StaffContext,
@@ -706,7 +678,9 @@ def _campaign_page(
             "test": test,
             "rollout": by_kind.get("rollout"),
             "evaluation": _test_evaluation(request, session, staff, campaign),
-            "power": _power(session, staff, campaign, mart),
+            "power": insights.campaign_power(
+                session, actor=staff.actor, campaign=campaign, mart=mart
+            ),
             "trail": trail,
             "rejection": rejection if campaign.status == "draft" else None,
             "error": error,

@@ -50,6 +50,8 @@ class CampaignOut(BaseModel):
     updated_at: datetime
     # Answered by create: what this installation lacks to run the campaign (empty otherwise).
     warnings: list[CampaignWarning] = []
+    # Answered by get: what the split can detect (insights.presentation.power_plan), or None.
+    power: dict[str, Any] | None = None
 
 
 class WaveOut(BaseModel):

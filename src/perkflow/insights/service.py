@@ -19,7 +19,7 @@ from perkflow.campaigns import service as campaigns
 from perkflow.campaigns.models import Campaign
 from perkflow.campaigns.rules import POLICY_CHANNEL, Cell, CellCount, HistoryRow
 from perkflow.catalog.rules import Category
-from perkflow.errors import Forbidden, NotFound, ValidationFailed
+from perkflow.errors import Forbidden, NotFound, PerkflowError, ValidationFailed
 from perkflow.insights import cells, presentation, rules
 from perkflow.insights import repository as repo
 from perkflow.insights.rules import Arm, Comparison, Timeline
@@ -390,6 +390,38 @@ def report_dict(evaluation: Evaluation) -> dict[str, Any]:
             "responses": evaluation.timeline.responders,
         },
     }
+
+
+def campaign_power(
+    session: Session, *, actor: Actor, campaign: Campaign, mart: Mart | None = None
+) -> dict[str, Any] | None:
+    """What a campaign's split can detect: its list's size once built, its segment's count before.
+
+    None when neither can be read (no list, no mart, a segment that no longer counts).
+    """
+    from perkflow.audience import service as audience  # only this use case needs the audience
+
+    members: int | None = None
+    try:
+        if campaign.target_list_id is not None:
+            members = audience.get_target_list(
+                session, actor=actor, target_list_id=campaign.target_list_id
+            ).members
+        elif mart is not None and campaign.segment_id is not None:
+            version = audience.get_segment_version(
+                session, actor=actor, segment_id=campaign.segment_id
+            )
+            counted = audience.count_definition(
+                session, mart=mart, actor=actor, raw=version.definition
+            )
+            members = int(counted["count"])
+    except PerkflowError:
+        return None
+    return presentation.power_plan(
+        members=members,
+        control_share_bp=campaign.control_share_bp,
+        test_share_bp=campaign.test_share_bp,
+    )
 
 
 # ---- imported histories -------------------------------------------------------------------
