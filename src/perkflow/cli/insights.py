@@ -200,7 +200,7 @@ def _print_report(report: dict[str, Any]) -> None:
         "sig.",
         keys={"group", "sig."},
         figures={"contacts", "rate", "uplift", "95% CI", "relative", "p-value"},
-        title="Uplift against the control, in points (95% CI, pooled z-test)",
+        title="Uplift against the control, in points (Newcombe 95% CI; z or Fisher test)",
         box=box.SIMPLE_HEAD,
         padding=0,
     )
