@@ -155,7 +155,7 @@ def test_create_submit_approve_start_dispatch_and_roll_out(
     queue = client.get("/console/campaigns/approvals")
     assert f'id="approval-{cid}"' in queue.text and f'id="approval-{own}"' not in queue.text
     refused = client.post(f"/console/campaigns/{own}/approve", data={"csrf_token": token})
-    assert refused.status_code == 403 and "second person" in refused.text
+    assert refused.status_code == 403 and "第二人审批" in refused.text  # the page is in Chinese
     r = client.post(
         f"/console/campaigns/{cid}/approve",
         data={"csrf_token": token, "note": "ok", "next_url": "/console/campaigns/approvals"},
