@@ -92,6 +92,9 @@ def test_the_page_speaks_chinese_and_english(
     client.get("/lang/zh_CN?next=/console")
     html = client.get(f"/console/campaigns/{campaign_id}/evaluation").text
     assert "效果评估" in html and "不显著" in html and "目标组" in html
+    # Provinces by name in the page's language, never as codes.
+    provinces = html[html.index('id="provinces"') :]
+    assert "<td>浙江省</td>" in provinces and "<td>ZJ</td>" not in provinces
     client.get("/lang/en?next=/console")
     html = client.get(f"/console/campaigns/{campaign_id}/evaluation").text
     assert (
@@ -99,3 +102,4 @@ def test_the_page_speaks_chinese_and_english(
         and "not significant" in html
         and "Uplift with its 95% interval" in html
     )
+    assert "<td>Zhejiang" in html[html.index('id="provinces"') :]
