@@ -165,3 +165,36 @@ def test_hillstrom_email_experiment_end_to_end(home: Path, tmp_path: Path) -> No
         assert 0 < low < v["uplift"]["absolute"] < high
         assert v["uplift"]["p_value"] < 1e-10 and v["verdict"] == "significant"
     assert variants["mens"]["responses"] == 3_894 and variants["womens"]["responses"] == 3_238
+
+    # The revenue interval, from the ledger's per-contact spend detail, against numpy on the
+    # raw file: Welch's interval of mean spend per contact (zeros included), times the targets.
+    import csv
+
+    import numpy as np
+
+    with HILLSTROM.open(encoding="utf-8", newline="") as f:
+        raw = [(r["segment"], round(float(r["spend"]) * 100)) for r in csv.DictReader(f)]
+    segments = np.array([seg for seg, _ in raw])
+    fen = np.array([spend for _, spend in raw], dtype=np.float64)
+    control = fen[segments == "No E-Mail"]
+    for key, segment, spenders in (("mens", "Mens E-Mail", 267), ("womens", "Womens E-Mail", 189)):
+        target = fen[segments == segment]
+        assert int((target > 0).sum()) == spenders and int((control > 0).sum()) == 122
+        d = target.mean() - control.mean()
+        half = 1.959963984540054 * np.sqrt(
+            target.var(ddof=1) / target.size + control.var(ddof=1) / control.size
+        )
+        inc = variants[key]["incremental"]
+        assert inc["revenue_interval"] == "welch"
+        assert inc["revenue_ci95"] == pytest.approx(
+            [(d - half) * target.size, (d + half) * target.size], rel=1e-9
+        )
+    # The docs' figures: the men's ¥10,337 … ¥22,468, the women's ¥3,614 … ¥14,540.
+    assert [round(x / 100) for x in variants["mens"]["incremental"]["revenue_ci95"]] == [
+        10_337,
+        22_468,
+    ]
+    assert [round(x / 100) for x in variants["womens"]["incremental"]["revenue_ci95"]] == [
+        3_614,
+        14_540,
+    ]

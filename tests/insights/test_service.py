@@ -47,13 +47,18 @@ def test_import_then_evaluate_counts_cells_and_variants(session: Session, tmp_pa
     )
     session.flush()
     ev = insights.evaluate(session, actor=SYSTEM, campaign_id=campaign.id)
-    assert ev.cells["target"] == rules.Arm(200, 42, 30 * 550)
-    assert ev.cells["control"] == rules.Arm(100, 10, 10 * 100)
+    # Spend detail: 30 spenders of 5.50 yuan (squares summed per contact), 10 of 1 yuan.
+    assert ev.cells["target"] == rules.Arm(200, 42, 30 * 550, 30, 30 * 550**2)
+    assert ev.cells["control"] == rules.Arm(100, 10, 10 * 100, 10, 10 * 100**2)
     assert ev.overall.absolute == pytest.approx(0.21 - 0.10)
     by_variant = {g.key: g.comparison for g in ev.variants}
     assert set(by_variant) == {"A", "B"}
     # Variants share the whole control group.
-    assert by_variant["A"].control == by_variant["B"].control == rules.Arm(100, 10, 1000)
+    assert (
+        by_variant["A"].control
+        == by_variant["B"].control
+        == rules.Arm(100, 10, 1000, 10, 10 * 100**2)
+    )
     assert by_variant["A"].significant and not by_variant["B"].significant
     assert by_variant["A"].incremental_responses == pytest.approx(20)
     # Revenue: 16,500 fen in target A against 10 fen per control contact.
@@ -219,16 +224,21 @@ def _run_campaign(session: Session) -> Campaign:
     return campaign
 
 
+def _spent(contacts: int, responders: int) -> rules.Arm:
+    """A cell of `_contacts`: each responder spent 10 yuan, once."""
+    return rules.Arm(contacts, responders, responders * 1_000, responders, responders * 1_000**2)
+
+
 def test_waves_provinces_cost_and_timeline(session: Session) -> None:
     campaign = _run_campaign(session)
     # The headline of a campaign that rolled out is its rollout wave (the confirmatory estimate);
     # the deciding test wave and every wave together are reported beside it.
     headline = insights.evaluate(session, actor=SYSTEM, campaign_id=campaign.id)
     assert headline.headline_wave == "rollout"
-    assert headline.cells["target"] == rules.Arm(60, 9, 9_000)
-    assert headline.cells["control"] == rules.Arm(20, 2, 2_000)
-    assert headline.test_wave is not None and headline.test_wave.target == rules.Arm(40, 20, 20_000)
-    assert headline.pooled is not None and headline.pooled.target == rules.Arm(100, 29, 29_000)
+    assert headline.cells["target"] == _spent(60, 9)
+    assert headline.cells["control"] == _spent(20, 2)
+    assert headline.test_wave is not None and headline.test_wave.target == _spent(40, 20)
+    assert headline.pooled is not None and headline.pooled.target == _spent(100, 29)
     waves = [
         w.id
         for w in session.scalars(
@@ -237,8 +247,8 @@ def test_waves_provinces_cost_and_timeline(session: Session) -> None:
     ]
     ev = insights.evaluate(session, actor=SYSTEM, campaign_id=campaign.id, wave_ids=waves)
     assert ev.headline_wave is None
-    assert ev.cells["target"] == rules.Arm(100, 29, 29_000)
-    assert ev.cells["control"] == rules.Arm(30, 3, 3_000)
+    assert ev.cells["target"] == _spent(100, 29)
+    assert ev.cells["control"] == _spent(30, 3)
     # Cost: 29 offers taken up at 3 yuan, 39 SMS sent at 5 fen (one failed), e-mails free.
     assert ev.cost_fen == 29 * 300 + 39 * 5
     assert ev.overall.significant
@@ -255,8 +265,8 @@ def test_waves_provinces_cost_and_timeline(session: Session) -> None:
     assert ev.timeline.rates["control"] == sorted(ev.timeline.rates["control"])
 
     test = insights.evaluate(session, actor=SYSTEM, campaign_id=campaign.id, wave="test")
-    assert test.cells["target"] == rules.Arm(40, 20, 20_000)
-    assert test.cells["control"] == rules.Arm(10, 1, 1_000)
+    assert test.cells["target"] == _spent(40, 20)
+    assert test.cells["control"] == _spent(10, 1)
     assert [g.key for g in test.provinces] == ["GD"]
     rollout = insights.report_dict(
         insights.evaluate(session, actor=SYSTEM, campaign_id=campaign.id, wave="rollout")

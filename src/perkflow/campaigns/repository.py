@@ -35,7 +35,7 @@ _CHUNK = 5_000
 def cell_counts(
     session: Session, *, campaign_id: int, wave_ids: Sequence[int] | None = None
 ) -> list[CellCount]:
-    """Per (cell, variant, province): assigned contacts, distinct responders, revenue.
+    """Per (cell, variant, province): assigned contacts, distinct responders, revenue, spenders.
 
     Intent to treat: every assigned row counts, suppressed at send time or not; beside them the
     rows whose message went out (treated), for a treated-on-treated comparison.
@@ -63,6 +63,12 @@ def cell_counts(
             func.sum(case((treated, 1), else_=0)),
             func.sum(case((treated & per_contact.c.contact_id.is_not(None), 1), else_=0)),
             func.sum(case((treated, value), else_=0)),
+            # Per contact first (its responses summed), then counted and squared: what the
+            # revenue interval reads (insights.stats.revenue).
+            func.sum(case((value > 0, 1), else_=0)),
+            func.sum(value * value),
+            func.sum(case((treated & (value > 0), 1), else_=0)),
+            func.sum(case((treated, value * value), else_=0)),
         )
         .outerjoin(per_contact, per_contact.c.contact_id == c.id)
         .where(
@@ -88,8 +94,12 @@ def cell_counts(
             treated=int(tn or 0),
             treated_responders=int(tr or 0),
             treated_revenue_fen=int(tv or 0),
+            spenders=int(sn or 0),
+            revenue_sq_fen2=int(sq or 0),
+            treated_spenders=int(tsn or 0),
+            treated_revenue_sq_fen2=int(tsq or 0),
         )
-        for cell, variant, province, n, r, v, tn, tr, tv in session.execute(stmt)
+        for cell, variant, province, n, r, v, tn, tr, tv, sn, sq, tsn, tsq in session.execute(stmt)
     ]
 
 

@@ -119,6 +119,12 @@ class CellCount:
     treated: int = 0
     treated_responders: int = 0
     treated_revenue_fen: int = 0
+    # For the revenue interval: contacts whose revenue (their responses summed) is above zero,
+    # and the sum over contacts of that revenue squared (fen²); None where not counted.
+    spenders: int | None = None
+    revenue_sq_fen2: int | None = None
+    treated_spenders: int | None = None
+    treated_revenue_sq_fen2: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,24 +31,38 @@ class Selection:
     own_control: bool = True  # False: the whole control shared (controls carry no variant)
 
 
+def _sum(values: Iterable[int | None]) -> int | None:
+    """A total, or None when any part is unknown (a source that gives only totals)."""
+    total = 0
+    for v in values:
+        if v is None:
+            return None
+        total += v
+    return total
+
+
 def arm(rows: Iterable[CellCount]) -> Arm:
-    """Assigned contacts, responders and revenue of some rows (intent to treat)."""
-    contacts = responders = revenue = 0
-    for r in rows:
-        contacts += r.contacts
-        responders += r.responders
-        revenue += r.revenue_fen
-    return Arm(contacts=contacts, responders=responders, revenue_fen=revenue)
+    """Assigned contacts, responders, revenue and spend detail of some rows (intent to treat)."""
+    rows = list(rows)
+    return Arm(
+        contacts=sum(r.contacts for r in rows),
+        responders=sum(r.responders for r in rows),
+        revenue_fen=sum(r.revenue_fen for r in rows),
+        spenders=_sum(r.spenders for r in rows),
+        revenue_sq_fen2=_sum(r.revenue_sq_fen2 for r in rows),
+    )
 
 
 def treated_arm(rows: Iterable[CellCount]) -> Arm:
     """Only the rows whose message went out (sent or delivered): treated-on-treated."""
-    contacts = responders = revenue = 0
-    for r in rows:
-        contacts += r.treated
-        responders += r.treated_responders
-        revenue += r.treated_revenue_fen
-    return Arm(contacts=contacts, responders=responders, revenue_fen=revenue)
+    rows = list(rows)
+    return Arm(
+        contacts=sum(r.treated for r in rows),
+        responders=sum(r.treated_responders for r in rows),
+        revenue_fen=sum(r.treated_revenue_fen for r in rows),
+        spenders=_sum(r.treated_spenders for r in rows),
+        revenue_sq_fen2=_sum(r.treated_revenue_sq_fen2 for r in rows),
+    )
 
 
 def split(counts: Sequence[CellCount]) -> tuple[list[CellCount], list[CellCount]]:
