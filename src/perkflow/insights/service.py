@@ -295,6 +295,7 @@ def _pair_dict(c: Comparison | None) -> dict[str, Any] | None:
             Cell.CONTROL.value: _cell_dict(c.control),
         },
         "uplift": _uplift_dict(c),
+        "significant": c.significant,
         "verdict": verdict(c),
     }
 
