@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from perkflow.campaigns.models import Campaign, CampaignContact
@@ -198,3 +200,45 @@ def test_hillstrom_email_experiment_end_to_end(home: Path, tmp_path: Path) -> No
         3_614,
         14_540,
     ]
+
+
+def _ledger_campaign(home: Path, build: Callable[[Session], Campaign]) -> int:
+    sessions = make_session_factory(make_engine(f"sqlite:///{home / 'ledger.sqlite3'}"))
+    with sessions() as s:
+        campaign_id = build(s).id
+        s.commit()
+    return campaign_id
+
+
+def _report_text(campaign_id: int) -> str:
+    out = runner.invoke(app, ["campaign", "report", str(campaign_id)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    return " ".join(out.stdout.split())
+
+
+def test_report_prints_the_split_check_the_headline_wave_and_the_other_readings(
+    home: Path,
+) -> None:
+    from tests.insights.test_pages_design import _skewed
+    from tests.insights.test_service import _run_campaign
+
+    text = _report_text(_ledger_campaign(home, _run_campaign))
+    assert "split as planned: 25.0% control (planned 20%)" in text
+    assert "SAMPLE RATIO MISMATCH" not in text
+    assert "headline: the rollout wave (confirmatory; the test wave decided the rollout)" in text
+    assert (
+        "test wave (decided the rollout): 40 targets 50.00% against 10 controls 10.00%, "
+        "uplift +40.00 pts" in text
+    )
+    assert "all waves pooled: 100 targets 29.00% against 30 controls 10.00%, uplift +19.00" in text
+    assert (
+        "among those actually reached (treated-on-treated, not the headline): 59 targets "
+        "15.25% against 20 controls 10.00%, uplift +5.25 pts" in text
+    )
+    assert "variants compared with: B its own controls (20)" in text
+    assert "incremental revenue 95% CI none: sample too small (few_spenders)" in text
+
+    skewed = _report_text(_ledger_campaign(home, _skewed))
+    assert "SAMPLE RATIO MISMATCH: 4.8% control (planned 20%), chi-square p <0.0001" in skewed
+    assert "do not act on the uplift" in skewed and "split as planned" not in skewed
+    assert "headline: every wave together" in skewed

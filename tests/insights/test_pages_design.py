@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from perkflow.campaigns.models import Campaign
 from perkflow.insights import service as insights
 from perkflow.org.rules import SYSTEM, Role
 from tests.factories import make_staff
@@ -71,7 +72,7 @@ def test_a_rolled_out_campaign_shows_its_design_and_the_other_readings(
     assert "compared with its own control rows" in _element(html, "variant-control")
 
 
-def _skewed(session: Session) -> object:
+def _skewed(session: Session) -> Campaign:
     campaign = _campaign(session)  # plans a 20 % control
     test = _wave(session, campaign, "test")
     _contacts(session, campaign, test, cell="target", variant="A", province="GD", n=200,

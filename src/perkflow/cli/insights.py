@@ -171,6 +171,60 @@ def _print_evidence(report: dict[str, Any]) -> None:
     )
 
 
+def _print_design(report: dict[str, Any]) -> None:
+    """The sample-ratio check, the headline's wave, the other readings, the variants' controls."""
+    sr = report["sample_ratio"]
+    if sr is not None and sr["p_value"] is not None:
+        shares = (
+            f"{sr['observed_control_share']:.1%} control "
+            f"(planned {sr['planned_control_share'] * 100:g}%)"
+        )
+        if sr["mismatch"]:
+            console.print(
+                f"[bold red]SAMPLE RATIO MISMATCH[/bold red]: {shares}, chi-square p "
+                f"{_p(sr['p_value'])}. The cells do not fit the planned split: something "
+                "between assignment and this report lost or added rows; do not act on the "
+                "uplift until the cause is found."
+            )
+        else:
+            console.print(f"split as planned: {shares}")
+    wave = report["headline_wave"]
+    console.print(
+        "headline: "
+        + (
+            "the rollout wave (confirmatory; the test wave decided the rollout)"
+            if wave == "rollout" and report["test_wave"]
+            else (f"the {wave} wave" if wave else "every wave together")
+        )
+        + ", intent to treat (every assigned target, reached or not)"
+    )
+    readings = (
+        ("test wave (decided the rollout)", report["test_wave"]),
+        ("all waves pooled", report["pooled"]),
+        ("among those actually reached (treated-on-treated, not the headline)",
+         report["treated_on_treated"]),
+    )  # fmt: skip
+    for label, row in readings:
+        if row is None:
+            continue
+        t, c, u = row["cells"]["target"], row["cells"]["control"], row["uplift"]
+        console.print(
+            f"{label}: {t['contacts']:,} targets {_pct(t['rate'])} against {c['contacts']:,} "
+            f"controls {_pct(c['rate'])}, uplift {_num(u['absolute'])} pts "
+            f"(95% CI {_ci(u['ci95'])}), p {_p(u['p_value'])}, {row['verdict']}"
+        )
+    if report["variants"]:
+        console.print(
+            "variants compared with: "
+            + "; ".join(
+                f"{v['variant'] or '—'} "
+                + ("its own controls" if v["own_control"] else "the shared control")
+                + f" ({v['control']['contacts']:,})"
+                for v in report["variants"]
+            )
+        )
+
+
 def _print_report(report: dict[str, Any]) -> None:
     wave = f" · {report['wave']} wave" if report["wave"] else ""
     console.print(f"[bold]Campaign {report['campaign_id']}[/bold] {report['name']}{wave}")
@@ -187,6 +241,7 @@ def _print_report(report: dict[str, Any]) -> None:
             format_fen(c["revenue_fen"]),
         )
     console.print(cells)
+    _print_design(report)
     # Eight columns: spaces between them, points without their unit (the title says it) and
     # "sig." for significant at 5%, so the table fits an 80-column terminal without wrapping.
     groups = table(
