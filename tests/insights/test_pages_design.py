@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from perkflow.campaigns.models import Campaign
 from perkflow.insights import service as insights
+from perkflow.kit.money import format_fen
 from perkflow.org.rules import SYSTEM, Role
 from tests.factories import make_staff
 from tests.insights.test_service import _campaign, _contacts, _run_campaign, _wave
@@ -29,12 +30,14 @@ def _element(html: str, id_: str) -> str:
     return _text(found.group(2))
 
 
-def _page(client: TestClient, web_sessions: sessionmaker[Session], build: object) -> str:
+def _page(
+    client: TestClient, web_sessions: sessionmaker[Session], build: object, user: str = "analyst"
+) -> str:
     with web_sessions() as s:
         campaign_id = build(s).id  # type: ignore[operator]
         s.commit()
-        make_staff(s, username="analyst", role=Role.ANALYST, region="CN")
-    sign_in(client, "analyst")
+        make_staff(s, username=user, role=Role.ANALYST, region="CN")
+    sign_in(client, user)
     client.get("/lang/en?next=/console")
     page = client.get(f"/console/campaigns/{campaign_id}/evaluation")
     assert page.status_code == 200, page.text
@@ -135,3 +138,36 @@ def test_the_design_lines_read_in_chinese(
     assert "主要结果：推广波次" in _element(html, "headline-wave")
     assert "实际触达的用户中" in _element(html, "reading-treated-on-treated")
     assert "本版本的对照组（20）" in html
+
+
+def test_the_page_shows_the_revenue_interval_or_why_there_is_none(
+    client: TestClient, web_sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    import numpy as np
+
+    # 300 targets and 300 controls, every one of them spending: enough spenders for Welch.
+    rng = np.random.default_rng(7)
+    target = np.round(rng.lognormal(3.0, 1.0, 300) * 100)
+    control = np.round(rng.lognormal(2.8, 1.0, 300) * 100)
+    lines = ["subscriber_id,cell,variant,contacted_at,responded,revenue"]
+    for i, fen in enumerate(target):
+        lines.append(f"{i + 1},target,A,2026-03-01 10:00,1,{fen / 100:.2f}")
+    for i, fen in enumerate(control):
+        lines.append(f"{i + 1_001},control,,2026-03-01 10:00,1,{fen / 100:.2f}")
+    path = tmp_path / "spend.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def build(s: Session) -> Campaign:
+        return insights.import_history_csv(s, actor=SYSTEM, path=path, name="spend", source="s")
+
+    html = _page(client, web_sessions, build)
+    d = target.mean() - control.mean()
+    half = 1.959963984540054 * np.sqrt(target.var(ddof=1) / 300 + control.var(ddof=1) / 300)
+    low, high = (round((d - half) * 300), round((d + half) * 300))
+    assert _element(html, "revenue-ci") == f"95% CI {format_fen(low)} – {format_fen(high)}"
+
+    client.cookies.clear()
+    small = _page(client, web_sessions, _run_campaign, user="analyst2")  # 9 spenders against 2
+    assert _element(small, "revenue-ci") == (
+        "sample too small for an interval: fewer than 100 contacts who spent in a cell"
+    )
