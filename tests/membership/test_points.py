@@ -61,6 +61,31 @@ def test_lots_expire_at_the_end_of_the_year_after_earning(session: Session, vaul
     points_invariants(session, sid)
 
 
+def test_a_refused_burn_keeps_the_expiry_it_found_due(session: Session, vault: Vault) -> None:
+    # Found by the property test below: the burn expired the due lot inside the write it then
+    # refused, so the refusal brought the expired points back into the balance.
+    sid = subscriber(session, vault, plan_fee_fen=5900)
+    with frozen(START) as now:
+        membership.earn_for_bill(
+            session, actor=SYSTEM, subscriber_id=sid, bill_ref="a", bill_fen=10_000, zone=ZONE
+        )
+        now.current = datetime(2028, 1, 2, tzinfo=UTC)  # the lot ended with 2027
+        with pytest.raises(Conflict, match="not enough points"):
+            membership.burn_points(
+                session,
+                actor=SYSTEM,
+                subscriber_id=sid,
+                points=1,
+                idempotency_key="late",
+                reason="t",
+                zone=ZONE,
+            )
+        session.commit()
+        assert membership.points_balance(session, subscriber_id=sid) == 0
+        assert membership.expire_points(session, actor=SYSTEM) == (0, 0)  # already expired
+    points_invariants(session, sid)
+
+
 def test_burn_takes_the_oldest_lots_and_refuses_overdraft(session: Session, vault: Vault) -> None:
     sid = subscriber(session, vault, plan_fee_fen=5900)
     with frozen(START) as now:

@@ -1196,13 +1196,17 @@ def _post(
         return _replayed(session, seen, subscriber_id)
     now = clock.now()
     repo.begin_write(session)
+    with session.begin_nested():
+        repo.ensure_points_account(session, subscriber_id=subscriber_id, at=now)
+        # The account row is the one lock every points write takes first: burns, expiry and
+        # reversals of one member queue here, so lots are only ever changed under it (the lock
+        # outlives this savepoint: it is the transaction's).
+        repo.lock_points_balance(session, subscriber_id)
+        # Lots past their date leave the balance whatever happens to this write: a burn refused
+        # for want of points must not bring back points that expired before it.
+        _expire_due(session, subscriber_id=subscriber_id, now=now)
     try:
         with session.begin_nested():
-            repo.ensure_points_account(session, subscriber_id=subscriber_id, at=now)
-            # The account row is the one lock every points write takes first: burns, expiry and
-            # reversals of one member queue here, so lots are only ever changed under it.
-            repo.lock_points_balance(session, subscriber_id)
-            _expire_due(session, subscriber_id=subscriber_id, now=now)
             if points < 0:
                 if not repo.move_points(
                     session, subscriber_id=subscriber_id, points=points, at=now
