@@ -119,7 +119,8 @@ def test_create_approve_test_wave_evaluation_and_rollout(browser: Browser, live:
     marketer.fill("#f-name", "Video month for big plans")
     marketer.select_option("#f-segment", label="Everyone (National)")
     expect(marketer.locator("#segment-size-count")).to_have_text("100")  # GD's half, live
-    marketer.fill("#f-control", "20")
+    # Controls enough that the test wave's cells are never too small to read (about 25 of 50).
+    marketer.fill("#f-control", "50")
     marketer.fill("#f-test", "50")
     marketer.fill("#f-budget", "800")
     rows = marketer.locator(".variant-row")
