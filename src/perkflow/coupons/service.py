@@ -93,6 +93,7 @@ from perkflow.kit import clock
 from perkflow.kit.crypto import Vault
 from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM, Actor, Perm, province_of
+from perkflow.org.rules import subscriber_actor as subscriber_actor
 from perkflow.subscribers import service as subscribers
 from perkflow.subscribers.rules import Status as SubscriberStatus
 
@@ -117,13 +118,6 @@ class Refused(Conflict):
     def __init__(self, reason: Refusal, message: str) -> None:
         super().__init__(message, field="code", reason=reason.value)
         self.reason = reason
-
-
-def subscriber_actor(subscriber_id: int, *, ip: str = "-") -> Actor:
-    """The acting identity of a subscriber in their own H5 pages."""
-    return Actor(
-        kind="subscriber", id=str(subscriber_id), name=f"subscriber {subscriber_id}", ip=ip
-    )
 
 
 def _require_api_scope(actor: Actor, scope: str) -> None:

@@ -42,6 +42,7 @@ from perkflow.kit.crypto import Vault
 from perkflow.kit.ids import token
 from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM, Actor, Perm
+from perkflow.org.rules import subscriber_actor as subscriber_actor
 from perkflow.subscribers import service as subscribers
 from perkflow.subscribers.rules import Status, normalize_phone
 
@@ -92,13 +93,6 @@ def _require_visible(session: Session, *, actor: Actor, grant: Grant) -> None:
         raise NotFound(f"no grant {grant.id}", field="grant_id")
     if not _partner_may_see(session, actor=actor, partner_id=grant.partner_id):
         raise NotFound(f"no grant {grant.id}", field="grant_id")
-
-
-def subscriber_actor(*, subscriber_id: int, ip: str) -> Actor:
-    """The acting identity of a subscriber signed in to the H5 pages."""
-    return Actor(
-        kind="subscriber", id=str(subscriber_id), name=f"subscriber {subscriber_id}", ip=ip
-    )
 
 
 def _partner_actor(partner: Any) -> Actor:

@@ -47,6 +47,7 @@ from perkflow.membership.rules import (
 )
 from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM, Actor, Perm
+from perkflow.org.rules import subscriber_actor as subscriber_actor
 from perkflow.subscribers import service as subscribers
 from perkflow.subscribers.rules import Status
 
@@ -1923,8 +1924,3 @@ def document_text(session: Session) -> str:
     """The stored programme as YAML for the editor (the default one before any is saved)."""
     doc = program_document(session) or default_program_document()
     return str(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
-
-
-def subscriber_actor(*, subscriber_id: int, ip: str) -> Actor:
-    """The acting identity of a subscriber in the H5 member center."""
-    return grants.subscriber_actor(subscriber_id=subscriber_id, ip=ip)

@@ -139,6 +139,13 @@ class Actor:
         return self.kind == "system" or scope in self.api_scopes
 
 
+def subscriber_actor(subscriber_id: int, *, ip: str = "-") -> Actor:
+    """The acting identity of a subscriber signed in to their own H5 pages."""
+    return Actor(
+        kind="subscriber", id=str(subscriber_id), name=f"subscriber {subscriber_id}", ip=ip
+    )
+
+
 SYSTEM = Actor(kind="system", id="system", name="perkflow")
 
 
