@@ -1,12 +1,17 @@
 from __future__ import annotations
 
-from perkflow.kit.money import format_fen, yuan_to_fen
+import pytest
+
+from perkflow.kit.money import format_fen, parse_yuan
 
 
-def test_yuan_to_fen_rounds_half_away_from_zero() -> None:
-    assert yuan_to_fen(19.99) == 1999
-    assert yuan_to_fen(0.005) == 1
-    assert yuan_to_fen(-0.005) == -1
+def test_parse_yuan_is_exact_decimal() -> None:
+    assert parse_yuan("19.99") == 1999  # a float would give 1998.9999…
+    assert parse_yuan("¥1,234.5") == 123450
+    assert parse_yuan("-0.05") == -5
+    for bad in ("", "1.234", "1e3", "12,5.x", "¥"):
+        with pytest.raises(ValueError):
+            parse_yuan(bad)
 
 
 def test_format_fen() -> None:

@@ -29,6 +29,7 @@ from perkflow.errors import Forbidden, PerkflowError, ValidationFailed
 from perkflow.kit import clock
 from perkflow.kit.bounds import IdParam
 from perkflow.kit.ids import token
+from perkflow.kit.money import parse_yuan
 from perkflow.org import service as org
 from perkflow.org.rules import Perm
 from perkflow.subscribers import service as subscribers
@@ -46,7 +47,6 @@ from perkflow.web.render import render
 
 router = APIRouter(include_in_schema=False)
 DEVICE_COOKIE = "pf_device"
-_YUAN = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -59,12 +59,14 @@ def qr_svg(text: str, *, scale: int = 6) -> Markup:
 
 
 def yuan_to_fen(text: str, *, field: str) -> int:
-    """Exact fen of a typed yuan amount (`88`, `12.5`); 422 otherwise."""
-    cleaned = text.strip().replace(",", "").removeprefix("¥")
-    if not _YUAN.match(cleaned):
+    """Exact fen of a typed yuan amount (`88`, `12.5`), up to ¥999,999,999.99; 422 otherwise."""
+    try:
+        fen = parse_yuan(text)  # the one money parser: decimal digits, never a float
+    except ValueError:
+        fen = -1
+    if not 0 <= fen < 100_000_000_000:
         raise ValidationFailed("give an amount in yuan such as 88 or 12.50", field=field)
-    whole, _, cents = cleaned.partition(".")
-    return int(whole) * 100 + int(cents.ljust(2, "0") or "0")
+    return fen
 
 
 def _zone(request: Request) -> str:
