@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,7 +24,7 @@ from perkflow.settings import Settings
 from tests.campaigns.helpers import everyone, write_profile
 from tests.conftest import TEST_SECRET
 from tests.factories import PASSWORD, make_staff
-from tests.pg import free_port
+from tests.live import LiveServer
 from tests.web.test_browser import CHROMIUM_ARGS, chromium_path
 
 pytestmark = pytest.mark.browser
@@ -52,21 +49,9 @@ def live(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
         everyone(s, mart)
         make_staff(s, username="gd.marketer", role=Role.PROVINCE_MARKETER, region="GD")
         make_staff(s, username="hq.approver", role=Role.HQ_ADMIN, region="CN")
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, engine=engine), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield Live(url=f"http://127.0.0.1:{port}", sessions=sessions)
-    server.should_exit = True
-    thread.join(timeout=10)
+    server = LiveServer(create_app(settings, engine=engine))
+    yield Live(url=server.url, sessions=sessions)
+    server.stop()
     engine.dispose()
 
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from perkflow.catalog import pages as catalog_pages
@@ -21,7 +18,7 @@ from perkflow.settings import Settings
 from tests.catalog.helpers import add_partner
 from tests.conftest import TEST_SECRET
 from tests.factories import PASSWORD, make_staff
-from tests.pg import free_port
+from tests.live import LiveServer
 from tests.web.test_browser import CHROMIUM_ARGS, chromium_path
 
 pytestmark = pytest.mark.browser
@@ -36,21 +33,9 @@ def catalog_live(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
     with make_session_factory(engine)() as s:
         make_staff(s, username="admin", role=Role.HQ_ADMIN, region="CN")
         add_partner(s, Vault(settings.master_secret), "tv")
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, engine=engine), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    server = LiveServer(create_app(settings, engine=engine))
+    yield server.url
+    server.stop()
     engine.dispose()
 
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from perkflow.coupons.pages import qr_svg
@@ -25,7 +22,7 @@ from perkflow.subscribers import service as subscribers
 from tests.conftest import TEST_SECRET
 from tests.coupons.factories import make_batch
 from tests.factories import PASSWORD, make_staff, make_subscribers
-from tests.pg import free_port
+from tests.live import LiveServer
 from tests.web.test_browser import CHROMIUM_ARGS, chromium_path
 
 pytestmark = pytest.mark.browser
@@ -63,19 +60,8 @@ def live(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
         _, signed = subscribers.issue_login_token(s, actor=SYSTEM, vault=vault, phone=PHONE)
         _, second = subscribers.issue_login_token(s, actor=SYSTEM, vault=vault, phone=PHONE)
         s.commit()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, engine=engine), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
+    server = LiveServer(create_app(settings, engine=engine))
+    url = server.url
     yield Live(
         url=url,
         link=f"{url}/h5/enter?t={signed}",
@@ -83,8 +69,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
         batch_id=batch.id,
         soon_id=soon.id,
     )
-    server.should_exit = True
-    thread.join(timeout=10)
+    server.stop()
     engine.dispose()
 
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, expect, sync_playwright
 from sqlalchemy import select
 
@@ -26,7 +23,7 @@ from perkflow.subscribers import service as subscribers
 from tests.conftest import TEST_SECRET
 from tests.factories import make_benefit, make_partner, make_subscribers
 from tests.grants.helpers import ZONE, add_card_codes
-from tests.pg import free_port
+from tests.live import LiveServer
 from tests.web.test_browser import CHROMIUM_ARGS, chromium_path
 
 pytestmark = pytest.mark.browser
@@ -63,19 +60,8 @@ def live(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
         ).grant
         _, signed = subscribers.issue_login_token(s, actor=SYSTEM, vault=vault, phone="13712345678")
         s.commit()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, engine=engine), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
+    server = LiveServer(create_app(settings, engine=engine))
+    url = server.url
     yield Live(
         url=url,
         link=f"{url}/h5/enter?t={signed}",
@@ -83,8 +69,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
         code=code,
         ledger_url=settings.ledger_url,
     )
-    server.should_exit = True
-    thread.join(timeout=10)
+    server.stop()
     engine.dispose()
 
 

@@ -4,13 +4,10 @@ verdict, adjusted p-values, and "not enough data" for a variant whose control ce
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import expect, sync_playwright
 from sqlalchemy.orm import Session
 
@@ -22,7 +19,7 @@ from perkflow.settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.factories import PASSWORD, make_staff
 from tests.insights.test_service import _campaign, _contacts, _wave
-from tests.pg import free_port
+from tests.live import LiveServer
 from tests.web.test_browser import CHROMIUM_ARGS, chromium_path
 
 pytestmark = pytest.mark.browser
@@ -52,21 +49,9 @@ def live(tmp_path: Path, sqlite_template: Path) -> Iterator[tuple[str, int]]:
         campaign_id = _with_an_empty_cell(s).id
         s.commit()
         make_staff(s, username="admin", role=Role.HQ_ADMIN, region="CN")
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, engine=engine), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", campaign_id
-    server.should_exit = True
-    thread.join(timeout=10)
+    server = LiveServer(create_app(settings, engine=engine))
+    yield server.url, campaign_id
+    server.stop()
     engine.dispose()
 
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import expect, sync_playwright
 
 from perkflow.db import make_engine, make_session_factory
@@ -21,8 +18,8 @@ from perkflow.settings import Settings
 from perkflow.subscribers import service as subscribers
 from tests.conftest import TEST_SECRET
 from tests.factories import make_subscribers
+from tests.live import LiveServer
 from tests.membership.helpers import ZONE, default_program
-from tests.pg import free_port
 from tests.web.test_browser import CHROMIUM_ARGS, chromium_path
 
 pytestmark = pytest.mark.browser
@@ -45,21 +42,9 @@ def link(tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
         )
         _, signed = subscribers.issue_login_token(s, actor=SYSTEM, vault=vault, phone=PHONE)
         s.commit()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, engine=engine), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/h5/enter?t={signed}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    server = LiveServer(create_app(settings, engine=engine))
+    yield f"{server.url}/h5/enter?t={signed}"
+    server.stop()
     engine.dispose()
 
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from perkflow.db import make_engine, make_session_factory
@@ -21,7 +18,7 @@ from perkflow.settings import Settings
 from perkflow.subscribers import service as subscribers
 from tests.conftest import TEST_SECRET
 from tests.factories import PASSWORD, make_staff, make_subscribers
-from tests.pg import free_port
+from tests.live import LiveServer
 
 pytestmark = pytest.mark.browser
 
@@ -72,22 +69,10 @@ def live(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
         )
         _, signed = subscribers.issue_login_token(s, actor=SYSTEM, vault=vault, phone="13812345678")
         s.commit()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, engine=engine), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
+    server = LiveServer(create_app(settings, engine=engine))
+    url = server.url
     yield Live(url=url, phone="13812345678", link=f"{url}/h5/enter?t={signed}")
-    server.should_exit = True
-    thread.join(timeout=10)
+    server.stop()
     engine.dispose()
 
 

@@ -6,7 +6,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,7 +27,7 @@ from perkflow.org.rules import Role
 from perkflow.settings import Settings
 from tests.coupons.factories import make_batch
 from tests.factories import PASSWORD, make_api_key, make_staff, make_subscribers
-from tests.pg import free_port
+from tests.live import LiveServer
 from tests.web.helpers import csrf_of
 
 SIGN_INS = 20
@@ -56,22 +54,6 @@ def batch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def _serve(settings: Settings, engine: Engine) -> tuple[str, uvicorn.Server, threading.Thread]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, engine=engine), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server, thread
-
-
 def _points_written(ledger: Path) -> int:
     with sqlite3.connect(ledger) as conn:
         return int(conn.execute("SELECT count(*) FROM points_entries").fetchone()[0])
@@ -87,7 +69,8 @@ def test_sign_ins_succeed_while_a_batch_job_writes_the_ledger(
     engine = make_engine(settings.ledger_url)
     with make_session_factory(engine)() as s:
         make_staff(s, username="admin", role=Role.HQ_ADMIN, region="CN")
-    base, server, thread = _serve(settings, engine)
+    server = LiveServer(create_app(settings, engine=engine))
+    base = server.url
     ledger = batch_home / "ledger.sqlite3"
     job = subprocess.Popen(
         [Path(sys.executable).with_name("perkflow"), "member", "earn", "--month", "2026-10"],
@@ -119,8 +102,7 @@ def test_sign_ins_succeed_while_a_batch_job_writes_the_ledger(
     finally:
         if job.poll() is None:
             job.kill()
-        server.should_exit = True
-        thread.join(timeout=10)
+        server.stop()
         engine.dispose()
     assert answers == {303: sum(answers.values())}, answers
     # Only sign-ins made while the job was writing count: enough of them must have overlapped it.

@@ -4,14 +4,11 @@ sideways, every tab opening its page, and the unread count following a mark-read
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy.engine import Engine
 
@@ -28,7 +25,7 @@ from tests.conftest import TEST_SECRET
 from tests.coupons.factories import make_batch
 from tests.factories import make_benefit, make_partner, make_subscribers
 from tests.grants.helpers import ZONE, add_card_codes
-from tests.pg import free_port
+from tests.live import LiveServer
 from tests.web.test_browser import CHROMIUM_ARGS, chromium_path
 
 pytestmark = pytest.mark.browser
@@ -104,21 +101,9 @@ def live(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
                 link=f"/h5/coupons#offer-{batch.id}",
             )
         s.commit()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, engine=engine), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield Live(url=f"http://127.0.0.1:{port}", engine=engine, vault=vault)
-    server.should_exit = True
-    thread.join(timeout=10)
+    server = LiveServer(create_app(settings, engine=engine))
+    yield Live(url=server.url, engine=engine, vault=vault)
+    server.stop()
     engine.dispose()
 
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 from sqlalchemy.engine import Engine
@@ -26,7 +23,7 @@ from perkflow.settings import Settings
 from perkflow.synth.service import generate_operator
 from tests.conftest import TEST_SECRET
 from tests.factories import PASSWORD, make_staff
-from tests.pg import free_port
+from tests.live import LiveServer
 from tests.web.helpers import sign_in
 
 TEMPLATES = Path(str(resources.files("perkflow").joinpath("web/templates")))
@@ -139,21 +136,9 @@ def live_url(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) ->
         )
         s.commit()
         make_staff(s, username="admin", role=Role.HQ_ADMIN, region="CN")
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, engine=engine), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    server = LiveServer(create_app(settings, engine=engine))
+    yield server.url
+    server.stop()
     engine.dispose()
 
 
