@@ -29,6 +29,8 @@ from perkflow.coupons import api as coupons_api
 from perkflow.coupons import pages as coupons_pages
 from perkflow.coupons.claim_lane import ClaimLane
 from perkflow.db import is_busy, make_engine, make_session_factory
+from perkflow.envelopes import api as envelopes_api
+from perkflow.envelopes import pages as envelopes_pages
 from perkflow.errors import PerkflowError
 from perkflow.grants import api as grants_api
 from perkflow.grants import pages as grants_pages
@@ -296,6 +298,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         # First: the flash-sale claim is the hottest route, and matching walks the routes in
         # order (about half of a claim's CPU went to route matching when it came late).
         coupons_api.router,
+        envelopes_api.router,
         org_pages.router,
         dashboard.router,
         subscribers_pages.router,
@@ -309,6 +312,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         audience_pages.router,
         audience_api.router,
         coupons_pages.router,
+        envelopes_pages.router,
         membership_pages.router,
         membership_api.router,
         channels_pages.router,

@@ -5,6 +5,7 @@ from perkflow.campaigns import models as campaign_models
 from perkflow.catalog import models as catalog_models
 from perkflow.channels import models as channel_models
 from perkflow.coupons import models as coupon_models
+from perkflow.envelopes import models as envelope_models
 from perkflow.grants import models as grant_models
 from perkflow.membership import models as membership_models
 from perkflow.org import models as org_models
@@ -16,6 +17,7 @@ __all__ = [
     "catalog_models",
     "channel_models",
     "coupon_models",
+    "envelope_models",
     "grant_models",
     "membership_models",
     "org_models",

@@ -14,14 +14,9 @@ from perkflow.catalog.models import Benefit, CardCode, CardCodeLot, Partner
 from perkflow.channels.models import InboxMessage
 from perkflow.cli.context import get_context
 from perkflow.cli.main import app
-from perkflow.coupons.models import (
-    Coupon,
-    CouponBatch,
-    EnvelopeDraw,
-    EnvelopeProgram,
-    Redemption,
-)
+from perkflow.coupons.models import Coupon, CouponBatch, Redemption
 from perkflow.db import make_engine, make_session_factory
+from perkflow.envelopes.models import EnvelopeDraw, EnvelopeProgram
 from perkflow.grants.models import Grant
 from perkflow.membership.models import BundleGrant, Member, MemberTier
 from perkflow.subscribers import service as subscribers

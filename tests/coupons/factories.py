@@ -8,9 +8,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from perkflow.coupons import service as coupons
-from perkflow.coupons.models import CouponBatch, EnvelopeProgram
-from perkflow.coupons.rules import BatchStatus, ProgramKind, ProgramStatus
-from perkflow.coupons.schemas import BatchSpec, ProgramSpec, TierSpec
+from perkflow.coupons.models import CouponBatch
+from perkflow.coupons.rules import BatchStatus
+from perkflow.coupons.schemas import BatchSpec
+from perkflow.envelopes import service as envelopes
+from perkflow.envelopes.models import EnvelopeProgram
+from perkflow.envelopes.rules import ProgramKind, ProgramStatus
+from perkflow.envelopes.schemas import ProgramSpec, TierSpec
 from perkflow.org.rules import SYSTEM
 
 ZONE = "Asia/Shanghai"
@@ -41,7 +45,7 @@ def make_lottery(
     session: Session, *, budget_fen: int, tiers: list[tuple[int, int, int]], limit: int = 10**6
 ) -> EnvelopeProgram:
     """An active lottery from (tier, prize fen, ppm) triples, committed."""
-    program = coupons.create_program(
+    program = envelopes.create_program(
         session,
         actor=SYSTEM,
         spec=ProgramSpec(
@@ -58,7 +62,7 @@ def make_lottery(
             seed="seed-for-tests-0001",
         ),
     )
-    coupons.set_program_status(
+    envelopes.set_program_status(
         session, actor=SYSTEM, program_id=program.id, status=ProgramStatus.ACTIVE
     )
     session.commit()
@@ -69,7 +73,7 @@ def make_share(
     session: Session, *, amount_fen: int = 888, helpers: int = 3, budget_fen: int = 100_000
 ) -> EnvelopeProgram:
     """An active share-to-unlock programme, committed."""
-    program = coupons.create_program(
+    program = envelopes.create_program(
         session,
         actor=SYSTEM,
         spec=ProgramSpec(
@@ -82,7 +86,7 @@ def make_share(
             helpers_needed=helpers,
         ),
     )
-    coupons.set_program_status(
+    envelopes.set_program_status(
         session, actor=SYSTEM, program_id=program.id, status=ProgramStatus.ACTIVE
     )
     session.commit()

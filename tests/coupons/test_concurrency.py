@@ -14,9 +14,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from perkflow.coupons import service as coupons
-from perkflow.coupons.models import Coupon, EnvelopeDraw, EnvelopeProgram, Redemption
-from perkflow.coupons.rules import DrawOutcome, Refusal
+from perkflow.coupons.models import Coupon, Redemption
+from perkflow.coupons.rules import Refusal
 from perkflow.db import make_engine, make_session_factory
+from perkflow.envelopes import service as envelopes
+from perkflow.envelopes.models import EnvelopeDraw, EnvelopeProgram
+from perkflow.envelopes.rules import DrawOutcome
 from perkflow.errors import PerkflowError
 from perkflow.kit.crypto import Vault
 from perkflow.org import service as org
@@ -210,7 +213,7 @@ def test_100000_lottery_draws_match_probabilities_and_respect_the_budget(
     def player(sid: int) -> None:
         for _ in range(calls_each):
             with wide() as s:
-                coupons.draw_lottery(
+                envelopes.draw_lottery(
                     s,
                     actor=SYSTEM,
                     vault=vault,
@@ -242,5 +245,5 @@ def test_100000_lottery_draws_match_probabilities_and_respect_the_budget(
         assert abs(drawn[tier] - mean) < 5 * sd, (tier, drawn[tier], mean)
     with wide() as s:
         for d in sample:
-            _, u, tier_again = coupons.verify_draw(s, program_id=program.id, draw_no=d.draw_no)
+            _, u, tier_again = envelopes.verify_draw(s, program_id=program.id, draw_no=d.draw_no)
             assert (u, tier_again) == (d.u, d.tier)

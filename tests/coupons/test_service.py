@@ -9,15 +9,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from perkflow.coupons import service as coupons
-from perkflow.coupons.models import Coupon, EnvelopeProgram, PoolCode, Redemption, ShareEnvelope
-from perkflow.coupons.rules import (
-    BatchStatus,
-    CodeSource,
-    DrawOutcome,
-    EnvelopeStatus,
-    Refusal,
-)
+from perkflow.coupons.models import Coupon, PoolCode, Redemption
+from perkflow.coupons.rules import BatchStatus, CodeSource, Refusal
 from perkflow.coupons.schemas import BatchSpec, OfflineEntry
+from perkflow.envelopes import service as envelopes
+from perkflow.envelopes.models import EnvelopeProgram, ShareEnvelope
+from perkflow.envelopes.rules import DrawOutcome, EnvelopeStatus
 from perkflow.errors import Conflict, Forbidden, TooManyRequests
 from perkflow.kit import clock
 from perkflow.kit.crypto import Vault
@@ -313,7 +310,7 @@ def test_lottery_never_passes_its_budget_and_draws_reproduce(
 ) -> None:
     [a, *_] = make_subscribers(session, vault, GD)
     program = make_lottery(session, budget_fen=5000, tiers=[(1, 1000, 500_000), (2, 100, 400_000)])
-    results = coupons.draw_lottery(
+    results = envelopes.draw_lottery(
         session, actor=SYSTEM, vault=vault, program_id=program.id, subscriber_id=a, count=50
     )
     session.commit()
@@ -322,7 +319,7 @@ def test_lottery_never_passes_its_budget_and_draws_reproduce(
     assert any(r.outcome == DrawOutcome.BUDGET_EXHAUSTED for r in results)
     refreshed = session.get(EnvelopeProgram, program.id, populate_existing=True)
     assert refreshed is not None and refreshed.spent_fen == paid
-    draw, u, tier = coupons.verify_draw(session, program_id=program.id, draw_no=17)
+    draw, u, tier = envelopes.verify_draw(session, program_id=program.id, draw_no=17)
     assert (draw.u, draw.tier) == (u, tier)
 
 
@@ -332,15 +329,15 @@ def test_share_to_unlock_counts_each_friend_once_and_not_the_owner(
     owner, f1, f2 = make_subscribers(session, vault, GD)
     [f3] = make_subscribers(session, vault, [("13712340009", "GD", "GD02")])
     program = make_share(session, helpers=2)
-    env = coupons.start_share(session, actor=SYSTEM, program_id=program.id, subscriber_id=owner)
+    env = envelopes.start_share(session, actor=SYSTEM, program_id=program.id, subscriber_id=owner)
     session.commit()
     assert (
-        coupons.start_share(session, actor=SYSTEM, program_id=program.id, subscriber_id=owner).id
+        envelopes.start_share(session, actor=SYSTEM, program_id=program.id, subscriber_id=owner).id
         == env.id
     )
 
     def help_(helper: int, via: int) -> ShareEnvelope:
-        out = coupons.help_open(
+        out = envelopes.help_open(
             session,
             actor=coupons.subscriber_actor(helper),
             envelope_id=env.id,
@@ -363,9 +360,9 @@ def test_share_to_unlock_counts_each_friend_once_and_not_the_owner(
     with pytest.raises(Conflict, match="already open"):
         help_(f3, f2)
     session.rollback()
-    chain = {h.helper_id: h.via_id for h in coupons.helps_of(session, envelope_id=env.id)}
+    chain = {h.helper_id: h.via_id for h in envelopes.helps_of(session, envelope_id=env.id)}
     assert chain == {f1: owner, f2: f1}
-    reviews = coupons.review_helps(session, actor=SYSTEM, program_id=program.id)
+    reviews = envelopes.review_helps(session, actor=SYSTEM, program_id=program.id)
     assert {r.help.helper_id: r.depth for r in reviews} == {f1: 1, f2: 2}
     refreshed = session.get(EnvelopeProgram, program.id, populate_existing=True)
     assert refreshed is not None and refreshed.spent_fen == 888

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from perkflow.cli.main import app
 from perkflow.coupons import service as coupons
-from perkflow.coupons.rules import ProgramKind, ProgramStatus
-from perkflow.coupons.schemas import ProgramSpec, TierSpec
+from perkflow.envelopes import service as envelopes
+from perkflow.envelopes.rules import ProgramKind, ProgramStatus
+from perkflow.envelopes.schemas import ProgramSpec, TierSpec
 from perkflow.kit.crypto import Vault
 from perkflow.org.rules import SYSTEM, Role
 from perkflow.subscribers import service as subscribers
@@ -97,7 +98,7 @@ def test_h5_shows_a_won_coupon_in_the_wallet_and_cash_in_the_balance(
     with web_sessions() as s:
         make_subscribers(s, vault, PHONES)
         prize = make_batch(s, stock_total=5, name_zh="奖品券满50减10", name_en="Prize 10 off 50")
-        program = coupons.create_program(
+        program = envelopes.create_program(
             s,
             actor=SYSTEM,
             spec=ProgramSpec(
@@ -119,7 +120,7 @@ def test_h5_shows_a_won_coupon_in_the_wallet_and_cash_in_the_balance(
                 ],
             ),
         )
-        coupons.set_program_status(
+        envelopes.set_program_status(
             s, actor=SYSTEM, program_id=program.id, status=ProgramStatus.ACTIVE
         )
         s.commit()

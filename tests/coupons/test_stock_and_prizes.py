@@ -15,26 +15,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from perkflow.coupons import service as coupons
 from perkflow.coupons import tasks
-from perkflow.coupons.models import (
-    Coupon,
-    EnvelopeCredit,
-    EnvelopeProgram,
-    RateBucket,
-    ShareEnvelope,
-    StockShard,
-)
-from perkflow.coupons.rules import (
-    RATE_WINDOW_S,
-    BatchStatus,
-    CodeSource,
+from perkflow.coupons.models import Coupon, RateBucket, StockShard
+from perkflow.coupons.rules import RATE_WINDOW_S, BatchStatus, CodeSource, rate_window
+from perkflow.envelopes import service as envelopes
+from perkflow.envelopes import tasks as envelope_tasks
+from perkflow.envelopes.models import EnvelopeCredit, EnvelopeProgram, ShareEnvelope
+from perkflow.envelopes.rules import (
     CreditKind,
     DrawOutcome,
     EnvelopeStatus,
     ProgramKind,
     ProgramStatus,
-    rate_window,
 )
-from perkflow.coupons.schemas import ProgramSpec, TierSpec
+from perkflow.envelopes.schemas import ProgramSpec, TierSpec
 from perkflow.errors import Conflict, Forbidden, ValidationFailed
 from perkflow.kit import clock
 from perkflow.kit.crypto import Vault
@@ -238,7 +231,7 @@ def _coupon_lottery(
         tiers.append(
             TierSpec(tier=2, name_zh="现金", name_en="Cash", prize_fen=188, weight_ppm=cash_ppm)
         )
-    program = coupons.create_program(
+    program = envelopes.create_program(
         session,
         actor=SYSTEM,
         spec=ProgramSpec(
@@ -252,7 +245,7 @@ def _coupon_lottery(
             seed="seed-for-prize-tests",
         ),
     )
-    coupons.set_program_status(
+    envelopes.set_program_status(
         session, actor=SYSTEM, program_id=program.id, status=ProgramStatus.ACTIVE
     )
     session.commit()
@@ -276,7 +269,7 @@ class TestCreditPrizes:
         [a, *_] = make_subscribers(session, vault, PEOPLE)
         prize = make_batch(session, stock_total=10, name_en="Prize 10 off")
         program = _coupon_lottery(session, batch_id=prize.id)
-        results = coupons.draw_lottery(
+        results = envelopes.draw_lottery(
             session, actor=SYSTEM, vault=vault, program_id=program.id, subscriber_id=a, count=3
         )
         session.commit()
@@ -290,19 +283,19 @@ class TestCreditPrizes:
         assert coupons.stock_of(session, actor=SYSTEM, batch_id=prize.id).remaining == 7
         # Retried crediting (twice) changes nothing: one draw, one coupon.
         for _ in range(2):
-            again = coupons.credit_draw(session, vault=vault, program_id=program.id, draw_no=2)
+            again = envelopes.credit_draw(session, vault=vault, program_id=program.id, draw_no=2)
             session.commit()
             assert again is not None and again.id == credits[1].id
         assert session.scalar(select(func.count()).select_from(Coupon)) == 3
         assert coupons.stock_of(session, actor=SYSTEM, batch_id=prize.id).remaining == 7
-        views = coupons.draw_prizes(session, program_id=program.id, draw_nos=[1, 2, 3])
+        views = envelopes.draw_prizes(session, program_id=program.id, draw_nos=[1, 2, 3])
         assert all(v.batch is not None and v.batch.id == prize.id for v in views.values())
 
     def test_a_sold_out_prize_batch_pays_nothing(self, session: Session, vault: Vault) -> None:
         [a, *_] = make_subscribers(session, vault, PEOPLE)
         prize = make_batch(session, stock_total=2)
         program = _coupon_lottery(session, batch_id=prize.id)
-        results = coupons.draw_lottery(
+        results = envelopes.draw_lottery(
             session, actor=SYSTEM, vault=vault, program_id=program.id, subscriber_id=a, count=3
         )
         session.commit()
@@ -314,22 +307,22 @@ class TestCreditPrizes:
         refreshed = session.get(EnvelopeProgram, program.id, populate_existing=True)
         assert refreshed is not None and refreshed.spent_fen == 2000
         assert len(_credits(session)) == 2
-        assert coupons.credit_draw(session, vault=vault, program_id=program.id, draw_no=3) is None
+        assert envelopes.credit_draw(session, vault=vault, program_id=program.id, draw_no=3) is None
 
     def test_cash_prizes_go_to_the_balance_once(self, session: Session, vault: Vault) -> None:
         [a, b, *_] = make_subscribers(session, vault, PEOPLE)
         program = make_lottery(session, budget_fen=100_000, tiers=[(1, 888, 1_000_000)])
-        coupons.draw_lottery(
+        envelopes.draw_lottery(
             session, actor=SYSTEM, vault=vault, program_id=program.id, subscriber_id=a, count=2
         )
         session.commit()
-        assert coupons.cash_balance(session, subscriber_id=a) == 1776
-        assert coupons.cash_balance(session, subscriber_id=b) == 0
+        assert envelopes.cash_balance(session, subscriber_id=a) == 1776
+        assert envelopes.cash_balance(session, subscriber_id=b) == 0
         for _ in range(2):
-            coupons.credit_draw(session, vault=vault, program_id=program.id, draw_no=1)
+            envelopes.credit_draw(session, vault=vault, program_id=program.id, draw_no=1)
             session.commit()
-        assert coupons.cash_balance(session, subscriber_id=a) == 1776
-        prizes = coupons.prizes_of(session, subscriber_id=a)
+        assert envelopes.cash_balance(session, subscriber_id=a) == 1776
+        prizes = envelopes.prizes_of(session, subscriber_id=a)
         assert [(p.credit.kind, p.credit.amount_fen, p.batch) for p in prizes] == [
             (CreditKind.CASH, 888, None)
         ] * 2
@@ -340,26 +333,28 @@ class TestCreditPrizes:
         # A retry of crediting for a draw whose credit row went missing puts it back once.
         [a, *_] = make_subscribers(session, vault, PEOPLE)
         program = make_lottery(session, budget_fen=100_000, tiers=[(1, 500, 1_000_000)])
-        coupons.draw_lottery(
+        envelopes.draw_lottery(
             session, actor=SYSTEM, vault=vault, program_id=program.id, subscriber_id=a, count=1
         )
         session.commit()
         session.execute(EnvelopeCredit.__table__.delete())
-        credit = coupons.credit_draw(session, vault=vault, program_id=program.id, draw_no=1)
-        again = coupons.credit_draw(session, vault=vault, program_id=program.id, draw_no=1)
+        credit = envelopes.credit_draw(session, vault=vault, program_id=program.id, draw_no=1)
+        again = envelopes.credit_draw(session, vault=vault, program_id=program.id, draw_no=1)
         session.commit()
         assert credit is not None and again is not None and credit.id == again.id
-        assert coupons.cash_balance(session, subscriber_id=a) == 500
+        assert envelopes.cash_balance(session, subscriber_id=a) == 500
 
     def test_an_opened_share_envelope_is_credited_once(
         self, session: Session, vault: Vault
     ) -> None:
         owner, f1, f2, _ = make_subscribers(session, vault, PEOPLE)
         program = make_share(session, amount_fen=888, helpers=2)
-        env = coupons.start_share(session, actor=SYSTEM, program_id=program.id, subscriber_id=owner)
+        env = envelopes.start_share(
+            session, actor=SYSTEM, program_id=program.id, subscriber_id=owner
+        )
         session.commit()
         for helper in (f1, f2):
-            coupons.help_open(
+            envelopes.help_open(
                 session,
                 actor=coupons.subscriber_actor(helper),
                 envelope_id=env.id,
@@ -370,12 +365,12 @@ class TestCreditPrizes:
             session.commit()
             # Not a cent before the envelope opens; its amount after.
             expected = 888 if helper == f2 else 0
-            assert coupons.cash_balance(session, subscriber_id=owner) == expected
+            assert envelopes.cash_balance(session, subscriber_id=owner) == expected
         for _ in range(2):
-            credit = coupons.credit_envelope(session, envelope_id=env.id)
+            credit = envelopes.credit_envelope(session, envelope_id=env.id)
             session.commit()
             assert credit is not None and credit.envelope_id == env.id
-        assert coupons.cash_balance(session, subscriber_id=owner) == 888
+        assert envelopes.cash_balance(session, subscriber_id=owner) == 888
         assert len(_credits(session)) == 1
 
 
@@ -390,7 +385,7 @@ class TestExpireEnvelopes:
         start = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
         clock.set_clock(clock.FrozenClock(start))
         try:
-            program = coupons.create_program(
+            program = envelopes.create_program(
                 session,
                 actor=SYSTEM,
                 spec=ProgramSpec(
@@ -405,16 +400,16 @@ class TestExpireEnvelopes:
                     ends_at=start + timedelta(days=1),
                 ),
             )
-            coupons.set_program_status(
+            envelopes.set_program_status(
                 session, actor=SYSTEM, program_id=program.id, status=ProgramStatus.ACTIVE
             )
-            opened = coupons.start_share(
+            opened = envelopes.start_share(
                 session, actor=SYSTEM, program_id=program.id, subscriber_id=owner1
             )
-            locked = coupons.start_share(
+            locked = envelopes.start_share(
                 session, actor=SYSTEM, program_id=program.id, subscriber_id=owner2
             )
-            coupons.help_open(
+            envelopes.help_open(
                 session,
                 actor=SYSTEM,
                 envelope_id=opened.id,
@@ -423,12 +418,12 @@ class TestExpireEnvelopes:
                 device_id=None,
             )
             session.commit()
-            assert coupons.expire_envelopes(session).envelopes == 0  # before the deadline
+            assert envelopes.expire_envelopes(session).envelopes == 0  # before the deadline
             clock.set_clock(clock.FrozenClock(start + timedelta(days=1, seconds=1)))
-            report = coupons.expire_envelopes(session)
+            report = envelopes.expire_envelopes(session)
             session.commit()
             assert (report.envelopes, report.returned_fen) == (1, 888)
-            again = coupons.expire_envelopes(session)
+            again = envelopes.expire_envelopes(session)
             session.commit()
             assert (again.envelopes, again.returned_fen) == (0, 0)
         finally:
@@ -437,9 +432,9 @@ class TestExpireEnvelopes:
         assert statuses == {opened.id: EnvelopeStatus.OPENED, locked.id: EnvelopeStatus.EXPIRED}
         refreshed = session.get(EnvelopeProgram, program.id, populate_existing=True)
         assert refreshed is not None and refreshed.spent_fen == 888  # only the opened one
-        assert coupons.cash_balance(session, subscriber_id=owner2) == 0
+        assert envelopes.cash_balance(session, subscriber_id=owner2) == 0
         with pytest.raises(Conflict, match="expired"):
-            coupons.help_open(
+            envelopes.help_open(
                 session,
                 actor=SYSTEM,
                 envelope_id=locked.id,
@@ -454,14 +449,14 @@ class TestExpireEnvelopes:
     ) -> None:
         owner, *_ = make_subscribers(session, vault, PEOPLE)
         program = make_share(session, amount_fen=500, helpers=3, budget_fen=1_000)
-        coupons.start_share(session, actor=SYSTEM, program_id=program.id, subscriber_id=owner)
-        coupons.set_program_status(
+        envelopes.start_share(session, actor=SYSTEM, program_id=program.id, subscriber_id=owner)
+        envelopes.set_program_status(
             session, actor=SYSTEM, program_id=program.id, status=ProgramStatus.ENDED
         )
         session.commit()
         sessions = sessionmaker(bind=session.get_bind(), expire_on_commit=False)
-        assert tasks.expire_envelopes(sessions).returned_fen == 500
-        assert tasks.expire_envelopes(sessions).returned_fen == 0
+        assert envelope_tasks.expire_envelopes(sessions).returned_fen == 500
+        assert envelope_tasks.expire_envelopes(sessions).returned_fen == 0
         refreshed = session.get(EnvelopeProgram, program.id, populate_existing=True)
         assert refreshed is not None and refreshed.spent_fen == 0
 

@@ -28,9 +28,10 @@ from sqlalchemy.orm import Session
 from perkflow.audience import service as audience
 from perkflow.campaigns import service as campaigns
 from perkflow.coupons import service as coupons
-from perkflow.coupons.rules import ProgramKind, ProgramStatus
-from perkflow.coupons.schemas import ProgramSpec, TierSpec
 from perkflow.db import make_engine, make_session_factory
+from perkflow.envelopes import service as envelopes
+from perkflow.envelopes.rules import ProgramKind, ProgramStatus
+from perkflow.envelopes.schemas import ProgramSpec, TierSpec
 from perkflow.grants import service as grants
 from perkflow.kit.crypto import Vault
 from perkflow.main import create_app
@@ -123,7 +124,7 @@ def _seed(session: Session, mart: Mart, vault: Vault) -> tuple[dict[str, str], d
     redemption = coupons.redeem_coupon(
         session, actor=ZJ_CLERK, vault=vault, code=codes[claimed[0].coupon.id], order_fen=9000
     )
-    program = coupons.create_program(
+    program = envelopes.create_program(
         session,
         actor=SYSTEM,
         spec=ProgramSpec(
@@ -138,7 +139,7 @@ def _seed(session: Session, mart: Mart, vault: Vault) -> tuple[dict[str, str], d
             seed="seed-for-matrix-01",
         ),
     )
-    coupons.set_program_status(
+    envelopes.set_program_status(
         session, actor=SYSTEM, program_id=program.id, status=ProgramStatus.ACTIVE
     )
     audience.set_universal_control(session, actor=SYSTEM, share_bp=0, rotation_days=90)

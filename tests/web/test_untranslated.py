@@ -275,7 +275,8 @@ def _id_pages(home: str) -> list[str]:
     from perkflow.audience.models import Segment
     from perkflow.campaigns.models import Campaign
     from perkflow.catalog.models import Benefit, Partner
-    from perkflow.coupons.models import CouponBatch, EnvelopeProgram
+    from perkflow.coupons.models import CouponBatch
+    from perkflow.envelopes.models import EnvelopeProgram
 
     engine = make_engine(f"sqlite:///{Path(home) / 'ledger.sqlite3'}")
     with make_session_factory(engine)() as s:

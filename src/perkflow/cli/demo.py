@@ -24,6 +24,7 @@ from perkflow.channels.smtp_sink import SmtpSink
 from perkflow.cli import tables
 from perkflow.cli.context import Context, console
 from perkflow.coupons import service as coupons
+from perkflow.envelopes import service as envelopes
 from perkflow.insights import service as insights
 from perkflow.kit import clock
 from perkflow.kit.lazy import lazy_module
@@ -482,8 +483,10 @@ def _seed_catalog(session: Any, ctx: Context) -> None:
 
 def _seed_offers(session: Any) -> dict[str, int]:
     """A flash sale and a small weekend batch claimable now, and a running lottery."""
-    from perkflow.coupons.rules import BatchStatus, ProgramKind, ProgramStatus
-    from perkflow.coupons.schemas import BatchSpec, ProgramSpec, TierSpec
+    from perkflow.coupons.rules import BatchStatus
+    from perkflow.coupons.schemas import BatchSpec
+    from perkflow.envelopes.rules import ProgramKind, ProgramStatus
+    from perkflow.envelopes.schemas import ProgramSpec, TierSpec
 
     now = clock.now()
     batches = {b.code: b for b in coupons.list_batches(session, actor=SYSTEM)}
@@ -520,10 +523,10 @@ def _seed_offers(session: Any) -> dict[str, int]:
                 session, actor=SYSTEM, batch_id=batch.id, status=BatchStatus.ACTIVE
             )
         ids[spec.code] = batch.id
-    programs = {p.code: p for p in coupons.list_programs(session, actor=SYSTEM)}
+    programs = {p.code: p for p in envelopes.list_programs(session, actor=SYSTEM)}
     program = programs.get(LOTTERY)
     if program is None:
-        program = coupons.create_program(
+        program = envelopes.create_program(
             session,
             actor=SYSTEM,
             spec=ProgramSpec(
@@ -560,7 +563,7 @@ def _seed_offers(session: Any) -> dict[str, int]:
             ),
         )
     if program.status == ProgramStatus.DRAFT.value:
-        coupons.set_program_status(
+        envelopes.set_program_status(
             session, actor=SYSTEM, program_id=program.id, status=ProgramStatus.ACTIVE
         )
     ids[LOTTERY] = program.id
@@ -646,10 +649,10 @@ def _serve_member(
                 device_id=None,
                 zone=zone,
             )
-    if not coupons.draws_of(session, subscriber_id=sid):
+    if not envelopes.draws_of(session, subscriber_id=sid):
         # The budget may be spent: the programme stays on show.
         with suppress(PerkflowError):
-            coupons.draw_lottery(
+            envelopes.draw_lottery(
                 session,
                 actor=as_member,
                 vault=ctx.vault,

@@ -1,1 +1,1 @@
-"""Coupons and red envelopes: batches, flash-sale claims, redemption, lotteries, sharing."""
+"""Coupons: batches, flash-sale claims, codes, redemption, binding."""

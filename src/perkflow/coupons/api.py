@@ -1,4 +1,4 @@
-"""JSON API of coupons and red envelopes: batches, claims, wallet, redemption, draws."""
+"""JSON API of coupons: batches, claims, wallet, redemption."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from perkflow.coupons.schemas import (
     BatchWarningOut,
     ClaimIn,
     ClaimOut,
-    DrawIn,
-    DrawOut,
     OfflineBatchIn,
     OfflineResultOut,
     RedeemIn,
@@ -212,36 +210,3 @@ def reverse(
             session, actor=actor, redemption_id=redemption_id, reason=body.reason
         )
     )
-
-
-@router.post("/envelope-programs/{program_id}/draws", response_model=list[DrawOut])
-def draw(
-    program_id: IdParam, body: DrawIn, actor: ApiActor, session: DbSession, vault: VaultDep
-) -> list[DrawOut]:
-    """Draw a lottery for a subscriber; won prizes are credited (cash balance or a coupon)."""
-    results = coupons.draw_lottery(
-        session,
-        actor=actor,
-        vault=vault,
-        program_id=program_id,
-        subscriber_id=body.subscriber_id,
-        count=body.count,
-    )
-    prizes = coupons.draw_prizes(
-        session, program_id=program_id, draw_nos=[r.draw_no for r in results]
-    )
-    out = []
-    for r in results:
-        prize = prizes.get(r.draw_no)
-        out.append(
-            DrawOut(
-                draw_no=r.draw_no,
-                u=r.u,
-                tier=r.tier,
-                outcome=r.outcome.value,
-                prize_fen=r.prize_fen,
-                credited=prize.credit.kind if prize else None,
-                coupon_id=prize.credit.coupon_id if prize else None,
-            )
-        )
-    return out

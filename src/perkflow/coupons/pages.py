@@ -1,4 +1,4 @@
-"""Pages of coupons: H5 claim center, wallet and red envelopes; clerk counter; console editor."""
+"""Pages of coupons: H5 claim center and wallet; clerk counter; console editor."""
 
 from __future__ import annotations
 
@@ -19,12 +19,11 @@ from perkflow.coupons.rules import (
     CHARSETS,
     BatchStatus,
     CodeSource,
-    ProgramKind,
-    ProgramStatus,
     ValidityKind,
     ValueKind,
 )
-from perkflow.coupons.schemas import BatchSpec, OfflineEntry, ProgramSpec, TierSpec
+from perkflow.coupons.schemas import BatchSpec, OfflineEntry
+from perkflow.envelopes import service as envelope_service
 from perkflow.errors import Forbidden, PerkflowError, ValidationFailed
 from perkflow.kit import clock
 from perkflow.kit.bounds import IdParam
@@ -32,7 +31,6 @@ from perkflow.kit.ids import token
 from perkflow.kit.money import parse_yuan
 from perkflow.org import service as org
 from perkflow.org.rules import Perm
-from perkflow.subscribers import service as subscribers
 from perkflow.web.auth import (
     CsrfProtected,
     DbSession,
@@ -185,15 +183,15 @@ def wallet(request: Request, sid: SubscriberId, session: DbSession, vault: Vault
     items = coupons.wallet(
         session, actor=coupons.subscriber_actor(sid), vault=vault, subscriber_id=sid
     )
-    envelopes = coupons.my_envelopes(session, subscriber_id=sid)
+    envelopes = envelope_service.my_envelopes(session, subscriber_id=sid)
     return render(
         request,
         "h5/wallet.html",
         {
             "items": items,
             "envelopes": envelopes,
-            "prizes": coupons.prizes_of(session, subscriber_id=sid),
-            "balance": coupons.cash_balance(session, subscriber_id=sid),
+            "prizes": envelope_service.prizes_of(session, subscriber_id=sid),
+            "balance": envelope_service.cash_balance(session, subscriber_id=sid),
         },
     )
 
@@ -215,177 +213,6 @@ def wallet_item(
         "h5/coupon.html",
         {"item": item, "qr": qr_svg(item.code), "claimed": bool(claimed)},
     )
-
-
-# ---- H5: red envelopes -------------------------------------------------------------------
-
-
-def _envelopes(
-    request: Request,
-    session: DbSession,
-    vault: VaultDep,
-    sid: int,
-    *,
-    results: list[Any] | None = None,
-    prizes: dict[int, Any] | None = None,
-    error: str | None = None,
-    status_code: int = 200,
-) -> Response:
-    programs = coupons.running_programs(session, subscriber_id=sid)
-    mine = {e.program_id: e for e in coupons.my_envelopes(session, subscriber_id=sid)}
-    links = {
-        pid: str(
-            request.url_for(
-                "h5_help", token=coupons.share_token(vault, envelope_id=e.id, via_id=sid)
-            )
-        )
-        for pid, e in mine.items()
-    }
-    tiers = {
-        p.id: {t.tier: t for t in coupons.program_tiers(session, program_id=p.id)}
-        for p in programs
-        if p.kind == ProgramKind.LOTTERY
-    }
-    response = render(
-        request,
-        "h5/envelopes.html",
-        {
-            "programs": programs,
-            "mine": mine,
-            "links": links,
-            "tiers": tiers,
-            "results": results,
-            "prizes": prizes or {},
-            "error": error,
-        },
-        status_code=status_code,
-    )
-    return _with_device(request, response)
-
-
-@router.get("/h5/envelopes")
-def envelopes(request: Request, sid: SubscriberId, session: DbSession, vault: VaultDep) -> Response:
-    return _envelopes(request, session, vault, sid)
-
-
-@router.post("/h5/envelopes/{program_id}/draw", dependencies=[CsrfProtected])
-def draw(
-    request: Request, program_id: IdParam, sid: SubscriberId, session: DbSession, vault: VaultDep
-) -> Response:
-    try:
-        results = coupons.draw_lottery(
-            session,
-            actor=coupons.subscriber_actor(sid, ip=client_ip(request)),
-            vault=vault,
-            program_id=program_id,
-            subscriber_id=sid,
-        )
-        session.commit()
-    except PerkflowError as exc:
-        if exc.status_code == 404:
-            raise
-        session.rollback()
-        return _envelopes(
-            request, session, vault, sid, error=exc.message, status_code=exc.status_code
-        )
-    prizes = coupons.draw_prizes(
-        session, program_id=program_id, draw_nos=[r.draw_no for r in results]
-    )
-    return _envelopes(request, session, vault, sid, results=results, prizes=prizes)
-
-
-@router.post("/h5/envelopes/{program_id}/share", dependencies=[CsrfProtected])
-def start_share(
-    request: Request, program_id: IdParam, sid: SubscriberId, session: DbSession, vault: VaultDep
-) -> Response:
-    try:
-        coupons.start_share(
-            session,
-            actor=coupons.subscriber_actor(sid, ip=client_ip(request)),
-            program_id=program_id,
-            subscriber_id=sid,
-        )
-    except PerkflowError as exc:
-        if exc.status_code == 404:
-            raise
-        session.rollback()
-        return _envelopes(
-            request, session, vault, sid, error=exc.message, status_code=exc.status_code
-        )
-    return RedirectResponse("/h5/envelopes", status_code=303)
-
-
-def _help_page(
-    request: Request,
-    session: DbSession,
-    vault: VaultDep,
-    sid: int,
-    help_token: str,
-    *,
-    done: bool = False,
-    error: str | None = None,
-    status_code: int = 200,
-) -> Response:
-    envelope_id, via_id = coupons.read_share_token(vault, help_token)
-    envelope = coupons.get_envelope(session, envelope_id=envelope_id)
-    helps = coupons.helps_of(session, envelope_id=envelope.id)
-    onward = str(
-        request.url_for(
-            "h5_help", token=coupons.share_token(vault, envelope_id=envelope.id, via_id=sid)
-        )
-    )
-    response = render(
-        request,
-        "h5/help.html",
-        {
-            "envelope": envelope,
-            "owner": coupons.masked_phone(session, vault=vault, subscriber_id=envelope.owner_id),
-            "helpers": [
-                coupons.masked_phone(session, vault=vault, subscriber_id=h.helper_id) for h in helps
-            ],
-            "is_owner": envelope.owner_id == sid,
-            "helped": any(h.helper_id == sid for h in helps),
-            "token": help_token,
-            "onward": onward,
-            "done": done,
-            "error": error,
-            "via_id": via_id,
-        },
-        status_code=status_code,
-    )
-    return _with_device(request, response)
-
-
-@router.get("/h5/envelopes/help/{token}", name="h5_help")
-def help_page(
-    request: Request, token: str, sid: SubscriberId, session: DbSession, vault: VaultDep
-) -> Response:
-    return _help_page(request, session, vault, sid, token)
-
-
-@router.post("/h5/envelopes/help/{token}", dependencies=[CsrfProtected])
-def help_open(
-    request: Request, token: str, sid: SubscriberId, session: DbSession, vault: VaultDep
-) -> Response:
-    envelope_id, via_id = coupons.read_share_token(vault, token)
-    try:
-        coupons.help_open(
-            session,
-            actor=coupons.subscriber_actor(sid, ip=client_ip(request)),
-            envelope_id=envelope_id,
-            helper_id=sid,
-            via_id=via_id,
-            device_id=_device_id(request) or None,
-        )
-        session.commit()
-    except PerkflowError as exc:
-        if exc.status_code == 404:
-            raise
-        session.rollback()
-        return _help_page(
-            request, session, vault, sid, token, error=exc.message, status_code=exc.status_code
-        )
-    return _help_page(request, session, vault, sid, token, done=True)
 
 
 # ---- clerk counter -----------------------------------------------------------------------
@@ -1005,143 +832,3 @@ async def import_codes(
         return _batch_refused(request, staff, session, batch_id, exc)
     notice = f"+{report.added} / {report.duplicates} / {len(report.invalid)}"
     return _batch_page(request, staff, session, batch_id, notice=notice)
-
-
-# ---- console: red envelopes --------------------------------------------------------------
-
-
-@router.get("/console/envelopes")
-def program_list(request: Request, staff: Staff, session: DbSession) -> Response:
-    _require_editor(staff)
-    return render(
-        request,
-        "coupons/console_envelopes.html",
-        {"programs": coupons.list_programs(session, actor=staff.actor), "error": None, "form": {}},
-    )
-
-
-def _program_spec(request: Request, form: dict[str, str]) -> ProgramSpec:
-    kind = form.get("kind", "lottery")
-    tiers = []
-    for i in (1, 2, 3):
-        prize = form.get(f"tier{i}_yuan", "").strip()
-        pct = form.get(f"tier{i}_percent", "").strip()
-        if not prize and not pct:
-            continue
-        try:
-            ppm = round(float(pct) * 10_000)
-        except ValueError as exc:
-            raise ValidationFailed("a probability in percent", field=f"tier{i}_percent") from exc
-        batch = form.get(f"tier{i}_batch", "").strip()
-        if batch and not batch.isdigit():
-            raise ValidationFailed("a coupon batch id", field=f"tier{i}_batch")
-        tiers.append(
-            TierSpec(
-                tier=i,
-                name_zh=form.get(f"tier{i}_name", "").strip() or f"{i}",
-                name_en=form.get(f"tier{i}_name", "").strip() or f"Tier {i}",
-                prize_fen=yuan_to_fen(prize, field=f"tier{i}_yuan"),
-                weight_ppm=max(ppm, 1),
-                prize_batch_id=int(batch) if batch else None,
-            )
-        )
-    helpers = form.get("helpers_needed", "").strip()
-    share = form.get("share_yuan", "").strip()
-    limit = form.get("limit_per_subscriber", "").strip()
-    try:
-        return ProgramSpec(
-            code=form.get("code", "").strip(),
-            name_zh=form.get("name_zh", "").strip(),
-            name_en=form.get("name_en", "").strip(),
-            kind=ProgramKind(kind) if kind in ("lottery", "share") else ProgramKind.LOTTERY,
-            owner_region=form.get("owner_region", "").strip() or None,
-            budget_fen=yuan_to_fen(form.get("budget_yuan", ""), field="budget_yuan"),
-            limit_per_subscriber=int(limit) if limit.isdigit() else 1,
-            tiers=tiers,
-            share_amount_fen=yuan_to_fen(share, field="share_yuan") if share else None,
-            helpers_needed=int(helpers) if helpers.isdigit() else None,
-            starts_at=_local_input(request, form.get("starts_at", ""), field="starts_at"),
-            ends_at=_local_input(request, form.get("ends_at", ""), field="ends_at"),
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ValidationFailed(
-            validation_problem(first), field=".".join(str(p) for p in first["loc"])
-        ) from exc
-
-
-@router.post("/console/envelopes/new", dependencies=[CsrfProtected])
-async def program_create(request: Request, staff: Staff, session: DbSession) -> Response:
-    _require_editor(staff)
-    form = await _form_dict(request)
-    try:
-        program = coupons.create_program(
-            session, actor=staff.actor, spec=_program_spec(request, form)
-        )
-    except PerkflowError as exc:
-        if exc.status_code == 403:
-            raise
-        session.rollback()
-        return render(
-            request,
-            "coupons/console_envelopes.html",
-            {
-                "programs": coupons.list_programs(session, actor=staff.actor),
-                "error": _error_text(exc),
-                "form": form,
-            },
-            status_code=exc.status_code,
-        )
-    return RedirectResponse(f"/console/envelopes/{program.id}", status_code=303)
-
-
-@router.get("/console/envelopes/{program_id}")
-def program_detail(
-    request: Request, program_id: IdParam, staff: Staff, session: DbSession, vault: VaultDep
-) -> Response:
-    _require_editor(staff)
-    program = coupons.program_for_edit(session, actor=staff.actor, program_id=program_id)
-    reviews = (
-        coupons.review_helps(session, actor=staff.actor, program_id=program.id)
-        if program.kind == ProgramKind.SHARE
-        else []
-    )
-    phones: dict[int, str] = {}
-    for r in reviews:
-        for sid in (r.help.helper_id, r.help.via_id, r.envelope.owner_id):
-            if sid not in phones:
-                phones[sid] = subscribers.subscriber_home(
-                    session, vault=vault, subscriber_id=sid
-                ).phone
-    return render(
-        request,
-        "coupons/console_envelope.html",
-        {
-            "program": program,
-            "tiers": coupons.program_tiers(session, program_id=program.id),
-            "summary": coupons.draw_summary(session, program_id=program.id),
-            "reviews": reviews,
-            "phones": phones,
-            "targets": [
-                s.value
-                for s in ProgramStatus
-                if s.value != program.status and s != ProgramStatus.DRAFT
-            ],
-        },
-    )
-
-
-@router.post("/console/envelopes/{program_id}/status", dependencies=[CsrfProtected])
-def program_status(
-    program_id: IdParam,
-    staff: Staff,
-    session: DbSession,
-    status: Annotated[str, Form(max_length=16)],
-) -> Response:
-    _require_editor(staff)
-    try:
-        target = ProgramStatus(status)
-    except ValueError as exc:
-        raise ValidationFailed(f"{status!r} is not a status", field="status") from exc
-    coupons.set_program_status(session, actor=staff.actor, program_id=program_id, status=target)
-    return RedirectResponse(f"/console/envelopes/{program_id}", status_code=303)

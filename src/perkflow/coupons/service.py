@@ -1,9 +1,8 @@
-"""Use cases of coupons and red envelopes: batches, claims, codes, redemption, envelopes."""
+"""Use cases of coupons: batches, claims, prize coupons, codes, redemption, binding."""
 
 from __future__ import annotations
 
 import random
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,21 +17,16 @@ from perkflow.coupons import repository as repo
 from perkflow.coupons.models import (
     CodeJob,
     Coupon,
-    CouponBatch,
-    EnvelopeCredit,
-    EnvelopeDraw,
-    EnvelopeProgram,
-    EnvelopeTier,
     Redemption,
-    ShareEnvelope,
-    ShareHelp,
+)
+from perkflow.coupons.models import (
+    CouponBatch as CouponBatch,
 )
 from perkflow.coupons.rules import (
     BATCH_TRANSITIONS,
     CODE_SPARSITY,
     DEFAULT_REVERSAL_WINDOW_S,
     DEFAULT_SHARDS,
-    MAX_DRAWS_PER_CALL,
     MAX_STOCK,
     RATE_PER_DEVICE,
     RATE_PER_SUBSCRIBER,
@@ -43,18 +36,11 @@ from perkflow.coupons.rules import (
     CodePattern,
     CodeSource,
     CouponStatus,
-    CreditKind,
-    DrawOutcome,
-    DrawResult,
-    EnvelopeStatus,
     JobStatus,
     Permutation,
     Place,
-    ProgramKind,
-    ProgramStatus,
     Refusal,
     Scope,
-    Tier,
     ValidityKind,
     ValueKind,
     added_shards,
@@ -62,26 +48,21 @@ from perkflow.coupons.rules import (
     claim_validity_problem,
     coupon_validity,
     discount_fen,
-    draw_number,
-    help_problem,
     imported_code_problem,
     normalize_code,
     pattern_problem,
     period_keys,
-    pick_tier,
     rate_window,
     redemption_refusal,
     resolve_charset,
     reversal_problem,
-    settle_draws,
     slot_of,
-    slug_problem,
     split_stock,
-    tiers_problem,
     validity_problem,
     value_problem,
 )
-from perkflow.coupons.schemas import BatchSpec, OfflineEntry, ProgramSpec
+from perkflow.coupons.rules import slug_problem as slug_problem
+from perkflow.coupons.schemas import BatchSpec, OfflineEntry
 from perkflow.errors import (
     Conflict,
     Forbidden,
@@ -128,7 +109,7 @@ def _require_api_scope(actor: Actor, scope: str) -> None:
 # ---- batches ------------------------------------------------------------------------------
 
 
-def _owner_for(session: Session, *, actor: Actor, requested: str | None) -> str:
+def owner_for(session: Session, *, actor: Actor, requested: str | None) -> str:
     """The owner region of a batch or programme: CN or a province the actor's scope covers."""
     mine = province_of(actor.scope_path) if actor.kind != "system" else None
     owner = requested or mine or "CN"
@@ -143,7 +124,8 @@ def _can_edit(actor: Actor, owner_region: str) -> bool:
     return actor.can(Perm.COUPONS_EDIT) and (limited is None or limited == owner_region)
 
 
-def _require_edit(actor: Actor, owner_region: str) -> None:
+def require_edit(actor: Actor, owner_region: str) -> None:
+    """403 unless the actor manages coupons (and red envelopes) owned by this region."""
     org.require(actor, Perm.COUPONS_EDIT)
     if not _can_edit(actor, owner_region):
         raise Forbidden("this batch belongs to another region")
@@ -266,8 +248,8 @@ def _apply_spec(
 def create_batch(session: Session, *, actor: Actor, spec: BatchSpec) -> CouponBatch:
     """A draft batch with its stock split into shards."""
     org.require(actor, Perm.COUPONS_EDIT)
-    owner = _owner_for(session, actor=actor, requested=spec.owner_region)
-    _require_edit(actor, owner)
+    owner = owner_for(session, actor=actor, requested=spec.owner_region)
+    require_edit(actor, owner)
     pattern = _validate_spec(spec)
     scope = _resolve_scope(session, actor=actor, owner=owner, spec=spec)
     now = clock.now()
@@ -295,11 +277,11 @@ def create_batch(session: Session, *, actor: Actor, spec: BatchSpec) -> CouponBa
 def update_batch(session: Session, *, actor: Actor, batch_id: int, spec: BatchSpec) -> CouponBatch:
     """Change a draft batch; once active, only its status changes."""
     batch = get_batch(session, actor=actor, batch_id=batch_id)
-    _require_edit(actor, batch.owner_region)
+    require_edit(actor, batch.owner_region)
     if batch.status != BatchStatus.DRAFT:
         raise Conflict("only a draft batch can be edited", field="status")
-    owner = _owner_for(session, actor=actor, requested=spec.owner_region or batch.owner_region)
-    _require_edit(actor, owner)
+    owner = owner_for(session, actor=actor, requested=spec.owner_region or batch.owner_region)
+    require_edit(actor, owner)
     pattern = _validate_spec(spec)
     scope = _resolve_scope(session, actor=actor, owner=owner, spec=spec)
     if batch.pool_size and (
@@ -356,7 +338,7 @@ def set_batch_status(
 ) -> CouponBatch:
     """Activate, pause, resume or end a batch; an active pool batch needs its codes first."""
     batch = get_batch(session, actor=actor, batch_id=batch_id)
-    _require_edit(actor, batch.owner_region)
+    require_edit(actor, batch.owner_region)
     current = BatchStatus(batch.status)
     if status not in BATCH_TRANSITIONS[current]:
         raise Conflict(f"cannot go from {current.value} to {status.value}", field="status")
@@ -431,7 +413,7 @@ def _stock_limit(batch: CouponBatch) -> int:
 def add_stock(session: Session, *, actor: Actor, batch_id: int, quantity: int) -> StockView:
     """Add units to an active or paused batch as new shards with slots after every existing one."""
     batch = get_batch(session, actor=actor, batch_id=batch_id)
-    _require_edit(actor, batch.owner_region)
+    require_edit(actor, batch.owner_region)
     if not 1 <= quantity <= MAX_STOCK:
         raise ValidationFailed(f"add 1-{MAX_STOCK:,} units", field="quantity")
     if batch.status not in (BatchStatus.ACTIVE, BatchStatus.PAUSED):
@@ -947,6 +929,112 @@ def wallet_item(session: Session, *, actor: Actor, vault: Vault, coupon_id: int)
     )
 
 
+# ---- prize coupons (paid by red-envelope lottery tiers) ------------------------------------
+
+
+def check_prize_batch(session: Session, *, actor: Actor, owner: str, batch_id: int) -> None:
+    """A tier's prize batch: one the actor manages, usable by every player of the programme."""
+    batch = repo.get_batch(session, batch_id)
+    if batch is None:
+        raise ValidationFailed(f"no coupon batch {batch_id}", field="tiers.prize_batch_id")
+    if not _can_edit(actor, batch.owner_region):
+        raise Forbidden("the prize batch belongs to another region")
+    if batch.owner_region not in ("CN", owner):
+        # A winner may live anywhere the programme reaches; a province's coupon would not be.
+        raise ValidationFailed(
+            "the prize batch must be national or the programme's own province",
+            field="tiers.prize_batch_id",
+        )
+    if batch.status == BatchStatus.ENDED:
+        raise ValidationFailed("the prize batch has ended", field="tiers.prize_batch_id")
+
+
+def _code_for_slot(
+    session: Session, *, vault: Vault, batch: CouponBatch, slot: int
+) -> tuple[str, bytes]:
+    """(hash, encrypted code) of a batch's slot, derived (`auto`) or taken from its pool."""
+    if batch.code_source == CodeSource.AUTO:
+        pattern = _pattern_of(batch)
+        code = pattern.spell(_permutation(session, vault, batch.id, pattern.capacity)(slot))
+        hashed = code_hash(vault, code)
+        return hashed, _encrypt_code(vault, code, hashed)
+    pooled = repo.pool_code(session, batch_id=batch.id, ordinal=slot)
+    if pooled is None:
+        raise Conflict("this batch's codes are missing; tell the operator", field="batch_id")
+    return pooled.code_hash, pooled.code_enc
+
+
+def take_prize_unit(session: Session, *, batch: CouponBatch) -> tuple[int, int] | None:
+    """(shard, slot) of one unit of a prize batch, or None if it is sold out or not active."""
+    try:
+        return _take_slot(session, batch_id=batch.id, shard_count=batch.shard_count)
+    except NotClaimable:
+        return None
+
+
+def issue_prize_coupon(
+    session: Session,
+    *,
+    vault: Vault,
+    batch: CouponBatch,
+    subscriber_id: int,
+    key: str,
+    taken: tuple[int, int],
+) -> int:
+    """Put a prize coupon on a taken unit into the wallet once per key: its id."""
+    shard, slot = taken
+    now = clock.now()
+    valid_from, valid_until = coupon_validity(
+        kind=ValidityKind(batch.validity_kind),
+        claimed_at=now,
+        valid_from=batch.valid_from,
+        valid_until=batch.valid_until,
+        valid_days=batch.valid_days,
+    )
+    hashed, code_enc = _code_for_slot(session, vault=vault, batch=batch, slot=slot)
+    coupon_id = repo.insert_claim(
+        session,
+        {
+            "batch_id": batch.id,
+            "subscriber_id": subscriber_id,
+            "slot": slot,
+            "code_hash": hashed,
+            "code_enc": code_enc,
+            "idempotency_key": key,
+            "status": CouponStatus.CLAIMED.value,
+            "channel": "lottery",
+            "device_id": None,
+            "claimed_at": now,
+            "valid_from": valid_from,
+            "valid_until": valid_until,
+        },
+    )
+    if coupon_id is None:
+        # Credited by a concurrent retry: give our unit back (its shard row is still locked by
+        # this transaction, so the slot is ours to return) and keep theirs.
+        repo.give_back_to_shard(session, batch_id=batch.id, shard=shard)
+        coupon_id = repo.claim_id_by_key(session, key)
+        assert coupon_id is not None
+    return coupon_id
+
+
+def prize_batch(session: Session, *, batch_id: int) -> CouponBatch:
+    """A lottery tier's prize batch (the tier's foreign key guarantees it exists)."""
+    batch = repo.get_batch(session, batch_id)
+    assert batch is not None  # a foreign key
+    return batch
+
+
+def prize_coupon_id(session: Session, *, key: str) -> int | None:
+    """The coupon a prize key already put into a wallet, if any."""
+    return repo.claim_id_by_key(session, key)
+
+
+def batches_of_coupons(session: Session, *, coupon_ids: Sequence[int]) -> dict[int, CouponBatch]:
+    """The batch of each of these coupons, by coupon id."""
+    return repo.batches_of_coupons(session, coupon_ids)
+
+
 # ---- codes --------------------------------------------------------------------------------
 
 
@@ -955,7 +1043,7 @@ def start_code_job(
 ) -> CodeJob:
     """Queue generating a pattern batch's missing codes, or `count` more (stock to add later)."""
     batch = get_batch(session, actor=actor, batch_id=batch_id)
-    _require_edit(actor, batch.owner_region)
+    require_edit(actor, batch.owner_region)
     if batch.code_source != CodeSource.PATTERN:
         raise Conflict("only a pattern batch has codes generated", field="code_source")
     missing = batch.stock_total - batch.pool_size if count is None else count
@@ -1102,7 +1190,7 @@ def import_codes(
 ) -> ImportReport:
     """Append imported codes to a batch's pool; malformed lines are reported, duplicates skipped."""
     batch = get_batch(session, actor=actor, batch_id=batch_id)
-    _require_edit(actor, batch.owner_region)
+    require_edit(actor, batch.owner_region)
     session.refresh(batch)  # pool_size moves by CAS statements: read the committed value
     if batch.code_source != CodeSource.IMPORT:
         raise Conflict("only an import batch takes imported codes", field="code_source")
@@ -1160,7 +1248,7 @@ def export_codes(
 ) -> list[tuple[int, str]]:
     """(ordinal, clear code) of a pool, for printing; audited."""
     batch = get_batch(session, actor=actor, batch_id=batch_id)
-    _require_edit(actor, batch.owner_region)
+    require_edit(actor, batch.owner_region)
     rows = repo.pool_codes_page(session, batch_id=batch.id, after_ordinal=after, limit=limit)
     if after < 0:
         org.record_audit(
@@ -1485,772 +1573,6 @@ def store_today(session: Session, *, actor: Actor, zone: str) -> list[StoreRedem
         )
         for r, _c, b in repo.store_redemptions(session, store_code=place.store_code, since=midnight)
     ]
-
-
-# ---- red envelopes ------------------------------------------------------------------------
-
-
-def create_program(session: Session, *, actor: Actor, spec: ProgramSpec) -> EnvelopeProgram:
-    """A draft red-envelope programme with its prize tiers; the lottery seed is logged here."""
-    org.require(actor, Perm.COUPONS_EDIT)
-    owner = _owner_for(session, actor=actor, requested=spec.owner_region)
-    _require_edit(actor, owner)
-    problem = slug_problem(spec.code)
-    if problem:
-        raise ValidationFailed(f"code: {problem}", field="code")
-    tiers = [Tier(t.tier, t.prize_fen, t.weight_ppm, t.max_count) for t in spec.tiers]
-    if spec.kind == ProgramKind.LOTTERY:
-        problem = tiers_problem(tiers)
-        if problem:
-            raise ValidationFailed(problem, field="tiers")
-        for t in spec.tiers:
-            if t.prize_batch_id is not None:
-                _check_prize_batch(session, actor=actor, owner=owner, batch_id=t.prize_batch_id)
-    else:
-        if spec.share_amount_fen is None or spec.helpers_needed is None:
-            raise ValidationFailed(
-                "share-to-unlock needs an amount and a number of helpers", field="helpers_needed"
-            )
-        if spec.share_amount_fen > spec.budget_fen:
-            raise ValidationFailed("one envelope cannot exceed the budget", field="budget_fen")
-    now = clock.now()
-    program = EnvelopeProgram(
-        code=spec.code,
-        name_zh=spec.name_zh.strip(),
-        name_en=spec.name_en.strip(),
-        kind=spec.kind.value,
-        owner_region=owner,
-        budget_fen=spec.budget_fen,
-        spent_fen=0,
-        seed=spec.seed or secrets.token_hex(16),
-        draws=0,
-        limit_per_subscriber=spec.limit_per_subscriber,
-        share_amount_fen=spec.share_amount_fen if spec.kind == ProgramKind.SHARE else None,
-        helpers_needed=spec.helpers_needed if spec.kind == ProgramKind.SHARE else None,
-        starts_at=spec.starts_at or now,
-        ends_at=spec.ends_at,
-        status=ProgramStatus.DRAFT.value,
-        created_by=actor.name,
-        created_at=now,
-    )
-    session.add(program)
-    try:
-        session.flush()  # the unique programme code decides duplicates
-    except IntegrityError as exc:
-        raise Conflict(f"programme code {spec.code!r} is taken", field="code") from exc
-    if spec.kind == ProgramKind.LOTTERY:
-        session.add_all(
-            EnvelopeTier(
-                program_id=program.id,
-                tier=t.tier,
-                name_zh=t.name_zh,
-                name_en=t.name_en,
-                prize_fen=t.prize_fen,
-                weight_ppm=t.weight_ppm,
-                max_count=t.max_count,
-                won_count=0,
-                prize_batch_id=t.prize_batch_id,
-            )
-            for t in spec.tiers
-        )
-    org.record_audit(
-        session,
-        actor=actor,
-        action="envelope_program.create",
-        target_type="envelope_program",
-        target_id=str(program.id),
-        details={
-            "code": program.code,
-            "kind": program.kind,
-            "budget_fen": program.budget_fen,
-            "seed": program.seed,
-        },
-    )
-    return program
-
-
-def _check_prize_batch(session: Session, *, actor: Actor, owner: str, batch_id: int) -> None:
-    """A tier's prize batch: one the actor manages, usable by every player of the programme."""
-    batch = repo.get_batch(session, batch_id)
-    if batch is None:
-        raise ValidationFailed(f"no coupon batch {batch_id}", field="tiers.prize_batch_id")
-    if not _can_edit(actor, batch.owner_region):
-        raise Forbidden("the prize batch belongs to another region")
-    if batch.owner_region not in ("CN", owner):
-        # A winner may live anywhere the programme reaches; a province's coupon would not be.
-        raise ValidationFailed(
-            "the prize batch must be national or the programme's own province",
-            field="tiers.prize_batch_id",
-        )
-    if batch.status == BatchStatus.ENDED:
-        raise ValidationFailed("the prize batch has ended", field="tiers.prize_batch_id")
-
-
-def get_program(session: Session, *, program_id: int) -> EnvelopeProgram:
-    """A programme by id, or 404."""
-    program = repo.get_program(session, program_id)
-    if program is None:
-        raise NotFound(f"no red-envelope programme {program_id}", field="program_id")
-    return program
-
-
-def program_for_edit(session: Session, *, actor: Actor, program_id: int) -> EnvelopeProgram:
-    """A programme the actor may manage (404/403)."""
-    program = get_program(session, program_id=program_id)
-    _require_edit(actor, program.owner_region)
-    return program
-
-
-def list_programs(session: Session, *, actor: Actor) -> Sequence[EnvelopeProgram]:
-    """Programmes the actor may manage."""
-    org.require(actor, Perm.COUPONS_EDIT)
-    limited = org.visible_province(actor)
-    return repo.list_programs(session, owner_regions=[limited] if limited else None, statuses=None)
-
-
-def program_tiers(session: Session, *, program_id: int) -> Sequence[EnvelopeTier]:
-    """A lottery's tiers in tier order."""
-    return repo.tiers(session, program_id)
-
-
-def set_program_status(
-    session: Session, *, actor: Actor, program_id: int, status: ProgramStatus
-) -> EnvelopeProgram:
-    """Start or end a programme."""
-    program = get_program(session, program_id=program_id)
-    _require_edit(actor, program.owner_region)
-    allowed = {
-        ProgramStatus.DRAFT: {ProgramStatus.ACTIVE, ProgramStatus.ENDED},
-        ProgramStatus.ACTIVE: {ProgramStatus.ENDED},
-        ProgramStatus.ENDED: set(),
-    }[ProgramStatus(program.status)]
-    if status not in allowed:
-        raise Conflict(f"cannot go from {program.status} to {status.value}", field="status")
-    before = program.status
-    program.status = status.value
-    org.record_audit(
-        session,
-        actor=actor,
-        action="envelope_program.status",
-        target_type="envelope_program",
-        target_id=str(program.id),
-        details={"from": before, "to": status.value},
-    )
-    return program
-
-
-def _require_running(program: EnvelopeProgram, kind: ProgramKind) -> None:
-    now = clock.now()
-    if program.kind != kind:
-        raise Conflict(f"this programme is not a {kind.value}", field="program_id")
-    if program.status != ProgramStatus.ACTIVE or now < program.starts_at:
-        raise NotClaimable("this red-envelope programme is not running", field="program_id")
-    if program.ends_at is not None and now >= program.ends_at:
-        raise NotClaimable("this red-envelope programme has ended", field="program_id")
-
-
-def _require_participant(
-    session: Session, *, actor: Actor, program: EnvelopeProgram, subscriber_id: int
-) -> None:
-    if actor.kind == "subscriber" and actor.id != str(subscriber_id):
-        raise Forbidden("a subscriber plays only for themself")
-    if actor.kind == "staff":
-        raise Forbidden("staff do not play for subscribers")
-    _require_api_scope(actor, "coupons:claim")
-    sub = subscribers.hold_active_subscriber(session, actor=SYSTEM, subscriber_id=subscriber_id)
-    if program.owner_region != "CN" and sub.province_code != program.owner_region:
-        raise Forbidden("this programme is for subscribers of another province")
-
-
-def _code_for_slot(
-    session: Session, *, vault: Vault, batch: CouponBatch, slot: int
-) -> tuple[str, bytes]:
-    """(hash, encrypted code) of a batch's slot, derived (`auto`) or taken from its pool."""
-    if batch.code_source == CodeSource.AUTO:
-        pattern = _pattern_of(batch)
-        code = pattern.spell(_permutation(session, vault, batch.id, pattern.capacity)(slot))
-        hashed = code_hash(vault, code)
-        return hashed, _encrypt_code(vault, code, hashed)
-    pooled = repo.pool_code(session, batch_id=batch.id, ordinal=slot)
-    if pooled is None:
-        raise Conflict("this batch's codes are missing; tell the operator", field="batch_id")
-    return pooled.code_hash, pooled.code_enc
-
-
-def _take_prize_unit(session: Session, *, batch: CouponBatch) -> tuple[int, int] | None:
-    """(shard, slot) of one unit of a prize batch, or None if it is sold out or not active."""
-    try:
-        return _take_slot(session, batch_id=batch.id, shard_count=batch.shard_count)
-    except NotClaimable:
-        return None
-
-
-def _prize_key(program_id: int, draw_no: int) -> str:
-    # Claim keys all start with the subscriber id and a colon, so no claim can take this key.
-    return f"prize:{program_id}:{draw_no}"
-
-
-def _issue_prize_coupon(
-    session: Session,
-    *,
-    vault: Vault,
-    batch: CouponBatch,
-    subscriber_id: int,
-    key: str,
-    taken: tuple[int, int],
-) -> int:
-    """Put a prize coupon on a taken unit into the wallet once per key: its id."""
-    shard, slot = taken
-    now = clock.now()
-    valid_from, valid_until = coupon_validity(
-        kind=ValidityKind(batch.validity_kind),
-        claimed_at=now,
-        valid_from=batch.valid_from,
-        valid_until=batch.valid_until,
-        valid_days=batch.valid_days,
-    )
-    hashed, code_enc = _code_for_slot(session, vault=vault, batch=batch, slot=slot)
-    coupon_id = repo.insert_claim(
-        session,
-        {
-            "batch_id": batch.id,
-            "subscriber_id": subscriber_id,
-            "slot": slot,
-            "code_hash": hashed,
-            "code_enc": code_enc,
-            "idempotency_key": key,
-            "status": CouponStatus.CLAIMED.value,
-            "channel": "lottery",
-            "device_id": None,
-            "claimed_at": now,
-            "valid_from": valid_from,
-            "valid_until": valid_until,
-        },
-    )
-    if coupon_id is None:
-        # Credited by a concurrent retry: give our unit back (its shard row is still locked by
-        # this transaction, so the slot is ours to return) and keep theirs.
-        repo.give_back_to_shard(session, batch_id=batch.id, shard=shard)
-        coupon_id = repo.claim_id_by_key(session, key)
-        assert coupon_id is not None
-    return coupon_id
-
-
-def _prize_batches(session: Session, tiers: Sequence[EnvelopeTier]) -> dict[int, CouponBatch]:
-    out = {}
-    for t in tiers:
-        if t.prize_batch_id is not None:
-            batch = repo.get_batch(session, t.prize_batch_id)
-            assert batch is not None  # a foreign key
-            out[t.tier] = batch
-    return out
-
-
-def draw_lottery(
-    session: Session,
-    *,
-    actor: Actor,
-    vault: Vault,
-    program_id: int,
-    subscriber_id: int,
-    count: int = 1,
-) -> list[DrawResult]:
-    """Draw `count` times for a subscriber: reproducible from the seed, never past the budget."""
-    # Each won prize is credited in the same transaction: a coupon of the tier's batch in the
-    # wallet, or cash to the subscriber's red-envelope balance.
-    if not 1 <= count <= MAX_DRAWS_PER_CALL:
-        raise ValidationFailed(f"draw 1-{MAX_DRAWS_PER_CALL} at a time", field="count")
-    if actor.kind == "subscriber" and count > 10:
-        raise ValidationFailed("at most ten draws at a time", field="count")
-    program = get_program(session, program_id=program_id)
-    _require_running(program, ProgramKind.LOTTERY)
-    _require_participant(session, actor=actor, program=program, subscriber_id=subscriber_id)
-    # Lock order everywhere: the subscriber's counter, then the programme row, then its tiers.
-    if not repo.bump_envelope_counter(
-        session,
-        program_id=program.id,
-        subscriber_id=subscriber_id,
-        n=count,
-        limit=program.limit_per_subscriber,
-    ):
-        raise LimitReached("you have used all your draws", field="count")
-    reserved = repo.reserve_draws(session, program_id=program.id, n=count)
-    assert reserved is not None
-    last, spent, budget, seed = reserved
-    tiers = repo.tiers(session, program.id, lock=True)
-    rule_tiers = [Tier(t.tier, t.prize_fen, t.weight_ppm, t.max_count) for t in tiers]
-    prize_batches = _prize_batches(session, tiers)
-    units: list[tuple[int, int]] = []
-
-    def deliver(tier: Tier) -> bool:
-        # A coupon prize takes its unit now, in draw order, so a sold-out batch turns the draw
-        # into `prize_sold_out` before the budget is charged for it.
-        batch = prize_batches.get(tier.tier)
-        if batch is None:
-            return True
-        unit = _take_prize_unit(session, batch=batch)
-        if unit is not None:
-            units.append(unit)
-        return unit is not None
-
-    results, new_spent, won = settle_draws(
-        seed=seed,
-        first_draw_no=last - count + 1,
-        count=count,
-        tiers=rule_tiers,
-        won_counts={t.tier: t.won_count for t in tiers},
-        spent_fen=spent,
-        budget_fen=budget,
-        deliver=deliver,
-    )
-    # We hold the programme row since reserve_draws, so nobody moved spent_fen meanwhile;
-    # the CHECK constraint (spent <= budget) would reject any arithmetic slip.
-    if new_spent != spent:
-        repo.set_spent(session, program_id=program.id, spent_fen=new_spent)
-    for t in tiers:
-        if won.get(t.tier, 0) != t.won_count:
-            repo.set_won_count(session, program_id=program.id, tier=t.tier, won=won[t.tier])
-    at = clock.now()
-    repo.insert_draws(
-        session,
-        [
-            {
-                "program_id": program.id,
-                "draw_no": r.draw_no,
-                "subscriber_id": subscriber_id,
-                "u": r.u,
-                "tier": r.tier,
-                "outcome": r.outcome.value,
-                "prize_fen": r.prize_fen,
-                "at": at,
-            }
-            for r in results
-        ],
-    )
-    credits = []
-    taken = iter(units)
-    for r in results:
-        if r.outcome != DrawOutcome.WON or r.tier is None:
-            continue
-        credit: dict[str, object] = {
-            "subscriber_id": subscriber_id,
-            "program_id": program.id,
-            "draw_no": r.draw_no,
-            "envelope_id": None,
-            "kind": CreditKind.CASH.value,
-            "amount_fen": r.prize_fen,
-            "coupon_id": None,
-            "at": at,
-        }
-        batch = prize_batches.get(r.tier)
-        if batch is not None:
-            credit["kind"] = CreditKind.COUPON.value
-            credit["coupon_id"] = _issue_prize_coupon(
-                session,
-                vault=vault,
-                batch=batch,
-                subscriber_id=subscriber_id,
-                key=_prize_key(program.id, r.draw_no),
-                taken=next(taken),
-            )
-        credits.append(credit)
-    # The draw numbers were reserved by this call, so no credit of them can exist yet; the
-    # unique (programme, draw number) would refuse a second one.
-    repo.insert_credits(session, credits)
-    org.record_audit(
-        session,
-        actor=actor,
-        action="envelope.draw",
-        target_type="envelope_program",
-        target_id=str(program.id),
-        details={
-            "subscriber": subscriber_id,
-            "draws": [results[0].draw_no, results[-1].draw_no],
-            "paid_fen": new_spent - spent,
-            "credited": len(credits),
-        },
-    )
-    return results
-
-
-def credit_draw(
-    session: Session, *, vault: Vault, program_id: int, draw_no: int
-) -> EnvelopeCredit | None:
-    """Credit a won draw's prize unless it was credited (None for a draw that won nothing)."""
-    existing = repo.credit_of_draw(session, program_id=program_id, draw_no=draw_no)
-    if existing is not None:
-        return existing
-    draw = repo.get_draw(session, program_id=program_id, draw_no=draw_no)
-    if draw is None:
-        raise NotFound(f"no draw {draw_no}", field="draw_no")
-    if draw.outcome != DrawOutcome.WON or draw.tier is None:
-        return None
-    tier = repo.get_tier(session, program_id=program_id, tier=draw.tier)
-    assert tier is not None
-    coupon_id = None
-    if tier.prize_batch_id is not None:
-        key = _prize_key(program_id, draw_no)
-        coupon_id = repo.claim_id_by_key(session, key)
-        if coupon_id is None:
-            batch = repo.get_batch(session, tier.prize_batch_id)
-            assert batch is not None
-            unit = _take_prize_unit(session, batch=batch)
-            if unit is None:
-                raise SoldOut("the prize's coupon batch has no unit left", field="draw_no")
-            coupon_id = _issue_prize_coupon(
-                session,
-                vault=vault,
-                batch=batch,
-                subscriber_id=draw.subscriber_id,
-                key=key,
-                taken=unit,
-            )
-    # Insert-or-nothing on the unique (programme, draw number): a concurrent twin credits once.
-    repo.insert_credit(
-        session,
-        {
-            "subscriber_id": draw.subscriber_id,
-            "program_id": program_id,
-            "draw_no": draw_no,
-            "kind": (CreditKind.COUPON if coupon_id else CreditKind.CASH).value,
-            "amount_fen": draw.prize_fen,
-            "coupon_id": coupon_id,
-            "at": clock.now(),
-        },
-    )
-    return repo.credit_of_draw(session, program_id=program_id, draw_no=draw_no)
-
-
-def verify_draw(
-    session: Session, *, program_id: int, draw_no: int
-) -> tuple[EnvelopeDraw, int, int | None]:
-    """A logged draw beside its recomputation from the seed: (draw, u again, tier again)."""
-    program = get_program(session, program_id=program_id)
-    draw = repo.get_draw(session, program_id=program.id, draw_no=draw_no)
-    if draw is None:
-        raise NotFound(f"no draw {draw_no}", field="draw_no")
-    tiers = [
-        Tier(t.tier, t.prize_fen, t.weight_ppm, t.max_count)
-        for t in repo.tiers(session, program.id)
-    ]
-    u = draw_number(program.seed, draw_no)
-    picked = pick_tier(u, tiers)
-    return draw, u, picked.tier if picked else None
-
-
-def draw_summary(session: Session, *, program_id: int) -> list[tuple[int | None, str, int, int]]:
-    """(tier, outcome, count, paid) of a lottery's draws."""
-    return repo.draw_summary(session, program_id)
-
-
-def draws_of(session: Session, *, subscriber_id: int) -> Sequence[EnvelopeDraw]:
-    """A subscriber's latest draws."""
-    return repo.draws_of(session, subscriber_id=subscriber_id)
-
-
-def start_share(
-    session: Session, *, actor: Actor, program_id: int, subscriber_id: int
-) -> ShareEnvelope:
-    """Start (or return) a subscriber's share-to-unlock envelope; its amount is reserved now."""
-    program = get_program(session, program_id=program_id)
-    existing = repo.envelope_of(session, program_id=program.id, owner_id=subscriber_id)
-    if existing is not None:
-        return existing
-    _require_running(program, ProgramKind.SHARE)
-    _require_participant(session, actor=actor, program=program, subscriber_id=subscriber_id)
-    amount = program.share_amount_fen or 0
-    # Reserved when started, so every envelope that opens can be paid within the cap.
-    if not repo.reserve_budget(session, program_id=program.id, amount_fen=amount):
-        raise SoldOut("all red envelopes of this programme are taken", field="program_id")
-    envelope_id = repo.insert_envelope(
-        session,
-        {
-            "program_id": program.id,
-            "owner_id": subscriber_id,
-            "amount_fen": amount,
-            "helpers_needed": program.helpers_needed or 1,
-            "helpers_count": 0,
-            "status": EnvelopeStatus.LOCKED.value,
-            "created_at": clock.now(),
-        },
-    )
-    if envelope_id is None:
-        # A twin request started it first; hand our reservation back (we hold the row lock).
-        repo.release_budget(session, program_id=program.id, amount_fen=amount)
-        twin = repo.envelope_of(session, program_id=program.id, owner_id=subscriber_id)
-        assert twin is not None
-        return twin
-    org.record_audit(
-        session,
-        actor=actor,
-        action="envelope.share_start",
-        target_type="share_envelope",
-        target_id=str(envelope_id),
-        details={"program": program.id, "subscriber": subscriber_id, "amount_fen": amount},
-    )
-    envelope = repo.get_envelope(session, envelope_id)
-    assert envelope is not None
-    return envelope
-
-
-_SHARE_SALT = "perkflow.share-envelope"
-
-
-def share_token(vault: Vault, *, envelope_id: int, via_id: int) -> str:
-    """A help link's token: which envelope, through whose share (signed, not secret)."""
-    return URLSafeSerializer(vault.link_key, salt=_SHARE_SALT).dumps([envelope_id, via_id])
-
-
-def read_share_token(vault: Vault, token: str) -> tuple[int, int]:
-    """(envelope id, via subscriber id) of a help link, or 404 for a forged one."""
-    try:
-        envelope_id, via_id = URLSafeSerializer(vault.link_key, salt=_SHARE_SALT).loads(token)
-    except (BadSignature, ValueError, TypeError) as exc:
-        raise NotFound("this help link is not valid", field="token") from exc
-    return int(envelope_id), int(via_id)
-
-
-def get_envelope(session: Session, *, envelope_id: int) -> ShareEnvelope:
-    """A share envelope by id, or 404."""
-    envelope = repo.get_envelope(session, envelope_id)
-    if envelope is None:
-        raise NotFound("no such red envelope", field="envelope_id")
-    return envelope
-
-
-def help_open(
-    session: Session,
-    *,
-    actor: Actor,
-    envelope_id: int,
-    helper_id: int,
-    via_id: int,
-    device_id: str | None,
-) -> ShareEnvelope:
-    """A friend helps open an envelope: once per friend, never the owner, never past N."""
-    if actor.kind == "subscriber" and actor.id != str(helper_id):
-        raise Forbidden("a subscriber helps only as themself")
-    envelope = get_envelope(session, envelope_id=envelope_id)
-    problem = help_problem(owner_id=envelope.owner_id, helper_id=helper_id, status=envelope.status)
-    if problem:
-        raise Conflict(problem, field="envelope_id")
-    program = get_program(session, program_id=envelope.program_id)
-    _require_running(program, ProgramKind.SHARE)
-    _require_participant(session, actor=actor, program=program, subscriber_id=helper_id)
-    if via_id != envelope.owner_id and not repo.is_helper(
-        session, envelope_id=envelope.id, subscriber_id=via_id
-    ):
-        via_id = envelope.owner_id  # a link from outside the chain counts as the owner's
-    at = clock.now()
-    # The unique (envelope, helper) row decides "a friend counts once", even at the same moment.
-    if not repo.insert_help(
-        session,
-        {
-            "envelope_id": envelope.id,
-            "owner_id": envelope.owner_id,
-            "helper_id": helper_id,
-            "via_id": via_id,
-            "device_id": device_id[:64] if device_id else None,
-            "ip": actor.ip[:64],
-            "at": at,
-        },
-    ):
-        raise Conflict("you have already helped this red envelope", field="envelope_id")
-    counted = repo.count_help(session, envelope_id=envelope.id, at=at)
-    if counted is None:
-        session.refresh(envelope)
-        raise Conflict(
-            help_problem(owner_id=envelope.owner_id, helper_id=helper_id, status=envelope.status)
-            or "this red envelope is already open",
-            field="envelope_id",
-        )
-    if counted[1] == EnvelopeStatus.OPENED:
-        # This help opened it (the conditional UPDATE opens an envelope once): pay it now.
-        _credit_envelope(session, envelope=envelope, at=at)
-    org.record_audit(
-        session,
-        actor=actor,
-        action="envelope.help",
-        target_type="share_envelope",
-        target_id=str(envelope.id),
-        details={"helper": helper_id, "via": via_id, "count": counted[0], "status": counted[1]},
-    )
-    session.refresh(envelope)
-    return envelope
-
-
-def _credit_envelope(session: Session, *, envelope: ShareEnvelope, at: datetime) -> None:
-    # Its amount was reserved from the budget when it started; crediting moves no budget.
-    repo.insert_credit(
-        session,
-        {
-            "subscriber_id": envelope.owner_id,
-            "program_id": envelope.program_id,
-            "envelope_id": envelope.id,
-            "kind": CreditKind.CASH.value,
-            "amount_fen": envelope.amount_fen,
-            "at": at,
-        },
-    )
-
-
-def credit_envelope(session: Session, *, envelope_id: int) -> EnvelopeCredit | None:
-    """Credit an opened envelope's amount to its owner unless it was (None if not opened)."""
-    envelope = get_envelope(session, envelope_id=envelope_id)
-    if envelope.status != EnvelopeStatus.OPENED:
-        return None
-    # Insert-or-nothing on the unique envelope id: credited once however often this runs.
-    _credit_envelope(session, envelope=envelope, at=clock.now())
-    return repo.credit_of_envelope(session, envelope.id)
-
-
-@dataclass(frozen=True)
-class ExpiryReport:
-    """What one expiry run did: envelopes expired and budget returned, per programme."""
-
-    envelopes: int
-    returned_fen: int
-    programs: list[int]
-
-
-def expire_envelopes(session: Session, *, now: datetime | None = None) -> ExpiryReport:
-    """Expire share envelopes still locked when their programme ended; return their budget once."""
-    moment = now or clock.now()
-    expired = returned = 0
-    programs = []
-    for program_id in repo.share_programs_past_deadline(session, now=moment):
-        # Lock order as in start_share: the programme row, then its envelopes. A concurrent
-        # run waits here and then finds nothing locked (a programme that ended stays ended).
-        repo.lock_program(session, program_id)
-        rows = repo.expire_locked_envelopes(session, program_id=program_id)
-        if not rows:
-            continue
-        amount = sum(a for _, _, a in rows)
-        # The same transaction as the status change: an envelope's reservation comes back
-        # exactly when it moves to expired, and only one run can move it.
-        repo.release_budget(session, program_id=program_id, amount_fen=amount)
-        org.append_audit(
-            session,
-            actor=SYSTEM,
-            action="envelope.expire",
-            target_type="envelope_program",
-            target_id=str(program_id),
-            details={"envelopes": len(rows), "returned_fen": amount},
-        )
-        expired += len(rows)
-        returned += amount
-        programs.append(program_id)
-    return ExpiryReport(envelopes=expired, returned_fen=returned, programs=programs)
-
-
-@dataclass(frozen=True)
-class PrizeView:
-    """A credited prize as its subscriber sees it: cash, or a coupon with its batch."""
-
-    credit: EnvelopeCredit
-    batch: CouponBatch | None
-
-
-def prizes_of(session: Session, *, subscriber_id: int) -> list[PrizeView]:
-    """A subscriber's credited red-envelope prizes, newest first."""
-    return [
-        PrizeView(credit=c, batch=b)
-        for c, b in repo.credits_of(session, subscriber_id=subscriber_id)
-    ]
-
-
-def draw_prizes(
-    session: Session, *, program_id: int, draw_nos: Sequence[int]
-) -> dict[int, PrizeView]:
-    """The credited prize of each of these draws that won one, by draw number."""
-    return {
-        int(c.draw_no or 0): PrizeView(credit=c, batch=b)
-        for c, b in repo.credits_of_draws(session, program_id=program_id, draw_nos=draw_nos)
-    }
-
-
-def cash_balance(session: Session, *, subscriber_id: int) -> int:
-    """A subscriber's red-envelope cash balance in fen (what was credited to it)."""
-    return repo.cash_balance(session, subscriber_id)
-
-
-def my_envelopes(session: Session, *, subscriber_id: int) -> Sequence[ShareEnvelope]:
-    """A subscriber's share envelopes."""
-    return repo.envelopes_of(session, subscriber_id)
-
-
-def helps_of(session: Session, *, envelope_id: int) -> Sequence[ShareHelp]:
-    """Who helped an envelope, in order."""
-    return repo.helps_of(session, envelope_id)
-
-
-def running_programs(session: Session, *, subscriber_id: int) -> Sequence[EnvelopeProgram]:
-    """Programmes a subscriber can take part in now."""
-    me = subscribers.hold_active_subscriber(session, actor=SYSTEM, subscriber_id=subscriber_id)
-    now = clock.now()
-    return [
-        p
-        for p in repo.list_programs(
-            session, owner_regions=["CN", me.province_code], statuses=[ProgramStatus.ACTIVE.value]
-        )
-        if p.starts_at <= now and (p.ends_at is None or p.ends_at > now)
-    ]
-
-
-@dataclass(frozen=True)
-class HelpReview:
-    """A help for anti-abuse review: its chain depth and signals."""
-
-    help: ShareHelp
-    envelope: ShareEnvelope
-    depth: int
-    device_helps: int
-    flags: list[str]
-
-
-def review_helps(
-    session: Session, *, actor: Actor, program_id: int, limit: int = 200
-) -> list[HelpReview]:
-    """Recent helps of a share programme with chain depth and abuse signals."""
-    program = get_program(session, program_id=program_id)
-    _require_edit(actor, program.owner_region)
-    rows = repo.recent_helps(session, program_id=program.id, limit=limit)
-    devices = sorted({h.device_id for h, _ in rows if h.device_id})
-    per_device = repo.device_help_counts(session, devices)
-    by_envelope: dict[int, dict[int, int]] = {}
-    for env_id in {e.id for _, e in rows}:
-        by_envelope[env_id] = {h.helper_id: h.via_id for h in repo.helps_of(session, env_id)}
-    out = []
-    for h, e in rows:
-        chain = by_envelope[e.id]
-        depth, node, hops = 1, h.via_id, 0
-        while node in chain and hops < 50:
-            depth, node, hops = depth + 1, chain[node], hops + 1
-        flags = []
-        if h.device_id and per_device.get(h.device_id, 0) > 3:
-            flags.append("device helps many envelopes")
-        if depth > 3:
-            flags.append("long chain")
-        same_device = [
-            x for x in repo.helps_of(session, e.id) if x.device_id and x.device_id == h.device_id
-        ]
-        if len(same_device) > 1:
-            flags.append("one device, several helpers")
-        out.append(
-            HelpReview(
-                help=h,
-                envelope=e,
-                depth=depth,
-                device_helps=per_device.get(h.device_id or "", 0),
-                flags=flags,
-            )
-        )
-    return out
-
-
-def masked_phone(session: Session, *, vault: Vault, subscriber_id: int) -> str:
-    """A subscriber's phone, masked for display."""
-    return subscribers.subscriber_home(session, vault=vault, subscriber_id=subscriber_id).phone
 
 
 # ---- reads for campaign responses ----------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Background work of coupons: code generation in committed chunks, periodic housekeeping.
 
+The housekeeping round also expires red envelopes (`envelopes.tasks`).
+
 An entry point: each function here owns and commits its transactions.
 """
 
@@ -15,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from perkflow.coupons import service as coupons
 from perkflow.coupons.rules import JobStatus
 from perkflow.db import Pacer, unit_of_work
+from perkflow.envelopes import tasks as envelope_tasks
 from perkflow.errors import PerkflowError
 from perkflow.kit.crypto import Vault
 
@@ -79,14 +82,6 @@ def run_rate_pruner(
         stop.wait(every_s)
 
 
-def expire_envelopes(sessions: sessionmaker[Session]) -> coupons.ExpiryReport:
-    """Expire share envelopes past their programme's end in one committed transaction."""
-    with unit_of_work(sessions) as session:
-        report = coupons.expire_envelopes(session)
-        session.commit()
-    return report
-
-
 @dataclass(frozen=True)
 class Housekeeping:
     """What one round of housekeeping did."""
@@ -99,7 +94,7 @@ class Housekeeping:
 def housekeep(sessions: sessionmaker[Session]) -> Housekeeping:
     """One round of the periodic work, each job in its own transaction."""
     dropped = prune_rate_limits(sessions)
-    expired = expire_envelopes(sessions)
+    expired = envelope_tasks.expire_envelopes(sessions)
     return Housekeeping(
         rate_windows=dropped, envelopes=expired.envelopes, returned_fen=expired.returned_fen
     )

@@ -1,0 +1,1 @@
+"""Red envelopes: lottery programmes, share-to-unlock envelopes, their prize credits."""
