@@ -1,0 +1,77 @@
+"""Use cases of the catalog. Stock and card codes are taken atomically for grants."""
+
+from __future__ import annotations
+
+from ._common import DEFAULT_ZONE
+from .benefits import (
+    StockAlert,
+    benefit_counts,
+    create_benefit,
+    find_benefit,
+    get_benefit,
+    is_low_on_stock,
+    list_benefits,
+    low_stock_alerts,
+    read_benefit,
+    set_benefit_status,
+    stock_alerts,
+    update_benefit,
+)
+from .card_codes import (
+    IMPORT_BATCH,
+    MAX_REPORTED_LINES,
+    CodeImport,
+    PoolLevels,
+    Reservation,
+    code_context,
+    import_card_codes,
+    list_lots,
+    pool_levels,
+    release_reservation,
+    reserve_for_grant,
+    reveal_code,
+)
+from .partners import (
+    create_partner,
+    find_partner,
+    get_partner,
+    list_partners,
+    partners_by_id,
+    read_partner,
+    update_partner,
+)
+
+__all__ = [
+    "DEFAULT_ZONE",
+    "IMPORT_BATCH",
+    "MAX_REPORTED_LINES",
+    "CodeImport",
+    "PoolLevels",
+    "Reservation",
+    "StockAlert",
+    "benefit_counts",
+    "code_context",
+    "create_benefit",
+    "create_partner",
+    "find_benefit",
+    "find_partner",
+    "get_benefit",
+    "get_partner",
+    "import_card_codes",
+    "is_low_on_stock",
+    "list_benefits",
+    "list_lots",
+    "list_partners",
+    "low_stock_alerts",
+    "partners_by_id",
+    "pool_levels",
+    "read_benefit",
+    "read_partner",
+    "release_reservation",
+    "reserve_for_grant",
+    "reveal_code",
+    "set_benefit_status",
+    "stock_alerts",
+    "update_benefit",
+    "update_partner",
+]
