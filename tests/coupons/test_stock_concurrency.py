@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from perkflow.coupons import service as coupons
 from perkflow.coupons.models import Coupon, CouponBatch, StockShard
+from perkflow.coupons.service import claims
 from perkflow.db import make_engine, make_session_factory
 from perkflow.errors import PerkflowError
 from perkflow.kit.crypto import Vault
@@ -93,7 +94,7 @@ def test_claims_racing_stock_additions_never_oversell_nor_lose_units(
     # Claims that saw "sold out" before the last addition leave some stock: sell the rest.
     with wide() as s:
         left = coupons.stock_of(s, actor=SYSTEM, batch_id=batch.id).remaining
-    coupons._sold_out_seen.clear()
+    claims._sold_out_seen.clear()
     with wide() as s:
         for n in range(left):
             coupons.claim_coupon(

@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from perkflow.coupons import repository as repo
-from perkflow.coupons import service as one
 from perkflow.coupons.rules import (
     RATE_PER_DEVICE,
     RATE_PER_SUBSCRIBER,
@@ -33,6 +32,7 @@ from perkflow.coupons.rules import (
     rate_window,
     slot_of,
 )
+from perkflow.coupons.service import claims as one
 from perkflow.errors import Conflict, Forbidden, NotFound, PerkflowError, TooManyRequests
 from perkflow.kit import clock
 from perkflow.kit.crypto import Vault
