@@ -323,6 +323,7 @@ def report(
             campaign_id=campaign_id,
             wave=wave,
             zone=ctx.settings.timezone,
+            mart=ctx.mart,
         )
         out = insights.report_dict(evaluation)
     if as_json:

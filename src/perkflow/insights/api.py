@@ -21,9 +21,13 @@ def evaluation(
     request: Request,
     actor: ApiActor,
     session: DbSession,
+    mart: MartDep,
     wave: Annotated[str | None, Query(pattern="^(test|rollout)$")] = None,
 ) -> dict[str, Any]:
     """Target against control: cells, uplift with its 95% CI and p-value, variants, provinces.
+
+    Beside them, from the mart's history: the CUPED-adjusted uplift (``cuped``) and the uplift
+    by plan band and activity group (``breakdowns``), or why there is none.
 
     API keys need the ``campaigns:read`` scope; staff see their own region's campaigns.
     """
@@ -33,6 +37,7 @@ def evaluation(
         campaign_id=campaign_id,
         wave=wave,
         zone=str(request.app.state.settings.timezone),
+        mart=mart,
     )
     return insights.report_dict(result)
 

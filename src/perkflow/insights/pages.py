@@ -46,6 +46,7 @@ def evaluation_page(
     campaign_id: IdParam,
     staff: Staff,
     session: DbSession,
+    mart: MartDep,
     wave: WaveQuery = None,
 ) -> Response:
     evaluation = insights.evaluate(
@@ -54,6 +55,7 @@ def evaluation_page(
         campaign_id=campaign_id,
         wave=wave,
         zone=str(request.app.state.settings.timezone),
+        mart=mart,
     )
     report = insights.report_dict(evaluation)
     return render(

@@ -20,8 +20,9 @@ from perkflow.campaigns.models import Campaign
 from perkflow.campaigns.rules import POLICY_CHANNEL, Cell, CellCount, HistoryRow
 from perkflow.catalog.rules import Category
 from perkflow.errors import Forbidden, NotFound, PerkflowError, ValidationFailed
-from perkflow.insights import cells, presentation, rules
+from perkflow.insights import breakdowns, cells, pre_period, presentation, rules
 from perkflow.insights import repository as repo
+from perkflow.insights.breakdowns import Breakdown
 from perkflow.insights.rules import Arm, Comparison, Timeline
 from perkflow.insights.stats import srm
 from perkflow.kit import clock
@@ -101,6 +102,9 @@ class Evaluation:
     headline_wave: str | None = None  # the wave ``overall`` reads when it is not every wave
     test_wave: Comparison | None = None
     pooled: Comparison | None = None
+    # Read from the mart when one is given (``pre_period``, ``breakdowns``); None without it.
+    cuped: pre_period.Reading | None = None
+    breakdowns: list[Breakdown] | None = None
 
     @property
     def cells(self) -> dict[str, Arm]:
@@ -176,13 +180,15 @@ def evaluate(
     wave_ids: Sequence[int] | None = None,
     wave: str | None = None,
     zone: str = DEFAULT_ZONE,
+    mart: Mart | None = None,
 ) -> Evaluation:
     """Target against control for a campaign (or one wave), per variant and per province.
 
     Intent to treat: every assigned contact counts, sent or not (a target suppressed at send
     time stays in its cell); treated-on-treated is shown beside it. Each variant is compared
     with its own control rows (``insights.cells``). Without a wave named, a campaign that rolled
-    out is judged on its rollout wave, and its test wave is reported on its own.
+    out is judged on its rollout wave, and its test wave is reported on its own. With a ``mart``,
+    the CUPED reading and the breakdowns by plan band and activity group come beside them.
     """
     campaign = campaigns.get_campaign(session, actor=actor, campaign_id=campaign_id)
     if wave is not None:
@@ -252,6 +258,8 @@ def evaluate(
         headline_wave=headline_wave,
         test_wave=test_wave,
         pooled=pooled,
+        cuped=pre_period.read(mart, campaign_id=campaign.id) if mart is not None else None,
+        breakdowns=breakdowns.read(mart, campaign_id=campaign.id) if mart is not None else None,
     )
 
 
@@ -384,6 +392,8 @@ def report_dict(evaluation: Evaluation) -> dict[str, Any]:
             }
             for g, adj in zip(evaluation.provinces, province_p, strict=True)
         ],
+        "cuped": pre_period.reading_dict(evaluation.cuped),
+        "breakdowns": breakdowns.breakdowns_dict(evaluation.breakdowns),
         "timeline": {
             "zone": evaluation.zone,
             "days": evaluation.timeline.days,

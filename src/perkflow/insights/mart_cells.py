@@ -1,0 +1,171 @@
+"""Per-subscriber sums of a campaign's cells in the mart (Ibis, set-based, any backend).
+
+After ``service.sync_history`` the mart holds each ledger campaign's contacts (``c<id>``) and
+responses; beside them the subscriber profile and monthly usage. The queries here join them per
+subscriber and aggregate in the engine: only one row per cell (CUPED's sufficient statistics) or
+per (group, cell) (breakdown counts) comes back, never the subscribers' rows.
+
+A subscriber's outcome ``y`` is 1 when they responded to the campaign at all (as the ledger's
+responders count), else 0.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from perkflow.audience import marts
+from perkflow.kit.lazy import lazy_module
+from perkflow.mart import Mart
+
+if TYPE_CHECKING:
+    import ibis
+else:
+    ibis = lazy_module("ibis")
+
+# The operator's monthly bills, written by the data load (synth) and read by membership too.
+USAGE = "usage_monthly"
+# Plan bands (yuan per month): under 59, 59 to 128, 129 and over.
+PLAN_BANDS: tuple[tuple[str, int | None, int | None], ...] = (
+    ("lt59", None, 59),
+    ("59to128", 59, 129),
+    ("ge129", 129, None),
+)
+UNKNOWN = "unknown"  # no profile row, or the attribute is empty
+
+
+def campaign_key(campaign_id: int) -> str:
+    """The name of a ledger campaign in the mart's history tables."""
+    return f"c{campaign_id}"
+
+
+def has_history(mart: Mart) -> bool:
+    """Whether the history has been synced to the mart at all."""
+    return mart.has(marts.CONTACT_HISTORY)
+
+
+def _rows(mart: Mart, key: str) -> Any:
+    """One row per subscriber of the campaign: cell, first contact time and the outcome ``y``."""
+    contacts = mart.table(marts.CONTACT_HISTORY)
+    mine = contacts.filter(contacts.campaign_id == key)
+    per_sub = mine.group_by(["subscriber_id", "cell"]).aggregate(
+        contacted_at=mine.contacted_at.min()
+    )
+    if mart.has(marts.RESPONSE_HISTORY):
+        responses = mart.table(marts.RESPONSE_HISTORY)
+        answered = (
+            responses.filter(responses.campaign_id == key)
+            .select(responder=responses.subscriber_id)
+            .distinct()
+        )
+        joined = per_sub.left_join(answered, per_sub.subscriber_id == answered.responder)
+        return joined.select(
+            per_sub.subscriber_id,
+            per_sub.cell,
+            per_sub.contacted_at,
+            y=answered.responder.notnull().cast("int64"),
+        )
+    return per_sub.mutate(y=ibis.literal(0, type="int64"))
+
+
+def first_contact(mart: Mart, campaign_id: int) -> datetime | None:
+    """When the mart's history first contacted (or held back) someone of the campaign."""
+    if not has_history(mart):
+        return None
+    contacts = mart.table(marts.CONTACT_HISTORY)
+    mine = contacts.filter(contacts.campaign_id == campaign_key(campaign_id))
+    value = mart.con.to_pyarrow(mine.contacted_at.min().name("first")).as_py()
+    return value if isinstance(value, datetime) else None
+
+
+def cuped_sums(mart: Mart, campaign_id: int, *, before: date) -> dict[str, dict[str, float]]:
+    """Per cell: n, Σx, Σx², Σy, Σy², Σxy and how many rows have a pre-period ``x``.
+
+    ``x`` is the subscriber's mean monthly bill (yuan) over the usage months before ``before``
+    (the first of the campaign's first month). A subscriber without such a month gets the mean of
+    those who have one, so every row counts and that row adds nothing to theta.
+    Empty when the campaign is not in the mart's history.
+    """
+    if not has_history(mart):
+        return {}
+    rows = _rows(mart, campaign_key(campaign_id))
+    if mart.has(USAGE):
+        usage = mart.table(USAGE)
+        pre = (
+            usage.filter(usage.month < ibis.date(before))
+            .group_by("subscriber_id")
+            .aggregate(x=usage.bill_yuan.cast("float64").mean())
+        )
+        joined = rows.left_join(pre, rows.subscriber_id == pre.subscriber_id)
+        rows = joined.select(rows.cell, rows.y, pre.x)
+    else:
+        rows = rows.select(rows.cell, rows.y, x=ibis.null("float64"))
+    filled = rows.mutate(
+        xf=rows.x.coalesce(rows.x.mean().over(ibis.window()), 0.0),
+        yf=rows.y.cast("float64"),
+    )
+    sums = filled.group_by("cell").aggregate(
+        n=filled.count(),
+        covered=filled.x.count(),
+        sx=filled.xf.sum(),
+        sxx=(filled.xf * filled.xf).sum(),
+        sy=filled.yf.sum(),
+        syy=(filled.yf * filled.yf).sum(),
+        sxy=(filled.xf * filled.yf).sum(),
+    )
+    out: dict[str, dict[str, float]] = {}
+    for row in mart.con.to_pyarrow(sums).to_pylist():
+        cell = str(row.pop("cell"))
+        out[cell] = {k: float(v or 0) for k, v in row.items()}
+    return out
+
+
+def _plan_band(fee: Any) -> Any:
+    cases = []
+    for key, low, high in PLAN_BANDS:
+        cond = fee.notnull()
+        if low is not None:
+            cond = cond & (fee >= low)
+        if high is not None:
+            cond = cond & (fee < high)
+        cases.append((cond, key))
+    return ibis.cases(*cases, else_=UNKNOWN)
+
+
+def breakdown_counts(mart: Mart, campaign_id: int) -> dict[str, list[dict[str, Any]]]:
+    """Per breakdown (``plan_band``, ``activity``): contacts and responders per (group, cell)."""
+    if not has_history(mart):
+        return {}
+    rows = _rows(mart, campaign_key(campaign_id))
+    if mart.has(marts.PROFILE):
+        profile = mart.table(marts.PROFILE)
+        joined = rows.left_join(profile, rows.subscriber_id == profile.subscriber_id)
+        rows = joined.select(
+            rows.cell,
+            rows.y,
+            fee=profile.plan_fee_yuan.cast("int64"),
+            activity=profile.activity_level.cast("string"),
+        )
+    else:
+        rows = rows.select(
+            rows.cell, rows.y, fee=ibis.null("int64"), activity=ibis.null("string")
+        )
+    grouped = rows.mutate(
+        plan_band=_plan_band(rows.fee),
+        activity_group=rows.activity.fill_null(UNKNOWN),
+    )
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, column in (("plan_band", "plan_band"), ("activity", "activity_group")):
+        counts = grouped.group_by([column, "cell"]).aggregate(
+            contacts=grouped.count(), responders=grouped.y.sum()
+        )
+        out[name] = [
+            {
+                "group": str(r[column]),
+                "cell": str(r["cell"]),
+                "contacts": int(r["contacts"]),
+                "responders": int(r["responders"] or 0),
+            }
+            for r in mart.con.to_pyarrow(counts).to_pylist()
+        ]
+    return out
