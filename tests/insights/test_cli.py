@@ -242,3 +242,21 @@ def test_report_prints_the_split_check_the_headline_wave_and_the_other_readings(
     assert "SAMPLE RATIO MISMATCH: 4.8% control (planned 20%), chi-square p <0.0001" in skewed
     assert "do not act on the uplift" in skewed and "split as planned" not in skewed
     assert "headline: every wave together" in skewed
+
+
+def test_report_prints_the_cuped_line_and_the_breakdowns(home: Path) -> None:
+    from tests.insights import mart_campaign
+
+    sessions = make_session_factory(make_engine(f"sqlite:///{home / 'ledger.sqlite3'}"))
+    with sessions() as s:
+        campaign_id = mart_campaign.build(s, home / "mart").campaign.id
+        s.commit()
+    shown = runner.invoke(app, ["campaign", "report", str(campaign_id)], env={"COLUMNS": "160"})
+    assert shown.exit_code == 0, shown.output
+    assert "CUPED (pre-period mean bill" in shown.output
+    assert "variance reduced by" in shown.output
+    assert "Uplift by plan band" in shown.output and "Uplift by activity" in shown.output
+    assert "lt59" in shown.output and "adj. p" in shown.output
+    body = json.loads(runner.invoke(app, ["campaign", "report", str(campaign_id), "--json"]).output)
+    assert 0 < body["cuped"]["variance_reduction"] < 1
+    assert [t["name"] for t in body["breakdowns"]["tables"]] == ["plan_band", "activity"]

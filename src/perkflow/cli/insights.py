@@ -298,6 +298,53 @@ def _print_report(report: dict[str, Any]) -> None:
         )
     )
     _print_evidence(report)
+    _print_mart_readings(report)
+
+
+def _print_mart_readings(report: dict[str, Any]) -> None:
+    """The CUPED line beside the plain one, and a table per breakdown (from the mart)."""
+    cu = report["cuped"]
+    if "adjusted" in cu:
+        console.print(
+            f"CUPED (pre-period mean bill, all waves, mart history): adjusted uplift "
+            f"{_num(cu['adjusted']['absolute'])} {_ci(cu['adjusted']['ci95'])} beside the plain "
+            f"{_num(cu['plain']['absolute'])} {_ci(cu['plain']['ci95'])} points; "
+            f"variance reduced by {cu['variance_reduction'] * 100:.0f}%, {cu['verdict']}"
+        )
+    else:
+        console.print(f"CUPED: not enough data ({cu['reason']})")
+    tables = report["breakdowns"]["tables"]
+    if not tables:
+        console.print(f"Breakdowns: not enough data ({report['breakdowns']['reason']})")
+    for t in tables:
+        out = table(
+            "group",
+            "target",
+            "control",
+            "uplift",
+            "95% CI",
+            "p-value",
+            "adj. p",
+            "sig.",
+            keys={"group", "sig."},
+            figures={"target", "control", "uplift", "95% CI", "p-value", "adj. p"},
+            title=f"Uplift by {t['name'].replace('_', ' ')} (Benjamini-Hochberg; badge reads adj. p)",
+            box=box.SIMPLE_HEAD,
+            padding=0,
+        )
+        for r in t["rows"]:
+            u = r["uplift"]
+            out.add_row(
+                r["group"],
+                f"{r['target']['contacts']:,}",
+                f"{r['control']['contacts']:,}",
+                _num(u["absolute"]),
+                _ci(u["ci95"]),
+                _p(u["p_value"]),
+                _p(u["p_value_adjusted"]),
+                _verdict(r),
+            )
+        console.print(out)
 
 
 def _ci_count(ci: list[float] | None) -> str:
