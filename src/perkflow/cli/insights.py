@@ -328,7 +328,7 @@ def _print_mart_readings(report: dict[str, Any]) -> None:
             "sig.",
             keys={"group", "sig."},
             figures={"target", "control", "uplift", "95% CI", "p-value", "adj. p"},
-            title=f"Uplift by {t['name'].replace('_', ' ')} (Benjamini-Hochberg; badge reads adj. p)",
+            title=f"Uplift by {t['name'].replace('_', ' ')} (BH-adjusted; the badge reads adj. p)",
             box=box.SIMPLE_HEAD,
             padding=0,
         )

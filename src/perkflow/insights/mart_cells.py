@@ -147,9 +147,7 @@ def breakdown_counts(mart: Mart, campaign_id: int) -> dict[str, list[dict[str, A
             activity=profile.activity_level.cast("string"),
         )
     else:
-        rows = rows.select(
-            rows.cell, rows.y, fee=ibis.null("int64"), activity=ibis.null("string")
-        )
+        rows = rows.select(rows.cell, rows.y, fee=ibis.null("int64"), activity=ibis.null("string"))
     grouped = rows.mutate(
         plan_band=_plan_band(rows.fee),
         activity_group=rows.activity.fill_null(UNKNOWN),
