@@ -34,7 +34,7 @@ from perkflow.web.i18n import validation_problem
 from perkflow.web.render import render
 
 router = APIRouter(include_in_schema=False)
-# The device cookie the coupon pages set too (coupons/pages.py): one device id per browser.
+# The device cookie the coupon pages set too (coupons/pages/_common.py): one id per browser.
 DEVICE_COOKIE = "pf_device"
 
 
