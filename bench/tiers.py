@@ -106,6 +106,7 @@ def evaluation(n: int, runs: int) -> dict[str, Any]:
     from perkflow.mart import Mart
     from perkflow.membership import rules
     from perkflow.membership import service as membership
+    from perkflow.membership.service.evaluation import _distribution
 
     program = rules.parse_program(membership.default_program_document())
     with tempfile.TemporaryDirectory(prefix="bench-tiers-") as tmp:
@@ -132,7 +133,7 @@ def evaluation(n: int, runs: int) -> dict[str, Any]:
             raw = con.sql(sql).to_arrow_table()
             timing["raw"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            dist = membership._distribution(mart, program)
+            dist = _distribution(mart, program)
             timing["perkflow_dist"].append(time.perf_counter() - t)
             t = time.perf_counter()
             raw_dist = dict(
