@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,25 +18,6 @@ from perkflow.kit.crypto import Vault
 from perkflow.main import create_app
 from perkflow.settings import Settings
 from tests.pg import PgServer
-
-_EXIT_STATUS: list[int] = []
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    _EXIT_STATUS.append(int(exitstatus))
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config: pytest.Config) -> None:
-    # The whole suite has run and its summary is written: end the process with its status now.
-    # After the full suite, the interpreter's own finalization could abort (SIGABRT, "exception
-    # not rethrown") while native threads of the libraries the suite loads were still alive
-    # (PySpark's py4j bridge, DuckDB and Arrow pools), turning a passed run into a failed one.
-    if _EXIT_STATUS:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_EXIT_STATUS[-1])
-
 
 TEST_SECRET = "test-secret-not-for-production-0123456789abcdef"
 _counter = itertools.count()

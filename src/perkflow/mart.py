@@ -27,7 +27,11 @@ class Mart:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self._backend = backend
-        self._local = threading.local()
+        # Connections by thread, owned here rather than in thread-local storage: a DuckDB connection
+        # must be closed by its owner, not by a pool thread that ends on its own while the
+        # interpreter exits (its destructor then aborts the process).
+        self._cons: dict[int, Any] = {}
+        self._lock = threading.Lock()
 
     @property
     def con(self) -> Any:
@@ -36,10 +40,21 @@ class Mart:
         # the web app serves requests from a thread pool: each thread gets its own connection.
         if self._backend is not None:
             return self._backend
-        con = getattr(self._local, "con", None)
+        key = threading.get_ident()
+        con = self._cons.get(key)
         if con is None:
-            con = self._local.con = ibis.duckdb.connect()
+            # A thread id is reused only once its thread has ended: its connection is free again.
+            con = ibis.duckdb.connect()
+            with self._lock:
+                self._cons[key] = con
         return con
+
+    def close(self) -> None:
+        """Close every connection this mart opened (the next read opens a new one)."""
+        with self._lock:
+            cons, self._cons = list(self._cons.values()), {}
+        for con in cons:
+            con.disconnect()
 
     def path(self, name: str) -> Path:
         """Where a table's Parquet file lives."""
