@@ -12,9 +12,9 @@ from perkflow.catalog import service as catalog
 from perkflow.catalog.schemas import PartnerCreate
 from perkflow.coupons.models import CouponBatch
 from perkflow.coupons.rules import (
+    CouponValidity,
     ReachProblem,
     Scope,
-    ValidityKind,
     claim_validity_problem,
     reach_problems,
 )
@@ -59,12 +59,13 @@ def test_partner_merchants_that_do_not_exist_are_named() -> None:
 
 
 def test_a_validity_that_ends_before_claims_open_is_impossible() -> None:
-    fixed = ValidityKind.FIXED
+    fixed = CouponValidity.FIXED
     assert claim_validity_problem(kind=fixed, valid_until=T0, claim_starts_at=T1)
     assert claim_validity_problem(kind=fixed, valid_until=T0, claim_starts_at=T0)
     assert claim_validity_problem(kind=fixed, valid_until=T1, claim_starts_at=T0) is None
     assert (
-        claim_validity_problem(kind=ValidityKind.DAYS, valid_until=None, claim_starts_at=T1) is None
+        claim_validity_problem(kind=CouponValidity.DAYS, valid_until=None, claim_starts_at=T1)
+        is None
     )
 
 

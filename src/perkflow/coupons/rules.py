@@ -15,7 +15,9 @@ class ValueKind(StrEnum):
     PERCENT = "percent"
 
 
-class ValidityKind(StrEnum):
+class CouponValidity(StrEnum):
+    """How long a claimed coupon is valid: to a fixed instant, or some days from its claim."""
+
     FIXED = "fixed"
     DAYS = "days"
 
@@ -141,13 +143,13 @@ def value_problem(
 
 def validity_problem(
     *,
-    kind: ValidityKind,
+    kind: CouponValidity,
     valid_from: datetime | None,
     valid_until: datetime | None,
     valid_days: int | None,
 ) -> str | None:
     """Why a validity setting is inconsistent, or None."""
-    if kind == ValidityKind.FIXED:
+    if kind == CouponValidity.FIXED:
         if valid_from is None or valid_until is None:
             return "a fixed window needs a start and an end"
         if valid_until <= valid_from:
@@ -160,14 +162,14 @@ def validity_problem(
 
 def coupon_validity(
     *,
-    kind: ValidityKind,
+    kind: CouponValidity,
     claimed_at: datetime,
     valid_from: datetime | None,
     valid_until: datetime | None,
     valid_days: int | None,
 ) -> tuple[datetime, datetime]:
     """The window in which one claimed coupon can be redeemed."""
-    if kind == ValidityKind.FIXED:
+    if kind == CouponValidity.FIXED:
         assert valid_from is not None and valid_until is not None
         return valid_from, valid_until
     return claimed_at, claimed_at + timedelta(days=valid_days or 0)
@@ -414,10 +416,10 @@ def reversal_problem(
 
 
 def claim_validity_problem(
-    *, kind: ValidityKind, valid_until: datetime | None, claim_starts_at: datetime | None
+    *, kind: CouponValidity, valid_until: datetime | None, claim_starts_at: datetime | None
 ) -> str | None:
     """Why a fixed window makes every claimed coupon unusable (it ends before claims open)."""
-    if kind != ValidityKind.FIXED or valid_until is None or claim_starts_at is None:
+    if kind != CouponValidity.FIXED or valid_until is None or claim_starts_at is None:
         return None
     if valid_until <= claim_starts_at:
         return "the coupons' validity ends before the claim window opens: none could be used"

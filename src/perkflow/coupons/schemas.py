@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from perkflow.coupons.rules import BatchStatus, CodeSource, ValidityKind, ValueKind
+from perkflow.coupons.rules import BatchStatus, CodeSource, CouponValidity, ValueKind
 from perkflow.kit.bounds import Id, Int, Line, Text
 
 
@@ -28,7 +28,7 @@ class BatchSpec(BaseModel):
     scope_regions: list[Line] = Field(default_factory=list, max_length=100)
     scope_partners: list[Line] = Field(default_factory=list, max_length=100)
     scope_categories: list[Line] = Field(default_factory=list, max_length=20)
-    validity_kind: ValidityKind = ValidityKind.DAYS
+    validity_kind: CouponValidity = CouponValidity.DAYS
     valid_from: datetime | None = None
     valid_until: datetime | None = None
     valid_days: Int | None = Field(default=30, ge=1, le=3650)

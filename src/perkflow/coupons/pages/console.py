@@ -16,7 +16,7 @@ from perkflow.coupons.rules import (
     CHARSETS,
     BatchStatus,
     CodeSource,
-    ValidityKind,
+    CouponValidity,
     ValueKind,
 )
 from perkflow.coupons.schemas import BatchSpec
@@ -202,7 +202,7 @@ def _editor(
             "batch_id": batch_id,
             "error": error,
             "value_kinds": [k.value for k in ValueKind],
-            "validity_kinds": [k.value for k in ValidityKind],
+            "validity_kinds": [k.value for k in CouponValidity],
             "code_sources": [k.value for k in CodeSource],
             "charsets": list(CHARSETS),
         },

@@ -22,8 +22,8 @@ from perkflow.coupons.rules import (
     BatchStatus,
     CodePattern,
     CodeSource,
+    CouponValidity,
     Scope,
-    ValidityKind,
     added_shards,
     addition_shards,
     claim_validity_problem,
@@ -142,7 +142,7 @@ def _apply_spec(
     batch.scope_partners = list(scope.partners)
     batch.scope_categories = list(scope.categories)
     batch.validity_kind = spec.validity_kind.value
-    fixed = spec.validity_kind == ValidityKind.FIXED
+    fixed = spec.validity_kind == CouponValidity.FIXED
     batch.valid_from = spec.valid_from if fixed else None
     batch.valid_until = spec.valid_until if fixed else None
     batch.valid_days = None if fixed else spec.valid_days

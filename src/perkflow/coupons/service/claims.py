@@ -24,8 +24,8 @@ from perkflow.coupons.rules import (
     CodePattern,
     CodeSource,
     CouponStatus,
+    CouponValidity,
     Permutation,
-    ValidityKind,
     coupon_validity,
     period_keys,
     rate_window,
@@ -191,7 +191,7 @@ class _ClaimTerms:
     claim_ends_at: datetime | None
     limit_total: int
     limit_per_day: int | None
-    validity_kind: ValidityKind
+    validity_kind: CouponValidity
     valid_from: datetime | None
     valid_until: datetime | None
     valid_days: int | None
@@ -228,7 +228,7 @@ def _terms_for_claim(session: Session, batch_id: int) -> _ClaimTerms:
         claim_ends_at=clock.as_utc(row.claim_ends_at) if row.claim_ends_at else None,
         limit_total=row.limit_total,
         limit_per_day=row.limit_per_day,
-        validity_kind=ValidityKind(row.validity_kind),
+        validity_kind=CouponValidity(row.validity_kind),
         valid_from=row.valid_from,
         valid_until=row.valid_until,
         valid_days=row.valid_days,

@@ -14,7 +14,7 @@ from perkflow.coupons.rules import (
     BatchStatus,
     CodeSource,
     CouponStatus,
-    ValidityKind,
+    CouponValidity,
     coupon_validity,
 )
 from perkflow.errors import (
@@ -83,7 +83,7 @@ def issue_prize_coupon(
     shard, slot = taken
     now = clock.now()
     valid_from, valid_until = coupon_validity(
-        kind=ValidityKind(batch.validity_kind),
+        kind=CouponValidity(batch.validity_kind),
         claimed_at=now,
         valid_from=batch.valid_from,
         valid_until=batch.valid_until,
