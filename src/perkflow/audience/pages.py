@@ -25,6 +25,7 @@ from perkflow.kit.pagination import Page
 from perkflow.org import service as org
 from perkflow.org.rules import Perm
 from perkflow.web.auth import CsrfProtected, DbSession, MartDep, Staff, VaultDep
+from perkflow.web.forms import refuse
 from perkflow.web.render import render, request_locale
 
 router = APIRouter(include_in_schema=False)
@@ -283,9 +284,7 @@ def segment_create(
             session, mart=mart, actor=staff.actor, name=name, description=description, raw=raw
         )
     except PerkflowError as exc:
-        if exc.status_code == 403:
-            raise
-        session.rollback()  # nothing of the refused save may stay
+        status = refuse(request, session, exc, let_through=(403,))
         return _builder(
             request,
             staff,
@@ -296,7 +295,7 @@ def segment_create(
             name=name,
             description=description,
             error=exc,
-            status_code=exc.status_code,
+            status_code=status,
             mode=mode,
         )
     return RedirectResponse(f"/console/segments/{segment.id}", status_code=303)
@@ -362,9 +361,7 @@ def segment_save(
             description=description,
         )
     except PerkflowError as exc:
-        if exc.status_code in (403, 404):
-            raise
-        session.rollback()
+        status = refuse(request, session, exc)
         segment = audience.get_segment(session, actor=staff.actor, segment_id=segment_id)
         return _builder(
             request,
@@ -376,7 +373,7 @@ def segment_save(
             name=name,
             description=description,
             error=exc,
-            status_code=exc.status_code,
+            status_code=status,
             mode=mode,
         )
     return RedirectResponse(f"/console/segments/{segment.id}", status_code=303)
@@ -554,9 +551,7 @@ def extraction_save(
         raw = audience.load_definition_text(source)
         audience.save_template(session, mart=mart, actor=staff.actor, raw=raw)
     except PerkflowError as exc:
-        if exc.status_code == 403:
-            raise
-        session.rollback()
+        status = refuse(request, session, exc, let_through=(403,))
         field = f"{exc.field}: " if exc.field and not exc.message.startswith(exc.field) else ""
         return _extractions(
             request,
@@ -564,7 +559,7 @@ def extraction_save(
             session,
             error=field + exc.message,
             source=source,
-            status_code=exc.status_code,
+            status_code=status,
         )
     return RedirectResponse("/console/extractions", status_code=303)
 
@@ -603,12 +598,10 @@ def extraction_run(
             ttl_s=request.app.state.settings.export_ttl_s,
         )
     except PerkflowError as exc:
-        if exc.status_code in (403, 404):
-            raise
-        session.rollback()
-        return _extractions(request, staff, session, error=exc.message, status_code=exc.status_code)
-    # The audit entry must be stored before the file leaves: commit now, not after the response.
-    session.commit()
+        status = refuse(request, session, exc)
+        return _extractions(request, staff, session, error=exc.message, status_code=status)
+    # The audit entry is stored before the file leaves: the request's transaction commits
+    # before the response is sent (web/auth.DbSession).
     media = "text/csv" if report.format == "csv" else "application/vnd.apache.parquet"
     actor, sessions = staff.actor, request.app.state.sessions
 

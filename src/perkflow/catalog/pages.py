@@ -38,6 +38,7 @@ from perkflow.kit.money import parse_yuan
 from perkflow.kit.pagination import Page
 from perkflow.org.rules import Actor, Perm
 from perkflow.web.auth import CsrfProtected, DbSession, Staff, StaffContext, VaultDep
+from perkflow.web.forms import refuse
 from perkflow.web.render import render
 
 router = APIRouter(include_in_schema=False)
@@ -171,11 +172,8 @@ def _alerts(session: Session) -> Sequence[Benefit]:
     return catalog.low_stock_alerts(session)
 
 
-def _refused(session: Session, exc: PerkflowError) -> None:
-    """Let authorisation errors through; roll back a refused write so nothing of it stays."""
-    if exc.status_code in (401, 403, 404):
-        raise exc
-    session.rollback()
+# Authorisation errors are not the form's: they pass through `refuse` to the error page.
+_NOT_THE_FORMS = (401, 403, 404)
 
 
 # ---------------------------------------------------------------- benefits
@@ -275,7 +273,7 @@ def benefit_create(
         spec = parse_input(BenefitCreate, values)
         benefit = catalog.create_benefit(session, actor=staff.actor, spec=spec)
     except PerkflowError as exc:
-        _refused(session, exc)
+        refuse(request, session, exc, let_through=_NOT_THE_FORMS)
         return _render_new(request, session, staff, form, exc)
     return RedirectResponse(f"/console/benefits/{benefit.id}", status_code=303)
 
@@ -330,7 +328,7 @@ def benefit_update(
         changes = parse_input(BenefitUpdate, _benefit_values(form, with_stock=not card_code))
         catalog.update_benefit(session, actor=staff.actor, benefit_id=benefit_id, changes=changes)
     except PerkflowError as exc:
-        _refused(session, exc)
+        refuse(request, session, exc, let_through=_NOT_THE_FORMS)
         return _render_editor(request, session, staff, benefit_id, form, exc)
     return RedirectResponse(f"/console/benefits/{benefit_id}?saved=1", status_code=303)
 
@@ -355,7 +353,7 @@ def benefit_status(
             zone=request.app.state.settings.timezone,
         )
     except PerkflowError as exc:
-        _refused(session, exc)
+        refuse(request, session, exc, let_through=_NOT_THE_FORMS)
         return _render_editor(request, session, staff, benefit_id, None, exc)
     return RedirectResponse(f"/console/benefits/{benefit_id}", status_code=303)
 
@@ -554,7 +552,7 @@ def code_import(
         finally:
             text.detach()  # the upload closes its own file
     except PerkflowError as exc:
-        _refused(session, exc)
+        refuse(request, session, exc, let_through=_NOT_THE_FORMS)
         return _render_pool(request, session, staff, benefit_id, error=exc, unit_cost=unit_cost)
     target = (
         f"/console/benefits/{benefit_id}/codes?lot={outcome.lot.id}"
@@ -718,7 +716,7 @@ def partner_create(
         spec = parse_input(PartnerCreate, values)
         partner = catalog.create_partner(session, actor=staff.actor, vault=vault, spec=spec)
     except PerkflowError as exc:
-        _refused(session, exc)
+        refuse(request, session, exc, let_through=_NOT_THE_FORMS)
         return _render_partner(request, session, staff, None, form, exc)
     return RedirectResponse(f"/console/partners/{partner.id}", status_code=303)
 
@@ -747,7 +745,7 @@ def partner_update(
             session, actor=staff.actor, vault=vault, partner_id=partner_id, changes=changes
         )
     except PerkflowError as exc:
-        _refused(session, exc)
+        refuse(request, session, exc, let_through=_NOT_THE_FORMS)
         partner = catalog.read_partner(session, actor=staff.actor, partner_id=partner_id)
         return _render_partner(request, session, staff, partner, _partner_form(partner) | form, exc)
     return RedirectResponse(f"/console/partners/{partner_id}?saved=1", status_code=303)

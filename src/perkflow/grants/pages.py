@@ -14,6 +14,7 @@ from perkflow.kit.crypto import Vault
 from perkflow.kit.pagination import Page
 from perkflow.subscribers.service import SubscriberView
 from perkflow.web.auth import CsrfProtected, DbSession, Staff, SubscriberId, VaultDep, client_ip
+from perkflow.web.forms import refuse
 from perkflow.web.h5_usage import usage_facts
 from perkflow.web.render import render
 
@@ -114,12 +115,8 @@ def dead_letter_redrive(
             zone=request.app.state.settings.timezone,
         )
     except PerkflowError as exc:
-        if exc.status_code in (403, 404):
-            raise
-        session.rollback()  # nothing of the refused re-drive may stay
-        return _dead_letters(
-            request, staff, session, 1, error=exc.message, status_code=exc.status_code
-        )
+        status = refuse(request, session, exc)
+        return _dead_letters(request, staff, session, 1, error=exc.message, status_code=status)
     return RedirectResponse(f"/console/grants/dead-letters?redriven={message_id}", status_code=303)
 
 
@@ -184,10 +181,8 @@ def reveal_code(
     try:
         code, pin = grants.reveal_card_code(session, actor=actor, vault=vault, grant_id=grant_id)
     except PerkflowError as exc:
-        if exc.status_code == 404:
-            raise
-        session.rollback()
+        status = refuse(request, session, exc, let_through=(404,))
         return _my_benefits(
-            request, sid, session, vault=vault, error=exc.message, status_code=exc.status_code
+            request, sid, session, vault=vault, error=exc.message, status_code=status
         )
     return _my_benefits(request, sid, session, vault=vault, revealed={grant_id: (code, pin)})

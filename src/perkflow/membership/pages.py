@@ -12,6 +12,7 @@ from perkflow.kit import clock
 from perkflow.kit.bounds import IdParam
 from perkflow.membership import service as membership
 from perkflow.web.auth import CsrfProtected, DbSession, MartDep, Staff, SubscriberId, client_ip
+from perkflow.web.forms import refuse
 from perkflow.web.render import render, request_locale
 
 router = APIRouter(include_in_schema=False)
@@ -116,11 +117,9 @@ def rules_save(
         raw = membership.read_document(program)
         membership.define_program(session, actor=staff.actor, raw=raw, mart=mart)
     except PerkflowError as exc:
-        if exc.status_code == 403:
-            raise
-        session.rollback()  # nothing of a refused programme may stay
+        status = refuse(request, session, exc, let_through=(403,))
         return _editor(
-            request, text=program, error=exc.message, field=exc.field, status_code=exc.status_code
+            request, text=program, error=exc.message, field=exc.field, status_code=status
         )
     return RedirectResponse("/console/membership?saved=1", status_code=303)
 
@@ -162,8 +161,6 @@ def pick(request: Request, item_id: IdParam, sid: SubscriberId, session: DbSessi
             session, actor=actor, subscriber_id=sid, item_id=item_id, zone=_zone(request)
         )
     except PerkflowError as exc:
-        if exc.status_code == 404:
-            raise
-        session.rollback()
-        return _center(request, sid, session, error=exc.message, status_code=exc.status_code)
+        status = refuse(request, session, exc, let_through=(404,))
+        return _center(request, sid, session, error=exc.message, status_code=status)
     return _center(request, sid, session, picked=item_id)

@@ -56,7 +56,6 @@ def login_form(request: Request, next: str | None = None) -> Response:
 @router.post("/login", dependencies=[CsrfProtected])
 def login(
     request: Request,
-    session: DbSession,
     username: Annotated[str, Form(max_length=64)],
     password: Annotated[str, Form(max_length=256)],
     next: Annotated[str, Form()] = "/console",
@@ -81,7 +80,11 @@ def login(
             {"next": _safe_next(next), "error": "locked", "message": exc.message},
             status_code=429,
         )
-    result = org.sign_in(session, turn=turn, password=password)
+    # The try is recorded whatever its outcome, and a wrong password answers 401, which rolls the
+    # request's transaction back (web/auth.doom): the check has its own transaction, committed here.
+    with request.app.state.sessions() as attempt:
+        result = org.sign_in(attempt, turn=turn, password=password)
+        attempt.commit()
     if result.user is None:
         return render(
             request, "login.html", {"next": _safe_next(next), "error": "wrong"}, status_code=401

@@ -16,6 +16,7 @@ from perkflow.org.rules import Perm
 from perkflow.subscribers import service as subscribers
 from perkflow.subscribers.rules import Status
 from perkflow.web.auth import CsrfProtected, DbSession, Staff, VaultDep
+from perkflow.web.forms import refuse
 from perkflow.web.i18n import l_
 from perkflow.web.render import render
 
@@ -163,9 +164,7 @@ def subscriber_change_status(
             mart=request.app.state.mart,
         )
     except PerkflowError as exc:
-        if exc.status_code in (403, 404):
-            raise
-        session.rollback()  # nothing of the refused change may stay
+        answer = refuse(request, session, exc)
         field = f"{exc.field}: " if exc.field else ""
         return _detail(
             request,
@@ -174,6 +173,6 @@ def subscriber_change_status(
             vault,
             subscriber_id,
             error=field + exc.message,
-            status_code=exc.status_code,
+            status_code=answer,
         )
     return RedirectResponse(f"/console/subscribers/{subscriber_id}", status_code=303)

@@ -30,12 +30,30 @@ class SubscriberLoginRequired(Exception):
     """An H5 page was opened without a valid one-click sign-in."""
 
 
+def doom(request: Request) -> None:
+    """Mark this request's transaction for rollback: the request answers a refusal (4xx).
+
+    `render` dooms every page it answers with 4xx and `web.forms.refuse` a refused form; call
+    this by hand only for a 4xx response built some other way.
+    """
+    request.state.doomed = True
+
+
+def is_doomed(request: Request) -> bool:
+    """Whether this request's transaction is rolled back instead of committed."""
+    return bool(getattr(request.state, "doomed", False))
+
+
 def _request_session(request: Request) -> Iterator[Session]:
-    # The request owns the transaction: commit once the handler returns, roll back if it raised.
+    # The request owns the transaction: once the handler returns, commit, or roll back if the
+    # request was doomed (it answers 4xx); roll back if the handler raised.
     session: Session = request.app.state.sessions()
     try:
         yield session
-        session.commit()
+        if is_doomed(request):
+            session.rollback()
+        else:
+            session.commit()
     except BaseException:
         session.rollback()
         raise
@@ -43,7 +61,8 @@ def _request_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-# scope="function": the commit happens before the response is sent, so a failed commit is a 500.
+# scope="function": the commit (or rollback) happens before the response is sent, so a failed
+# commit is a 500.
 DbSession = Annotated[Session, Depends(_request_session, scope="function")]
 
 

@@ -14,6 +14,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from perkflow.kit.money import format_fen
+from perkflow.web.auth import doom
 from perkflow.web.i18n import LANG_COOKIE, localize, pick_locale, translate_text, translations
 
 
@@ -40,7 +41,13 @@ def request_locale(request: Request) -> str:
 def render(
     request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200
 ) -> HTMLResponse:
-    """Render a page in the request's language with the shared layout values."""
+    """Render a page in the request's language with the shared layout values.
+
+    A page answered with 4xx is a refusal: it dooms the request, so its transaction is rolled
+    back instead of committed (`web.auth.doom`).
+    """
+    if 400 <= status_code < 500:
+        doom(request)
     env: Environment = request.app.state.templates
     locale = request_locale(request)
     trans = translations(locale)
