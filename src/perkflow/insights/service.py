@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 
 from perkflow.audience import marts
 from perkflow.campaigns import service as campaigns
-from perkflow.campaigns.models import Campaign
 from perkflow.campaigns.rules import POLICY_CHANNEL, Cell, CellCount, HistoryRow
 from perkflow.catalog.rules import Category
 from perkflow.errors import Forbidden, NotFound, PerkflowError, ValidationFailed
@@ -116,7 +115,7 @@ def _arm(rows: Iterable[CellCount]) -> Arm:
     return cells.arm(rows)
 
 
-def _offer_cost(campaign: Campaign) -> int | None:
+def _offer_cost(campaign: campaigns.Campaign) -> int | None:
     offer = campaign.offer or {}
     if offer.get("kind", "none") == "none":
         return 0
@@ -124,7 +123,7 @@ def _offer_cost(campaign: Campaign) -> int | None:
     return int(cost) if isinstance(cost, int) and not isinstance(cost, bool) else None
 
 
-def _cost(campaign: Campaign, rows: Sequence[CellCount]) -> int | None:
+def _cost(campaign: campaigns.Campaign, rows: Sequence[CellCount]) -> int | None:
     """Offers taken up by target responders, plus the messages that went out.
 
     A target suppressed at send time was assigned (it counts in the comparison) but cost
@@ -147,7 +146,7 @@ def _cost(campaign: Campaign, rows: Sequence[CellCount]) -> int | None:
 
 def _group(
     key: str | None,
-    campaign: Campaign,
+    campaign: campaigns.Campaign,
     target: list[CellCount],
     control: list[CellCount],
     *,
@@ -404,7 +403,7 @@ def report_dict(evaluation: Evaluation) -> dict[str, Any]:
 
 
 def campaign_power(
-    session: Session, *, actor: Actor, campaign: Campaign, mart: Mart | None = None
+    session: Session, *, actor: Actor, campaign: campaigns.Campaign, mart: Mart | None = None
 ) -> dict[str, Any] | None:
     """What a campaign's split can detect: its list's size once built, its segment's count before.
 
@@ -487,7 +486,7 @@ def import_history_csv(
     match: str | None = None,
     vault: Vault | None = None,
     map_path: Path | None = None,
-) -> Campaign:
+) -> campaigns.Campaign:
     """Load a history CSV as a finished campaign of an outside source; a bad line refuses all.
 
     Its ids stay the source's unless matched on purpose: ``match="phone"`` (a phone column,

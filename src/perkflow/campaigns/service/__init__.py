@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from perkflow.campaigns.models import Campaign
+
 from .access import MAX_NAME, get_campaign
 from .definitions import (
     approve_campaign,
@@ -54,6 +56,7 @@ __all__ = [
     "IN_APP",
     "LEDGER_REWIND_IDS",
     "MAX_NAME",
+    "Campaign",
     "EventOutcome",
     "Failure",
     "ImportSummary",
