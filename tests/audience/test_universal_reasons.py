@@ -52,4 +52,4 @@ def test_universal_control_members_are_not_counted_under_a_suppression_reason(
     assert tl.reasons == {rules.Reason.OPTED_OUT.value: len(ids) - len(members)}
     assert tl.suppressed == len(ids) - len(members)
     cells = snapshot(mart, tl.mart_table)
-    assert all(cells[sid] == (rules.Cell.UNIVERSAL_CONTROL.value, None) for sid in members)
+    assert all(cells[sid] == (rules.ListCell.UNIVERSAL_CONTROL.value, None) for sid in members)

@@ -409,10 +409,10 @@ def assign(member_rows: ir.Table, src: Sources, plan: Assignment) -> ir.Table:
     extra = (draw * rules.BASIS_POINTS < (product % rules.BASIS_POINTS) * span).cast("int64")
     quota = product // rules.BASIS_POINTS + extra
     cell = ibis.cases(
-        (ranked.in_universal, rules.Cell.UNIVERSAL_CONTROL.value),
-        (ranked.reason.notnull(), rules.Cell.SUPPRESSED.value),
-        (ranked.rank < quota, rules.Cell.CONTROL.value),
-        else_=rules.Cell.TARGET.value,
+        (ranked.in_universal, rules.ListCell.UNIVERSAL_CONTROL.value),
+        (ranked.reason.notnull(), rules.ListCell.SUPPRESSED.value),
+        (ranked.rank < quota, rules.ListCell.CONTROL.value),
+        else_=rules.ListCell.TARGET.value,
     )
     return ranked.select(
         target_list_id=ibis.literal(plan.target_list_id, type="int64"),

@@ -18,7 +18,7 @@ from perkflow.audience import rules
 from perkflow.audience import service as audience
 from perkflow.kit.crypto import Vault
 
-REASON = rules.Cell.UNIVERSAL_CONTROL.value  # the suppression reason a held-out contact gets
+REASON = rules.ListCell.UNIVERSAL_CONTROL.value  # the suppression reason a held-out contact gets
 
 
 def members(

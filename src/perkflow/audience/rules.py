@@ -933,7 +933,9 @@ class Reason(StrEnum):
     QUIET_HOURS = "quiet_hours"
 
 
-class Cell(StrEnum):
+class ListCell(StrEnum):
+    """The cell a target list puts each candidate in (campaigns.rules.Cell is the evaluation arm)."""
+
     TARGET = "target"
     CONTROL = "control"
     UNIVERSAL_CONTROL = "universal_control"

@@ -960,7 +960,7 @@ def _fill_counts(target_list: TargetList, snapshot: pa.Table) -> None:
     counted = snapshot.group_by(["province_code", "cell", "reason"]).aggregate(
         [("subscriber_id", "count")]
     )
-    cells = dict.fromkeys((c.value for c in rules.Cell), 0)
+    cells = dict.fromkeys((c.value for c in rules.ListCell), 0)
     reasons: dict[str, int] = {}
     by_province: dict[str, dict[str, int]] = {}
     for r in counted.to_pylist():
@@ -971,10 +971,10 @@ def _fill_counts(target_list: TargetList, snapshot: pa.Table) -> None:
         per = by_province.setdefault(r["province_code"], dict.fromkeys(cells, 0))
         per[r["cell"]] += n
     target_list.members = int(snapshot.num_rows)
-    target_list.target = cells[rules.Cell.TARGET]
-    target_list.control = cells[rules.Cell.CONTROL]
-    target_list.universal_control = cells[rules.Cell.UNIVERSAL_CONTROL]
-    target_list.suppressed = cells[rules.Cell.SUPPRESSED]
+    target_list.target = cells[rules.ListCell.TARGET]
+    target_list.control = cells[rules.ListCell.CONTROL]
+    target_list.universal_control = cells[rules.ListCell.UNIVERSAL_CONTROL]
+    target_list.suppressed = cells[rules.ListCell.SUPPRESSED]
     target_list.reasons = {r.value: reasons[r.value] for r in rules.Reason if r.value in reasons}
     target_list.by_province = dict(sorted(by_province.items()))
 
