@@ -6,7 +6,7 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Longest value SMPP 3.4 allows in each bind field (its octet size without the closing NUL).
@@ -16,7 +16,8 @@ SMPP_LIMITS = {"smpp_system_id": 15, "smpp_password": 8, "smpp_source_addr": 20}
 class Settings(BaseSettings):
     """Everything configurable; every store and generated file lives under `home`."""
 
-    model_config = SettingsConfigDict(env_prefix="PERKFLOW_", extra="ignore")
+    # populate_by_name: a field read from the environment under an alias is still set by name.
+    model_config = SettingsConfigDict(env_prefix="PERKFLOW_", extra="ignore", populate_by_name=True)
 
     home: Path = Field(default=Path("var"))
     database_url: str | None = None
@@ -53,9 +54,15 @@ class Settings(BaseSettings):
     email_domain: str = "mail.example.net"
     webhook_url: str | None = None
     webhook_secret: str | None = None
-    # The claim gate (docs/coupons.md): claim groups in flight per process, and their size.
+    # The claim path (docs/coupons.md): the ASGI fast lane; the claim gate's writers (claim
+    # groups in flight per process; PERKFLOW_CLAIM_LANES is its former name) and group size.
     claim_fast_lane: bool = True
-    claim_lanes: int = Field(default=1, ge=1, le=64)
+    claim_writers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        validation_alias=AliasChoices("perkflow_claim_writers", "perkflow_claim_lanes"),
+    )
     claim_max_group: int = Field(default=64, ge=1, le=500)
     # Request bodies (web/limits.py): an API call is small; console forms carry CSV uploads.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -39,7 +39,7 @@ def test_requests_arriving_during_a_group_form_the_next_and_get_their_own_answer
             for r in requests
         ]
 
-    gate = claim_gate.ClaimGate(settle, max_group=8, lanes=1)
+    gate = claim_gate.ClaimGate(settle, max_group=8, writers=1)
 
     async def one(sub: int) -> object:
         try:
@@ -49,14 +49,14 @@ def test_requests_arriving_during_a_group_form_the_next_and_get_their_own_answer
 
     async def main() -> list[object]:
         first = asyncio.ensure_future(one(0))
-        await asyncio.sleep(0.01)  # the lane has taken request 0 and is settling it
+        await asyncio.sleep(0.01)  # a writer has taken request 0 and is settling it
         rest = await asyncio.gather(*(one(n) for n in range(1, 20)))
         return [await first, *rest]
 
     answers = asyncio.run(main())
     # Each caller gets the answer for its own request, errors raised as its own.
     assert answers == [f"odd {n}" if n % 2 else n for n in range(20)]
-    # One lane: the first request alone, then those that came meanwhile in groups of at most 8.
+    # One writer: the first request alone, then those that came meanwhile in groups of at most 8.
     assert groups == [[0], list(range(1, 9)), list(range(9, 17)), list(range(17, 20))]
 
 
@@ -70,7 +70,7 @@ def test_a_failing_group_fails_its_own_callers_and_the_gate_goes_on() -> None:
             raise RuntimeError("database went away")
         return [r.subscriber_id for r in requests]  # type: ignore[misc]
 
-    gate = claim_gate.ClaimGate(settle, lanes=1)
+    gate = claim_gate.ClaimGate(settle, writers=1)
 
     async def main() -> tuple[str, object]:
         try:
@@ -133,3 +133,16 @@ def test_concurrent_http_claims_are_grouped_and_never_oversold(
         owners = s.scalars(select(Coupon.subscriber_id).where(Coupon.batch_id == batch_id)).all()
     assert sorted(slots) == list(range(40))
     assert len(set(owners)) == 40
+
+
+def test_the_writers_setting_is_read_under_its_former_name_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from perkflow.settings import Settings
+
+    monkeypatch.delenv("PERKFLOW_CLAIM_WRITERS", raising=False)
+    monkeypatch.setenv("PERKFLOW_CLAIM_LANES", "3")
+    assert Settings().claim_writers == 3
+    monkeypatch.setenv("PERKFLOW_CLAIM_WRITERS", "2")
+    assert Settings().claim_writers == 2
+    assert Settings(claim_writers=4).claim_writers == 4

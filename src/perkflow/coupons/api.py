@@ -47,7 +47,7 @@ def gate_of(app: Any) -> ClaimGate:
         gate = ClaimGate(
             lambda group: settle(sessions, vault=vault, requests=group),
             max_group=settings.claim_max_group,
-            lanes=settings.claim_lanes,
+            writers=settings.claim_writers,
         )
         app.state.claim_gate = gate
     assert isinstance(gate, ClaimGate)

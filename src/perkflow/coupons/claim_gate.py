@@ -2,10 +2,11 @@
 
 A flash sale sends thousands of claims at once. Settled one by one, each claim costs a thread
 hop, a transaction and about ten statements, and the server's CPU, not the database, is the
-limit (bench/README.md). The gate queues the requests of one process and lets at most `lanes`
-groups be in flight: while a group's transaction runs, the requests that arrive meanwhile wait
-and form the next group, so the group size follows the load by itself (one request when the
-server is idle, dozens under a flash sale) and no request waits for a timer.
+limit (bench/README.md). The gate queues the requests of one process and lets at most `writers`
+groups be in flight (`kit.coalesce.Coalescer`): while a group's transaction runs, the requests
+that arrive meanwhile wait and form the next group, so the group size follows the load by itself
+(one request when the server is idle, dozens under a flash sale) and no request waits for a
+timer.
 
 A group is settled a round at a time (`claim_batch.split_rounds`: a subscriber, device or key
 at most once per round), each round one transaction (`claim_batch.claim_coupons`). If a round
@@ -18,13 +19,10 @@ request that still fails alone gets its own error while the others get their cla
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 
 import psycopg
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,6 +30,7 @@ from perkflow.coupons import claim_batch
 from perkflow.coupons import service as coupons
 from perkflow.errors import PerkflowError, TooManyRequests, ValidationFailed
 from perkflow.kit import metrics
+from perkflow.kit.coalesce import Coalescer
 from perkflow.kit.crypto import Vault
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ _UNSTORABLE = (DataError, psycopg.DataError, OverflowError)
 
 # Bigger groups amortise more, but a group's rows stay locked for its whole transaction.
 MAX_GROUP = 64
-LANES = 1
+WRITERS = 1
 
 
 # A deadlock (40P01) or serialization failure (40001) undoes the whole transaction; trying it
@@ -161,45 +160,18 @@ class ClaimGate:
         settle_group: Callable[[list[ClaimRequest]], list[Settled]],
         *,
         max_group: int = MAX_GROUP,
-        lanes: int = LANES,
+        writers: int = WRITERS,
     ) -> None:
-        self._settle = settle_group
-        self._max_group = max_group
-        self._lanes = lanes
-        self._running = 0
-        self._pending: deque[tuple[ClaimRequest, asyncio.Future[Settled]]] = deque()
+        self._groups: Coalescer[ClaimRequest, Settled] = Coalescer(
+            settle_group, max_group=max_group, in_flight=writers
+        )
 
     async def claim(self, request: ClaimRequest) -> coupons.ClaimOutcome:
         """Claim through the next group; raises the claim's own error."""
-        future: asyncio.Future[Settled] = asyncio.get_running_loop().create_future()
-        self._pending.append((request, future))
-        if self._running < self._lanes:
-            # A lane lives while there is work, so no task outlives a request (or its loop).
-            self._running += 1
-            asyncio.get_running_loop().create_task(self._lane())
-        result = await future
+        result = await self._groups.submit(request)
         if isinstance(result, Exception):
             metrics.CLAIMS.labels(outcome=getattr(result, "code", "error")).inc()
             raise result
         replayed = getattr(result, "replayed", False)  # tests settle groups of plain values
         metrics.CLAIMS.labels(outcome="replayed" if replayed else "claimed").inc()
         return result
-
-    async def _lane(self) -> None:
-        try:
-            while self._pending:
-                group = [
-                    self._pending.popleft() for _ in range(min(self._max_group, len(self._pending)))
-                ]
-                try:
-                    results = await run_in_threadpool(self._settle, [r for r, _ in group])
-                except Exception as exc:
-                    for _, future in group:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), result in zip(group, results, strict=True):
-                    if not future.done():  # the client may have gone away meanwhile
-                        future.set_result(result)
-        finally:
-            self._running -= 1
