@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with what was given, at a path such as `rule.all[2].value` or `line 3`."""
+
+    path: str
+    message: str
+
+    def text(self) -> str:
+        """`path: message`, or the message alone when it concerns the whole input."""
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+    def __str__(self) -> str:
+        return self.text()
 
 
 class PerkflowError(Exception):

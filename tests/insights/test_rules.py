@@ -211,16 +211,16 @@ def test_every_bad_line_is_reported_with_its_number() -> None:
     ]
     rows, problems = rules.parse_history(lines, zone="Asia/Shanghai")
     assert rows == []
-    assert [(p.line, p.field) for p in problems] == [
-        (3, "subscriber_id"),
-        (4, "cell"),
-        (5, "contacted_at"),
-        (6, "responded"),
-        (7, "revenue"),
-        (8, "subscriber_id"),
-        (9, "revenue"),
-        (10, "file"),
-        (11, "revenue"),
+    assert [p.path for p in problems] == [
+        "line 3 [subscriber_id]",
+        "line 4 [cell]",
+        "line 5 [contacted_at]",
+        "line 6 [responded]",
+        "line 7 [revenue]",
+        "line 8 [subscriber_id]",
+        "line 9 [revenue]",
+        "line 10 [file]",
+        "line 11 [revenue]",
     ]
     assert "line 2" in problems[5].message
     text = rules.summarize_problems(problems, limit=3)
@@ -229,7 +229,7 @@ def test_every_bad_line_is_reported_with_its_number() -> None:
 
 def test_a_header_without_the_columns_is_one_problem() -> None:
     rows, problems = rules.parse_history(["id,cell\n", "1,target\n"], zone="Asia/Shanghai")
-    assert rows == [] and len(problems) == 1 and problems[0].line == 1
+    assert rows == [] and len(problems) == 1 and problems[0].path == "line 1 [header]"
     assert "subscriber_id" in problems[0].message
     assert rules.parse_history([], zone="UTC")[1][0].message == "the file is empty"
     assert rules.parse_history([HEADER], zone="UTC")[1][0].message == "the file has no rows"

@@ -28,6 +28,7 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from perkflow.campaigns.rules import Cell, HistoryRow
+from perkflow.errors import Problem
 from perkflow.insights.stats import intervals, revenue
 from perkflow.insights.stats import tests as rate_tests
 from perkflow.kit.money import parse_yuan
@@ -291,16 +292,9 @@ def cumulative_timeline(
 # ---- imported histories -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with one line of a history file."""
-
-    line: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line} [{self.field}]: {self.message}"
+def _at(line: int, field: str, message: str) -> Problem:
+    """A problem on one line of a file, at `line N [column]` (or `[file]`, `[header]`)."""
+    return Problem(f"line {line} [{field}]", message)
 
 
 def _parse_time(text: str, zone: ZoneInfo) -> datetime:
@@ -322,11 +316,11 @@ def parse_history(lines: Iterable[str], *, zone: str) -> tuple[list[HistoryRow],
     problems: list[Problem] = []
     header = next(reader, None)
     if header is None:
-        return [], [Problem(1, "file", "the file is empty")]
+        return [], [_at(1, "file", "the file is empty")]
     names = [h.strip().lower().lstrip("\ufeff") for h in header]
     missing = [c for c in HISTORY_COLUMNS if c not in names]
     if missing:
-        return [], [Problem(1, "header", f"missing column(s): {', '.join(missing)}")]
+        return [], [_at(1, "header", f"missing column(s): {', '.join(missing)}")]
     at = {c: names.index(c) for c in HISTORY_COLUMNS}
     phone_at = names.index(PHONE_COLUMN) if PHONE_COLUMN in names else None
     rows: list[HistoryRow] = []
@@ -337,7 +331,7 @@ def parse_history(lines: Iterable[str], *, zone: str) -> tuple[list[HistoryRow],
             continue  # blank lines are not rows
         if len(record) < len(names):
             problems.append(
-                Problem(line, "file", f"{len(record)} fields where the header has {len(names)}")
+                _at(line, "file", f"{len(record)} fields where the header has {len(names)}")
             )
             continue
         values = {c: record[i].strip() for c, i in at.items()}
@@ -346,32 +340,30 @@ def parse_history(lines: Iterable[str], *, zone: str) -> tuple[list[HistoryRow],
         sid_text = values["subscriber_id"]
         sid = int(sid_text) if sid_text.isascii() and sid_text.isdigit() else 0
         if not 0 < sid <= _MAX_ID:
-            problems.append(Problem(line, "subscriber_id", f"{sid_text!r} is not a positive id"))
+            problems.append(_at(line, "subscriber_id", f"{sid_text!r} is not a positive id"))
         elif sid in first_line:
             problems.append(
-                Problem(line, "subscriber_id", f"{sid} also appears on line {first_line[sid]}")
+                _at(line, "subscriber_id", f"{sid} also appears on line {first_line[sid]}")
             )
         else:
             first_line[sid] = line
 
         cell_text = values["cell"].lower()
         if cell_text not in (Cell.TARGET.value, Cell.CONTROL.value):
-            problems.append(
-                Problem(line, "cell", f"{values['cell']!r} is neither target nor control")
-            )
+            problems.append(_at(line, "cell", f"{values['cell']!r} is neither target nor control"))
 
         phone = (record[phone_at].strip() or None) if phone_at is not None else None
 
         variant = values["variant"] or None
         if variant is not None and len(variant) > MAX_VARIANT:
-            problems.append(Problem(line, "variant", f"longer than {MAX_VARIANT} characters"))
+            problems.append(_at(line, "variant", f"longer than {MAX_VARIANT} characters"))
 
         contacted_at = None
         try:
             contacted_at = _parse_time(values["contacted_at"], tz)
         except ValueError:
             problems.append(
-                Problem(
+                _at(
                     line,
                     "contacted_at",
                     f"{values['contacted_at']!r} is not an ISO 8601 time "
@@ -382,7 +374,7 @@ def parse_history(lines: Iterable[str], *, zone: str) -> tuple[list[HistoryRow],
         responded_text = values["responded"].lower()
         if responded_text not in _TRUE | _FALSE:
             problems.append(
-                Problem(line, "responded", f"{values['responded']!r} is not 0, 1, true or false")
+                _at(line, "responded", f"{values['responded']!r} is not 0, 1, true or false")
             )
         responded = responded_text in _TRUE
 
@@ -391,14 +383,12 @@ def parse_history(lines: Iterable[str], *, zone: str) -> tuple[list[HistoryRow],
             try:
                 revenue = parse_yuan(values["revenue"])
             except ValueError as exc:
-                problems.append(Problem(line, "revenue", str(exc)))
+                problems.append(_at(line, "revenue", str(exc)))
             else:
                 if revenue < 0:
-                    problems.append(Problem(line, "revenue", "revenue may not be negative"))
+                    problems.append(_at(line, "revenue", "revenue may not be negative"))
                 elif revenue and not responded and responded_text in _FALSE:
-                    problems.append(
-                        Problem(line, "revenue", "revenue on a row that did not respond")
-                    )
+                    problems.append(_at(line, "revenue", "revenue on a row that did not respond"))
 
         if len(problems) == bad and contacted_at is not None:
             rows.append(
@@ -413,7 +403,7 @@ def parse_history(lines: Iterable[str], *, zone: str) -> tuple[list[HistoryRow],
                 )
             )
     if not rows and not problems:
-        problems.append(Problem(1, "file", "the file has no rows"))
+        problems.append(_at(1, "file", "the file has no rows"))
     return (rows if not problems else []), problems
 
 
@@ -426,11 +416,11 @@ def parse_id_map(lines: Iterable[str]) -> tuple[dict[int, int], list[Problem]]:
     reader = csv.reader(lines)
     header = next(reader, None)
     if header is None:
-        return {}, [Problem(1, "file", "the mapping is empty")]
+        return {}, [_at(1, "file", "the mapping is empty")]
     names = [h.strip().lower().lstrip("\ufeff") for h in header]
     missing = [c for c in MAP_COLUMNS if c not in names]
     if missing:
-        return {}, [Problem(1, "header", f"missing column(s): {', '.join(missing)}")]
+        return {}, [_at(1, "header", f"missing column(s): {', '.join(missing)}")]
     at = [names.index(c) for c in MAP_COLUMNS]
     mapping: dict[int, int] = {}
     taken: dict[int, int] = {}
@@ -441,7 +431,7 @@ def parse_id_map(lines: Iterable[str]) -> tuple[dict[int, int], list[Problem]]:
             continue
         if len(record) < len(names):
             problems.append(
-                Problem(line, "file", f"{len(record)} fields where the header has {len(names)}")
+                _at(line, "file", f"{len(record)} fields where the header has {len(names)}")
             )
             continue
         ids: list[int] = []
@@ -449,18 +439,16 @@ def parse_id_map(lines: Iterable[str]) -> tuple[dict[int, int], list[Problem]]:
             text = record[i].strip()
             value = int(text) if text.isascii() and text.isdigit() else 0
             if not 0 < value <= _MAX_ID:
-                problems.append(Problem(line, column, f"{text!r} is not a positive id"))
+                problems.append(_at(line, column, f"{text!r} is not a positive id"))
             ids.append(value)
         if len(ids) != 2 or not all(ids):
             continue
         outside, subscriber = ids
         if outside in mapping:
-            problems.append(Problem(line, "outside_id", f"{outside} is mapped twice"))
+            problems.append(_at(line, "outside_id", f"{outside} is mapped twice"))
         elif subscriber in taken:
             problems.append(
-                Problem(
-                    line, "subscriber_id", f"{subscriber} is also outside id {taken[subscriber]}"
-                )
+                _at(line, "subscriber_id", f"{subscriber} is also outside id {taken[subscriber]}")
             )
         else:
             mapping[outside] = subscriber

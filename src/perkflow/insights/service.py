@@ -18,7 +18,7 @@ from perkflow.audience import marts
 from perkflow.campaigns import service as campaigns
 from perkflow.campaigns.rules import POLICY_CHANNEL, Cell, CellCount, HistoryRow
 from perkflow.catalog.rules import Category
-from perkflow.errors import Forbidden, NotFound, PerkflowError, ValidationFailed
+from perkflow.errors import Forbidden, NotFound, PerkflowError, Problem, ValidationFailed
 from perkflow.insights import breakdowns, cells, pre_period, presentation, rules
 from perkflow.insights import repository as repo
 from perkflow.insights.breakdowns import Breakdown
@@ -450,7 +450,7 @@ def _read(path: Path, parse: Any) -> Any:
         raise ValidationFailed(f"{path.name} is not UTF-8 text", field="file") from exc
 
 
-def _refuse(path: Path, problems: Sequence[rules.Problem], field: str) -> ValidationFailed:
+def _refuse(path: Path, problems: Sequence[Problem], field: str) -> ValidationFailed:
     return ValidationFailed(
         f"{len(problems)} problem(s) in {path.name}, nothing loaded:\n"
         + rules.summarize_problems(problems, limit=_PROBLEMS_SHOWN),
