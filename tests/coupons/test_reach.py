@@ -13,10 +13,10 @@ from perkflow.catalog.schemas import PartnerCreate
 from perkflow.coupons.models import CouponBatch
 from perkflow.coupons.rules import (
     CouponValidity,
-    ReachProblem,
+    ReachWarning,
     Scope,
     claim_validity_problem,
-    reach_problems,
+    reach_warnings,
 )
 from perkflow.kit.crypto import Vault
 from perkflow.org.rules import SYSTEM, Role
@@ -29,28 +29,28 @@ T1 = datetime(2026, 11, 20, tzinfo=UTC)
 
 def test_a_store_scope_without_stores_leaves_nobody_or_only_partners() -> None:
     regions = Scope(region_paths=("CN/XX",))
-    assert reach_problems(scope=regions, stores_in_scope=0, unknown_partners=[]) == [
-        ReachProblem(
+    assert reach_warnings(scope=regions, stores_in_scope=0, unknown_partners=[]) == [
+        ReachWarning(
             "scope_regions", "no_store", "no store is in the batch's scope: nobody can redeem it"
         )
     ]
-    assert reach_problems(scope=regions, stores_in_scope=3, unknown_partners=[]) == []
+    assert reach_warnings(scope=regions, stores_in_scope=3, unknown_partners=[]) == []
     both = Scope(region_paths=("CN/XX",), partners=("cafe",))
-    [only] = reach_problems(scope=both, stores_in_scope=0, unknown_partners=[])
+    [only] = reach_warnings(scope=both, stores_in_scope=0, unknown_partners=[])
     assert (only.field, only.kind) == ("scope_regions", "no_store")
     assert only.message == "no store is in the batch's scope: only partner merchants can redeem it"
 
 
 def test_partner_merchants_that_do_not_exist_are_named() -> None:
     ghost = Scope(partners=("ghost",))
-    found = reach_problems(scope=ghost, stores_in_scope=0, unknown_partners=["ghost"])
+    found = reach_warnings(scope=ghost, stores_in_scope=0, unknown_partners=["ghost"])
     assert [(p.field, p.kind, p.code) for p in found] == [
         ("scope_partners", "unknown_partner", "ghost"),
         ("scope_partners", "no_partner", None),
     ]
     assert found[1].message == "no listed partner merchant exists: nobody can redeem it"
     some = Scope(partners=("cafe", "ghost"))
-    [one] = reach_problems(scope=some, stores_in_scope=0, unknown_partners=["ghost"])
+    [one] = reach_warnings(scope=some, stores_in_scope=0, unknown_partners=["ghost"])
     assert (one.kind, one.code, one.message) == (
         "unknown_partner",
         "ghost",

@@ -11,12 +11,12 @@ from sqlalchemy.orm import Session
 
 from perkflow.catalog import service as catalog
 from perkflow.coupons.models import CouponBatch
-from perkflow.coupons.rules import ReachProblem, Scope, reach_problems
+from perkflow.coupons.rules import ReachWarning, Scope, reach_warnings
 from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM
 
 
-def batch_warnings(session: Session, *, batch: CouponBatch) -> list[ReachProblem]:
+def batch_warnings(session: Session, *, batch: CouponBatch) -> list[ReachWarning]:
     """What in the batch's scope leaves nobody (or fewer than meant) able to redeem it."""
     scope = Scope(
         stores=tuple(batch.scope_stores),
@@ -28,7 +28,7 @@ def batch_warnings(session: Session, *, batch: CouponBatch) -> list[ReachProblem
     known = (
         {p.code for p in catalog.list_partners(session, actor=SYSTEM)} if scope.partners else set()
     )
-    return reach_problems(
+    return reach_warnings(
         scope=scope,
         stores_in_scope=stores,
         unknown_partners=[p for p in scope.partners if p not in known],

@@ -427,8 +427,12 @@ def claim_validity_problem(
 
 
 @dataclass(frozen=True)
-class ReachProblem:
-    """Why nobody, or fewer than meant, could redeem a batch: `kind` names the case for pages."""
+class ReachWarning:
+    """Why nobody, or fewer than meant, could redeem a batch: `kind` names the case for pages.
+
+    A warning, not a validation problem: the batch is valid and kept, since stores and partner
+    merchants may be added after it.
+    """
 
     field: str
     kind: str  # no_store | unknown_partner | no_partner
@@ -436,22 +440,22 @@ class ReachProblem:
     code: str | None = None  # the partner merchant that does not exist
 
 
-def reach_problems(
+def reach_warnings(
     *, scope: Scope, stores_in_scope: int, unknown_partners: Sequence[str]
-) -> list[ReachProblem]:
+) -> list[ReachWarning]:
     """Each reason nobody, or fewer than meant, could redeem a batch with this scope."""
-    problems: list[ReachProblem] = []
+    warnings: list[ReachWarning] = []
     in_stores = bool(scope.stores or scope.region_paths)
     known = [p for p in scope.partners if p not in unknown_partners]
     if in_stores and stores_in_scope == 0:
         field = "scope_stores" if scope.stores else "scope_regions"
         who = "only partner merchants" if known else "nobody"
         message = f"no store is in the batch's scope: {who} can redeem it"
-        problems.append(ReachProblem(field, "no_store", message))
+        warnings.append(ReachWarning(field, "no_store", message))
     for code in unknown_partners:
         message = f"no partner merchant {code}: none redeems there"
-        problems.append(ReachProblem("scope_partners", "unknown_partner", message, code))
+        warnings.append(ReachWarning("scope_partners", "unknown_partner", message, code))
     if scope.partners and not known and not in_stores:
         message = "no listed partner merchant exists: nobody can redeem it"
-        problems.append(ReachProblem("scope_partners", "no_partner", message))
-    return problems
+        warnings.append(ReachWarning("scope_partners", "no_partner", message))
+    return warnings
