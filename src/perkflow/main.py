@@ -31,7 +31,7 @@ from perkflow.coupons.claim_lane import ClaimLane
 from perkflow.db import is_busy, make_engine, make_session_factory
 from perkflow.envelopes import api as envelopes_api
 from perkflow.envelopes import pages as envelopes_pages
-from perkflow.errors import PerkflowError
+from perkflow.errors import PerkflowError, Problem
 from perkflow.grants import api as grants_api
 from perkflow.grants import pages as grants_pages
 from perkflow.insights import api as insights_api
@@ -50,7 +50,7 @@ from perkflow.web.auth import LoginRequired, SubscriberLoginRequired
 from perkflow.web.i18n import N_, translate_text, translations, validation_message
 from perkflow.web.limits import AuthFirst, BodyLimit
 from perkflow.web.metrics import check_stores, install_metrics
-from perkflow.web.openapi import API_RESPONSES, install_openapi
+from perkflow.web.openapi import API_RESPONSES, field_problems, install_openapi
 from perkflow.web.render import build_env, render, request_locale
 
 
@@ -114,7 +114,7 @@ def _field_of(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or ".".join(str(p) for p in loc)
 
 
-def _json_invalid(error: Any, doc: Any) -> dict[str, str]:
+def _json_invalid(error: Any, doc: Any) -> Problem:
     """The body's decode error as line and column, the way an editor shows them."""
     pos = error["loc"][-1] if isinstance(error["loc"][-1], int) else 0
     text = doc if isinstance(doc, str) else ""
@@ -122,7 +122,7 @@ def _json_invalid(error: Any, doc: Any) -> dict[str, str]:
     column = pos - (text.rfind("\n", 0, pos) + 1) + 1
     reason = error.get("ctx", {}).get("error", "")
     where = f"invalid JSON at line {line} column {column}"
-    return {"field": "body", "message": f"{where} ({reason})" if reason else where}
+    return Problem("body", f"{where} ({reason})" if reason else where)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -163,26 +163,25 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error_page(request, exc.status_code, exc.message, field=exc.field or "")
 
     def invalid(
-        request: Request, errors: list[dict[str, str]], problems: list[dict[str, Any]] | None = None
+        request: Request, problems: list[Problem], pydantic: list[dict[str, Any]] | None = None
     ) -> Response:
-        first = errors[0] if errors else {"field": "", "message": "invalid request"}
-        message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+        first = problems[0] if problems else Problem("", "invalid request")
         if _wants_json(request):
             body = {
                 "code": "validation_failed",
-                "message": message,
-                "field": first["field"],
-                "errors": errors,
+                "message": first.text(),
+                "field": first.path,
+                "errors": field_problems(problems),
             }
             return JSONResponse({"error": body}, status_code=422)
         # A page shows the problem in the reader's language, naming the field as it is sent.
         trans = translations(request_locale(request))
         text = (
-            validation_message(problems[0], trans)
-            if problems
-            else translate_text(first["message"], trans) or first["message"]
+            validation_message(pydantic[0], trans)
+            if pydantic
+            else translate_text(first.message, trans) or first.message
         )
-        context = {"status": 422, "message": text, "field": first["field"]}
+        context = {"status": 422, "message": text, "field": first.path}
         return render(request, "error.html", context, status_code=422)
 
     @app.exception_handler(RequestValidationError)
@@ -193,7 +192,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             return invalid(request, [_json_invalid(errors[0], exc.body)])
         return invalid(
             request,
-            [{"field": _field_of(e["loc"]), "message": e["msg"]} for e in errors],
+            [Problem(_field_of(e["loc"]), e["msg"]) for e in errors],
             [dict(e) for e in errors],
         )
 
@@ -201,7 +200,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     # integer beyond 64 bits, a NUL in PostgreSQL text) is the caller's error, never a 500.
     # The request's transaction is rolled back as for any error (web/auth.py).
     async def unstorable(request: Request, exc: Exception) -> Response:
-        return invalid(request, [{"field": "", "message": UNSTORABLE}])
+        return invalid(request, [Problem("", UNSTORABLE)])
 
     app.add_exception_handler(DataError, unstorable)
     app.add_exception_handler(psycopg.DataError, unstorable)

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from perkflow.errors import Problem
+
 
 class FieldProblem(BaseModel):
+    """A `Problem` as the API answers it: its path is the `field`."""
+
     field: str
     message: str
+
+
+def field_problems(problems: Iterable[Problem]) -> list[dict[str, str]]:
+    """The `errors` of an error answer, one `{field, message}` per problem."""
+    return [FieldProblem(field=p.path, message=p.message).model_dump() for p in problems]
 
 
 class ErrorBody(BaseModel):
@@ -22,14 +32,14 @@ class ErrorBody(BaseModel):
     errors: list[FieldProblem] | None = None
 
 
-class Problem(BaseModel):
+class ErrorAnswer(BaseModel):
     """Every error the API answers: `{"error": {"code": …, "message": …}}`."""
 
     error: ErrorBody
 
 
 def _answer(description: str) -> dict[str, Any]:
-    return {"model": Problem, "description": description}
+    return {"model": ErrorAnswer, "description": description}
 
 
 # One mapping for every /v1 router (main.create_app includes them with it).
