@@ -363,3 +363,14 @@ def test_dispatch_now_sends_only_the_campaign_it_was_pressed_on(
     client.post(f"/console/campaigns/{national}/dispatch", data={"csrf_token": token})
     assert _statuses(web_sessions, national).get("delivered", 0) > 0
     assert _statuses(web_sessions, gd_own) == sent
+
+
+def test_fixed_paths_are_routed_before_campaign_ids() -> None:
+    """The pages' parts register in order, so /console/campaigns/new is never taken for an id."""
+    from perkflow.campaigns.pages import router
+
+    paths = [getattr(r, "path", "") for r in router.routes]
+    first_id = min(i for i, p in enumerate(paths) if "{campaign_id}" in p)
+    fixed = [p for p in paths if p.startswith("/console/campaigns/") and "{" not in p]
+    assert {"/console/campaigns/new", "/console/campaigns/approvals"} <= set(fixed)
+    assert all(paths.index(p) < first_id for p in fixed), paths
