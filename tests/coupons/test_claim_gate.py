@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from perkflow.coupons import claim_gate
-from perkflow.coupons.claim_batch import ClaimRequest, ClaimResult
 from perkflow.coupons.models import Coupon
+from perkflow.coupons.service.claim_group import ClaimRequest, ClaimResult
 from perkflow.errors import Conflict, PerkflowError
 from perkflow.kit.crypto import Vault
 from perkflow.org.rules import SYSTEM

@@ -13,9 +13,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from perkflow.coupons import claim_gate
-from perkflow.coupons.claim_batch import ClaimRequest
 from perkflow.coupons.models import Coupon
 from perkflow.coupons.service import ClaimOutcome
+from perkflow.coupons.service.claim_group import ClaimRequest
 from perkflow.errors import ValidationFailed
 from perkflow.kit.crypto import Vault
 from perkflow.main import create_app

@@ -8,10 +8,10 @@ that arrive meanwhile wait and form the next group, so the group size follows th
 (one request when the server is idle, dozens under a flash sale) and no request waits for a
 timer.
 
-A group is settled a round at a time (`claim_batch.split_rounds`: a subscriber, device or key
-at most once per round), each round one transaction (`claim_batch.claim_coupons`). If a round
-fails as a whole (a database error, or a case only the lone path settles exactly), it is rolled
-back and each of its requests is claimed alone in its own transaction, as before the gate.
+A group is settled a round at a time (`claim_group.split_rounds`: a subscriber, device or key
+at most once per round), each round one transaction (`claim_group.claim_group`). If a round
+fails as a whole (a database error, or a case only a group of one settles exactly), it is
+rolled back and each of its requests is claimed alone in its own transaction.
 So one request's error is only its own: whatever a round raises (a value the driver cannot
 store, a bug met by one request), the round's requests are settled again one by one, and a
 request that still fails alone gets its own error while the others get their claims.
@@ -26,18 +26,20 @@ import psycopg
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from perkflow.coupons import claim_batch
 from perkflow.coupons import service as coupons
+from perkflow.coupons.service import claim_group
+from perkflow.coupons.service.claim_group import ClaimRequest, ClaimResult
 from perkflow.errors import PerkflowError, TooManyRequests, ValidationFailed
 from perkflow.kit import metrics
 from perkflow.kit.coalesce import Coalescer
 from perkflow.kit.crypto import Vault
 
+__all__ = ["ClaimGate", "ClaimRequest", "Settled", "claim_alone", "settle"]
+
 log = logging.getLogger(__name__)
 
-ClaimRequest = claim_batch.ClaimRequest
 # What a group gives each of its requests: its outcome, its refusal, or the error it alone met.
-Settled = claim_batch.ClaimResult | Exception
+Settled = ClaimResult | Exception
 # Values the edge's types refuse, should one come through anyway: the driver cannot store them.
 _UNSTORABLE = (DataError, psycopg.DataError, OverflowError)
 
@@ -54,7 +56,7 @@ ALONE_TRIES = 4
 
 def claim_alone(
     sessions: sessionmaker[Session], *, vault: Vault, request: ClaimRequest
-) -> claim_batch.ClaimResult:
+) -> ClaimResult:
     """One claim in its own transaction, tried again if the database asks for it."""
     for attempt in range(ALONE_TRIES):
         try:
@@ -69,7 +71,7 @@ def claim_alone(
 
 def _claim_alone_once(
     sessions: sessionmaker[Session], *, vault: Vault, request: ClaimRequest
-) -> claim_batch.ClaimResult:
+) -> ClaimResult:
     """One claim in its own transaction: the attempt is counted in it, one commit on success."""
     with sessions() as session:
 
@@ -114,7 +116,7 @@ def settle(
 ) -> list[Settled]:
     """Claim a group, a transaction per round; a round that fails as a whole, each alone."""
     results: list[Settled | None] = [None] * len(requests)
-    for indexes in claim_batch.split_rounds(requests):
+    for indexes in claim_group.split_rounds(requests):
         batch = [requests[i] for i in indexes]
         for i, result in zip(indexes, _settle_round(sessions, vault, batch), strict=True):
             results[i] = result
@@ -126,7 +128,7 @@ def _settle_round(
 ) -> list[Settled]:
     with sessions() as session:
         try:
-            results = claim_batch.claim_coupons(session, vault=vault, requests=requests)
+            results = claim_group.claim_group(session, vault=vault, requests=requests)
             session.commit()
             return list(results)
         except Exception as exc:

@@ -1,7 +1,8 @@
 """Queries over coupons; every limit statement is atomic on its own.
 
-One submodule per part (batches, claims, claims_bulk, codes, redemption, reads); this package
-re-exports their public names, so the service keeps writing `repo.get_batch(...)`.
+One submodule per part (batches, claims, claims_bulk: the set-based claim statements, codes,
+redemption, reads); this package re-exports their public names, so the service keeps writing
+`repo.get_batch(...)`.
 """
 
 from __future__ import annotations
@@ -20,29 +21,24 @@ from perkflow.coupons.repository.batches import (
 from perkflow.coupons.repository.claims import (
     batch_status,
     batch_terms,
-    bump_claim_counters,
     claim_id_by_key,
-    coupon_by_key,
     give_back_to_shard,
-    insert_claim,
     pool_code,
     shards_left,
-    take_from_active_shard,
-    take_rate_tokens,
-    unbump_claim_counters,
 )
 from perkflow.coupons.repository.claims_bulk import (
-    bump_claim_counters_many,
+    bump_claim_counters,
     claimed_counts,
     count_coupons,
     coupons_by_keys,
     give_back_rate_tokens,
+    insert_claim,
     insert_claims,
-    pool_codes_many,
+    pool_codes,
     prune_rate_buckets,
-    take_many_from_active_shard,
-    take_rate_tokens_many,
-    unbump_claim_counters_many,
+    take_from_active_shard,
+    take_rate_tokens,
+    unbump_claim_counters,
     wallet,
 )
 from perkflow.coupons.repository.codes import (
@@ -78,7 +74,6 @@ __all__ = [
     "batch_terms",
     "batches_of_coupons",
     "bump_claim_counters",
-    "bump_claim_counters_many",
     "cas_coupon",
     "cas_reverse",
     "claim_id_by_key",
@@ -86,7 +81,6 @@ __all__ = [
     "claims_after",
     "count_coupons",
     "coupon_by_hash",
-    "coupon_by_key",
     "coupons_by_keys",
     "existing_hashes",
     "get_batch",
@@ -105,7 +99,7 @@ __all__ = [
     "move_subscriber_coupons",
     "per_minute",
     "pool_code",
-    "pool_codes_many",
+    "pool_codes",
     "pool_codes_page",
     "prune_rate_buckets",
     "redemption_by_ref",
@@ -118,10 +112,7 @@ __all__ = [
     "stock_levels",
     "store_redemptions",
     "take_from_active_shard",
-    "take_many_from_active_shard",
     "take_rate_tokens",
-    "take_rate_tokens_many",
     "unbump_claim_counters",
-    "unbump_claim_counters_many",
     "wallet",
 ]

@@ -1,22 +1,18 @@
-"""Queries of one claim: prebuilt statements for the stock take, counters, rate windows, coupons."""
+"""Claim queries that are not set-based: a batch's terms and status, its shards left, a key."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
     Table,
     bindparam,
     select,
-    text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from perkflow.coupons.models import (
-    ClaimCounter,
     Coupon,
     CouponBatch,
     PoolCode,
@@ -61,62 +57,9 @@ _IS_ACTIVE = (
     .where(_BATCHES.c.id == bindparam("b_batch"), _BATCHES.c.status == "active")
     .exists()
 )
-# The batch's status is checked in the same statement that takes the unit, so a claim never
-# takes stock from a paused or ended batch even though its other terms come from a cache.
-_TAKE_ACTIVE = (
-    update(_SHARDS)
-    .where(
-        _SHARDS.c.batch_id == bindparam("b_batch"),
-        _SHARDS.c.shard == bindparam("b_shard"),
-        _SHARDS.c.remaining > 0,
-        _IS_ACTIVE,
-    )
-    .values(remaining=_SHARDS.c.remaining - 1)
-    .returning(_SHARDS.c.slot_base, _SHARDS.c.size, _SHARDS.c.remaining)
-)
 _SHARDS_LEFT = select(_SHARDS.c.shard).where(
     _SHARDS.c.batch_id == bindparam("batch_id"), _SHARDS.c.remaining > 0
 )
-_INSERT_CLAIM = {
-    # The columns come from the parameters at execution (the same keys on every claim).
-    name: dialect.insert(_COUPONS)
-    .on_conflict_do_nothing(index_elements=["idempotency_key"])
-    .returning(_COUPONS.c.id)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
-
-
-def _conditional_upsert(table: str, key_cols: tuple[str, ...], keyed: str, rows: int) -> Any:
-    """`INSERT … ON CONFLICT DO UPDATE SET count = count + 1 WHERE count < limit RETURNING`.
-
-    Text, because SQLAlchemy does not cache multi-row VALUES (it recompiled these two statements
-    on every claim); the SQL is the same on PostgreSQL and SQLite.
-    """
-    cols = (*key_cols, "count")
-    values = ", ".join(
-        "(" + ", ".join(f":{c}{i}" if c == keyed else f":{c}" for c in key_cols) + ", 1)"
-        for i in range(rows)
-    )
-    whens = " ".join(f"WHEN :{keyed}{i} THEN :limit{i}" for i in range(rows))
-    # Built once at import from the constants below, never from input.
-    sql = (
-        f"INSERT INTO {table} ({', '.join(cols)}) VALUES {values} "  # noqa: S608
-        f"ON CONFLICT ({', '.join(key_cols)}) DO UPDATE SET count = {table}.count + 1 "
-        f"WHERE {table}.count < CASE {table}.{keyed} {whens} ELSE 0 END "
-        f"RETURNING {keyed}"
-    )
-    return text(sql)
-
-
-_RATE_UPSERT = {
-    n: _conditional_upsert("coupon_rate_buckets", ("key", "window_start"), "key", n) for n in (1, 2)
-}
-_COUNTER_UPSERT = {
-    n: _conditional_upsert(
-        "coupon_claim_counters", ("batch_id", "subscriber_id", "period"), "period", n
-    )
-    for n in (1, 2)
-}
 
 
 def claim_id_by_key(session: Session, key: str) -> int | None:
@@ -135,63 +78,9 @@ def batch_status(session: Session, batch_id: int) -> str | None:
     return str(found) if found is not None else None
 
 
-def take_from_active_shard(
-    session: Session, *, batch_id: int, shard: int
-) -> tuple[int, int, int] | None:
-    """Decrement one shard of an active batch if it has stock: (base, size, remaining after)."""
-    # Conditional UPDATE: the row lock serialises takers of this shard, `remaining > 0` is
-    # re-checked after the wait, so two claims never get the same unit.
-    row = session.execute(_TAKE_ACTIVE, {"b_batch": batch_id, "b_shard": shard}).first()
-    return (int(row[0]), int(row[1]), int(row[2])) if row else None
-
-
 def shards_left(session: Session, batch_id: int) -> list[int]:
     """Shards whose committed remaining stock is above zero."""
     return [int(s) for s in session.execute(_SHARDS_LEFT, {"batch_id": batch_id}).scalars()]
-
-
-def insert_claim(session: Session, values: dict[str, Any]) -> int | None:
-    """Insert a claimed coupon unless its idempotency key exists: the new id, or None."""
-    stmt = _INSERT_CLAIM[session.get_bind().dialect.name]
-    row = session.execute(stmt, values).first()
-    return int(row[0]) if row else None
-
-
-def coupon_by_key(session: Session, key: str) -> Coupon | None:
-    return session.scalar(
-        select(Coupon)
-        .where(Coupon.idempotency_key == key)
-        .execution_options(populate_existing=True)
-    )
-
-
-def bump_claim_counters(
-    session: Session, *, batch_id: int, subscriber_id: int, limits: Sequence[tuple[str, int]]
-) -> bool:
-    """Count one claim against each (period, limit) unless a limit is reached; all or nothing."""
-    params: dict[str, Any] = {"batch_id": batch_id, "subscriber_id": subscriber_id}
-    for i, (period, limit) in enumerate(limits):
-        params[f"period{i}"] = period
-        params[f"limit{i}"] = limit
-    # The conflict branch increments only below the limit; the row lock it takes makes
-    # concurrent claims of one subscriber queue here, so the limit is exact.
-    got = session.execute(_COUNTER_UPSERT[len(limits)], params).all()
-    return len(got) == len(limits)
-
-
-def unbump_claim_counters(
-    session: Session, *, batch_id: int, subscriber_id: int, periods: Sequence[str]
-) -> None:
-    session.execute(
-        update(ClaimCounter)
-        .where(
-            ClaimCounter.batch_id == batch_id,
-            ClaimCounter.subscriber_id == subscriber_id,
-            ClaimCounter.period.in_(periods),
-        )
-        .values(count=ClaimCounter.count - 1)
-        .execution_options(synchronize_session=False)
-    )
 
 
 def give_back_to_shard(session: Session, *, batch_id: int, shard: int) -> None:
@@ -208,14 +97,3 @@ def pool_code(session: Session, *, batch_id: int, ordinal: int) -> PoolCode | No
     return session.scalar(
         select(PoolCode).where(PoolCode.batch_id == batch_id, PoolCode.ordinal == ordinal)
     )
-
-
-def take_rate_tokens(
-    session: Session, *, window_start: int, limits: Sequence[tuple[str, int]]
-) -> set[str]:
-    """Count one attempt per key in this window; the keys still under their limit."""
-    params: dict[str, Any] = {"window_start": window_start}
-    for i, (key, limit) in enumerate(limits):
-        params[f"key{i}"] = key
-        params[f"limit{i}"] = limit
-    return {str(k) for k in session.execute(_RATE_UPSERT[len(limits)], params).scalars()}

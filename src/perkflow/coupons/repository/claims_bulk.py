@@ -1,15 +1,21 @@
-"""Queries of a claim group (the claim gate: many requests, one transaction), set-based."""
+"""Claim queries, set-based: a group of claims (a lone claim is one) in a few statements.
+
+Each statement has one spelling per dialect, the two side by side. PostgreSQL: psycopg SQL
+(`%(name)s`), run on the driver connection of the session's own transaction
+(`db.postgres_driver`, which skips SQLAlchemy's per-statement work), per-row values as arrays
+(`unnest`): one short text whatever the group size, which the server prepares once. SQLite:
+SQLAlchemy statements, a `VALUES` row per claim (one cached text per row count).
+"""
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    String,
-    any_,
+    TextClause,
     bindparam,
     delete,
     func,
@@ -17,8 +23,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from perkflow.coupons.models import (
@@ -28,17 +33,90 @@ from perkflow.coupons.models import (
     PoolCode,
     RateBucket,
 )
-from perkflow.db import UTCDateTime, postgres_driver
+from perkflow.db import postgres_driver
 
 from ._sql import _rowcount
-from .claims import _COUPONS, _IS_ACTIVE, _SHARDS, _conditional_upsert, _table
+from .claims import _COUPONS, _IS_ACTIVE, _SHARDS, _table
+
+# ---- attempts per rate window: count each key below its limit ------------------------------
+
+_RATE_PG = (
+    "INSERT INTO coupon_rate_buckets (key, window_start, count)"
+    " SELECT k, %(window_start)s, 1 FROM unnest(CAST(%(keys)s AS varchar[])) AS u(k)"
+    " ON CONFLICT (key, window_start) DO UPDATE SET count = coupon_rate_buckets.count + 1"
+    " WHERE coupon_rate_buckets.count < (SELECT l FROM unnest(CAST(%(keys)s AS varchar[]),"
+    " CAST(%(limits)s AS int[])) AS v(k, l) WHERE v.k = coupon_rate_buckets.key)"
+    " RETURNING key"
+)
 
 
-def _counter_upsert_many(rows: int) -> Any:
-    """The counters' conditional upsert for many subscribers of one batch at once."""
+@functools.cache
+def _rate_sqlite(rows: int) -> TextClause:
+    values = ", ".join(f"(:key{i}, :window_start, 1)" for i in range(rows))
+    whens = " ".join(f"WHEN :key{i} THEN :limit{i}" for i in range(rows))
+    # Built from a row count only, never from input.
+    return text(
+        f"INSERT INTO coupon_rate_buckets (key, window_start, count) VALUES {values} "  # noqa: S608
+        "ON CONFLICT (key, window_start) DO UPDATE SET count = coupon_rate_buckets.count + 1 "
+        f"WHERE coupon_rate_buckets.count < CASE coupon_rate_buckets.key {whens} ELSE 0 END "
+        "RETURNING key"
+    )
+
+
+def take_rate_tokens(
+    session: Session, *, window_start: int, limits: Sequence[tuple[str, int]]
+) -> set[str]:
+    """Count one attempt per (key, limit) in this window (sorted: lock order); keys under it."""
+    ordered = sorted(limits)
+    driver = postgres_driver(session)
+    if driver is not None:
+        params = {
+            "window_start": window_start,
+            "keys": [k for k, _ in ordered],
+            "limits": [n for _, n in ordered],
+        }
+        return {str(k) for (k,) in driver.execute(_RATE_PG, params)}
+    sqlite_params: dict[str, Any] = {"window_start": window_start}
+    for i, (key, limit) in enumerate(ordered):
+        sqlite_params[f"key{i}"] = key
+        sqlite_params[f"limit{i}"] = limit
+    got = session.execute(_rate_sqlite(len(ordered)), sqlite_params).scalars()
+    return {str(k) for k in got}
+
+
+_GIVE_BACK_RATE = text(  # the same on both
+    "UPDATE coupon_rate_buckets SET count = count - 1"
+    " WHERE key = :key AND window_start = :window_start"
+)
+
+
+def give_back_rate_tokens(session: Session, *, window_start: int, keys: Sequence[str]) -> None:
+    """Undo this transaction's own attempt counts (rows it has locked, so this is exact)."""
+    if keys:
+        session.execute(
+            _GIVE_BACK_RATE, [{"key": k, "window_start": window_start} for k in sorted(keys)]
+        )
+
+
+# ---- claims per subscriber and period: count each below the batch's limit -----------------
+
+_COUNTERS_PG = (
+    "INSERT INTO coupon_claim_counters (batch_id, subscriber_id, period, count)"
+    " SELECT %(batch_id)s, s, p, 1"
+    " FROM unnest(CAST(%(subs)s AS bigint[]), CAST(%(periods)s AS varchar[])) AS u(s, p)"
+    " ON CONFLICT (batch_id, subscriber_id, period)"
+    " DO UPDATE SET count = coupon_claim_counters.count + 1"
+    " WHERE coupon_claim_counters.count < CASE coupon_claim_counters.period"
+    " WHEN 'total' THEN %(limit_total)s ELSE %(limit_day)s END"
+    " RETURNING subscriber_id, period"
+)
+
+
+@functools.cache
+def _counters_sqlite(rows: int) -> TextClause:
     values = ", ".join(f"(:batch_id, :sub{i}, :period{i}, 1)" for i in range(rows))
-    # Built from a row count only, never from input; one cached text per size.
-    sql = (
+    # Built from a row count only, never from input.
+    return text(
         "INSERT INTO coupon_claim_counters (batch_id, subscriber_id, period, count) "  # noqa: S608
         f"VALUES {values} ON CONFLICT (batch_id, subscriber_id, period) "
         "DO UPDATE SET count = coupon_claim_counters.count + 1 "
@@ -46,92 +124,9 @@ def _counter_upsert_many(rows: int) -> Any:
         "WHEN 'total' THEN :limit_total ELSE :limit_day END "
         "RETURNING subscriber_id, period"
     )
-    return text(sql)
 
 
-_MANY: dict[tuple[str, int], Any] = {}
-
-
-def _many(kind: str, rows: int) -> Any:
-    stmt = _MANY.get((kind, rows))
-    if stmt is None:
-        if kind == "rate":
-            stmt = _conditional_upsert("coupon_rate_buckets", ("key", "window_start"), "key", rows)
-        else:
-            stmt = _counter_upsert_many(rows)
-        _MANY[(kind, rows)] = stmt
-    return stmt
-
-
-# PostgreSQL gets the bulk statements with arrays: one short text whatever the group size,
-# which the driver parses and prepares once (a VALUES list per size was parsed on every call).
-_RATE_UNNEST = text(
-    "INSERT INTO coupon_rate_buckets (key, window_start, count)"
-    " SELECT k, :window_start, 1 FROM unnest(CAST(:keys AS varchar[])) AS u(k)"
-    " ON CONFLICT (key, window_start) DO UPDATE SET count = coupon_rate_buckets.count + 1"
-    " WHERE coupon_rate_buckets.count < (SELECT l FROM unnest(CAST(:keys AS varchar[]),"
-    " CAST(:limits AS int[])) AS v(k, l) WHERE v.k = coupon_rate_buckets.key)"
-    " RETURNING key"
-)
-_COUNTERS_UNNEST = text(
-    "INSERT INTO coupon_claim_counters (batch_id, subscriber_id, period, count)"
-    " SELECT :batch_id, s, p, 1"
-    " FROM unnest(CAST(:subs AS bigint[]), CAST(:periods AS varchar[])) AS u(s, p)"
-    " ON CONFLICT (batch_id, subscriber_id, period)"
-    " DO UPDATE SET count = coupon_claim_counters.count + 1"
-    " WHERE coupon_claim_counters.count < CASE coupon_claim_counters.period"
-    " WHEN 'total' THEN :limit_total ELSE :limit_day END"
-    " RETURNING subscriber_id, period"
-)
-
-
-def _psycopg(clause: Any) -> str:
-    """A text() statement's SQL with psycopg's placeholders (these statements use no `::`)."""
-    return re.sub(r"(?<![:\w]):([a-z_][a-z_0-9]*)", r"%(\1)s", str(clause.text))
-
-
-# The same statements for the driver itself (psycopg's %(name)s placeholders).
-_RATE_UNNEST_PG = _psycopg(_RATE_UNNEST)
-_COUNTERS_UNNEST_PG = _psycopg(_COUNTERS_UNNEST)
-_TAKEN_KEYS_PG = "SELECT idempotency_key FROM coupons WHERE idempotency_key = ANY(%(keys)s)"
-
-
-def take_rate_tokens_many(
-    session: Session, *, window_start: int, limits: Sequence[tuple[str, int]]
-) -> set[str]:
-    """`take_rate_tokens` for many distinct keys in one statement (sorted: lock order)."""
-    ordered = sorted(limits)
-    driver = postgres_driver(session)
-    if driver is not None:
-        got = driver.execute(
-            _RATE_UNNEST_PG,
-            {
-                "window_start": window_start,
-                "keys": [k for k, _ in ordered],
-                "limits": [n for _, n in ordered],
-            },
-        )
-        return {str(k) for (k,) in got}
-    params: dict[str, Any] = {"window_start": window_start}
-    for i, (key, limit) in enumerate(ordered):
-        params[f"key{i}"] = key
-        params[f"limit{i}"] = limit
-    return {str(k) for k in session.execute(_many("rate", len(ordered)), params).scalars()}
-
-
-def give_back_rate_tokens(session: Session, *, window_start: int, keys: Sequence[str]) -> None:
-    """Undo this transaction's own attempt counts (rows it has locked, so this is exact)."""
-    if keys:
-        session.execute(
-            text(
-                "UPDATE coupon_rate_buckets SET count = count - 1"
-                " WHERE key = :key AND window_start = :window_start"
-            ),
-            [{"key": k, "window_start": window_start} for k in sorted(keys)],
-        )
-
-
-def bump_claim_counters_many(
+def bump_claim_counters(
     session: Session,
     *,
     batch_id: int,
@@ -139,7 +134,11 @@ def bump_claim_counters_many(
     limit_total: int,
     limit_day: int,
 ) -> set[tuple[int, str]]:
-    """Count one claim per (subscriber, period) below its limit; the pairs that were counted."""
+    """Count one claim per (subscriber, period) below its limit; the pairs that were counted.
+
+    The conflict branch increments only below the limit, and the row lock it takes makes
+    concurrent claims of one subscriber queue here, so the limit is exact.
+    """
     ordered = sorted(rows)
     params: dict[str, Any] = {
         "batch_id": batch_id,
@@ -150,16 +149,16 @@ def bump_claim_counters_many(
     if driver is not None:
         params["subs"] = [sub for sub, _ in ordered]
         params["periods"] = [period for _, period in ordered]
-        got = driver.execute(_COUNTERS_UNNEST_PG, params).fetchall()
-        return {(int(s), str(p)) for s, p in got}
-    for i, (sub, period) in enumerate(ordered):
-        params[f"sub{i}"] = sub
-        params[f"period{i}"] = period
-    got = session.execute(_many("counters", len(ordered)), params).all()
+        got = driver.execute(_COUNTERS_PG, params).fetchall()
+    else:
+        for i, (sub, period) in enumerate(ordered):
+            params[f"sub{i}"] = sub
+            params[f"period{i}"] = period
+        got = session.execute(_counters_sqlite(len(ordered)), params).all()
     return {(int(s), str(p)) for s, p in got}
 
 
-_UNBUMP = (
+_UNBUMP = (  # the same on both
     update(_table(ClaimCounter))
     .where(
         _table(ClaimCounter).c.batch_id == bindparam("b_batch"),
@@ -170,7 +169,7 @@ _UNBUMP = (
 )
 
 
-def unbump_claim_counters_many(
+def unbump_claim_counters(
     session: Session, *, batch_id: int, rows: Sequence[tuple[int, str]]
 ) -> None:
     """Undo this transaction's own counts (their rows are locked by it, so this is exact)."""
@@ -180,7 +179,17 @@ def unbump_claim_counters_many(
         )
 
 
-_TAKE_MANY = (
+# ---- stock: k units of one shard of an active batch ---------------------------------------
+# The batch's status is checked in the same statement that takes the units, so a claim never
+# takes stock from a paused or ended batch even though its other terms come from a cache.
+
+_TAKE_PG = (
+    "UPDATE coupon_stock_shards SET remaining = remaining - %(b_k)s"
+    " WHERE batch_id = %(b_batch)s AND shard = %(b_shard)s AND remaining >= %(b_k)s"
+    " AND EXISTS (SELECT 1 FROM coupon_batches WHERE id = %(b_batch)s AND status = 'active')"
+    " RETURNING slot_base, size, remaining"
+)
+_TAKE_SQLITE = (
     update(_SHARDS)
     .where(
         _SHARDS.c.batch_id == bindparam("b_batch"),
@@ -193,27 +202,29 @@ _TAKE_MANY = (
 )
 
 
-def take_many_from_active_shard(
-    session: Session, *, batch_id: int, shard: int, k: int
+def take_from_active_shard(
+    session: Session, *, batch_id: int, shard: int, k: int = 1
 ) -> tuple[int, int, int] | None:
-    """Take k units of one shard at once, all or none: (base, size, remaining after)."""
+    """Take k units of one shard of an active batch, all or none: (base, size, remaining after).
+
+    A conditional UPDATE: the row lock serialises the takers of a shard and `remaining >= k` is
+    checked again after the wait, so two claims never get the same unit.
+    """
     params = {"b_batch": batch_id, "b_shard": shard, "b_k": k}
     driver = postgres_driver(session)
     if driver is not None:
-        row = driver.execute(_TAKE_MANY_PG, params).fetchone()
+        row = driver.execute(_TAKE_PG, params).fetchone()
     else:
-        row = session.execute(_TAKE_MANY, params).first()
+        row = session.execute(_TAKE_SQLITE, params).first()
     return (int(row[0]), int(row[1]), int(row[2])) if row else None
 
 
-_TAKEN_KEYS = {
-    "postgresql": select(_COUPONS.c.idempotency_key).where(
-        _COUPONS.c.idempotency_key == any_(bindparam("keys", type_=ARRAY(String)))
-    ),
-    "sqlite": select(_COUPONS.c.idempotency_key).where(
-        _COUPONS.c.idempotency_key.in_(bindparam("keys", expanding=True))
-    ),
-}
+# ---- idempotency keys already used --------------------------------------------------------
+
+_TAKEN_KEYS_PG = "SELECT idempotency_key FROM coupons WHERE idempotency_key = ANY(%(keys)s)"
+_TAKEN_KEYS_SQLITE = select(_COUPONS.c.idempotency_key).where(
+    _COUPONS.c.idempotency_key.in_(bindparam("keys", expanding=True))
+)
 
 
 def coupons_by_keys(session: Session, keys: Sequence[str]) -> dict[str, Coupon]:
@@ -222,7 +233,7 @@ def coupons_by_keys(session: Session, keys: Sequence[str]) -> dict[str, Coupon]:
     if driver is not None:
         taken = [k for (k,) in driver.execute(_TAKEN_KEYS_PG, {"keys": list(keys)})]
     else:
-        taken = list(session.execute(_TAKEN_KEYS["sqlite"], {"keys": list(keys)}).scalars())
+        taken = list(session.execute(_TAKEN_KEYS_SQLITE, {"keys": list(keys)}).scalars())
     if not taken:  # the usual case: no ORM load at all
         return {}
     found = session.scalars(
@@ -233,7 +244,7 @@ def coupons_by_keys(session: Session, keys: Sequence[str]) -> dict[str, Coupon]:
     return {c.idempotency_key: c for c in found}
 
 
-def pool_codes_many(
+def pool_codes(
     session: Session, *, batch_id: int, ordinals: Sequence[int]
 ) -> dict[int, tuple[str, bytes]]:
     """Pre-made codes of a batch by ordinal: (hash, encrypted code)."""
@@ -245,36 +256,25 @@ def pool_codes_many(
     return {int(o): (str(h), bytes(e)) for o, h, e in rows}
 
 
-_INSERT_CLAIMS = {
-    name: dialect.insert(_COUPONS)
-    .on_conflict_do_nothing(index_elements=["idempotency_key"])
-    .returning(_COUPONS.c.id, _COUPONS.c.idempotency_key)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+# ---- the claimed coupons: one INSERT, skipping keys already taken -------------------------
 
-
-_TAKE_MANY_PG = (
-    "UPDATE coupon_stock_shards SET remaining = remaining - %(b_k)s"
-    " WHERE batch_id = %(b_batch)s AND shard = %(b_shard)s AND remaining >= %(b_k)s"
-    " AND EXISTS (SELECT 1 FROM coupon_batches WHERE id = %(b_batch)s AND status = 'active')"
-    " RETURNING slot_base, size, remaining"
-)
-_INSERT_CLAIMS_UNNEST = text(
+_INSERT_PG = (
     "INSERT INTO coupons (batch_id, subscriber_id, slot, code_hash, code_enc, idempotency_key,"
     " status, channel, device_id, claimed_at, valid_from, valid_until)"
-    " SELECT :batch_id, s, sl, h, e, k, :status, c, d, :claimed_at, :valid_from, :valid_until"
-    " FROM unnest(CAST(:subs AS bigint[]), CAST(:slots AS int[]), CAST(:hashes AS varchar[]),"
-    " CAST(:encs AS bytea[]), CAST(:keys AS varchar[]), CAST(:channels AS varchar[]),"
-    " CAST(:devices AS varchar[])) AS u(s, sl, h, e, k, c, d)"
+    " SELECT %(batch_id)s, s, sl, h, e, k, %(status)s, c, d, %(claimed_at)s, %(valid_from)s,"
+    " %(valid_until)s"
+    " FROM unnest(CAST(%(subs)s AS bigint[]), CAST(%(slots)s AS int[]),"
+    " CAST(%(hashes)s AS varchar[]), CAST(%(encs)s AS bytea[]), CAST(%(keys)s AS varchar[]),"
+    " CAST(%(channels)s AS varchar[]), CAST(%(devices)s AS varchar[]))"
+    " AS u(s, sl, h, e, k, c, d)"
     " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key"
-).bindparams(
-    bindparam("claimed_at", type_=UTCDateTime()),
-    bindparam("valid_from", type_=UTCDateTime()),
-    bindparam("valid_until", type_=UTCDateTime()),
 )
-
-
-_INSERT_CLAIMS_PG = _psycopg(_INSERT_CLAIMS_UNNEST)
+_INSERT_SQLITE = (
+    # The columns come from the parameters at execution (the same keys on every claim).
+    sqlite.insert(_COUPONS)
+    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    .returning(_COUPONS.c.id, _COUPONS.c.idempotency_key)
+)
 
 
 def _utc(value: datetime) -> datetime:
@@ -303,10 +303,15 @@ def insert_claims(session: Session, rows: list[dict[str, Any]]) -> dict[str, int
             ("devices", "device_id"),
         ):
             params[name] = [r[col] for r in rows]
-        got = driver.execute(_INSERT_CLAIMS_PG, params).fetchall()
+        got = driver.execute(_INSERT_PG, params).fetchall()
     else:
-        got = session.execute(_INSERT_CLAIMS[session.get_bind().dialect.name], rows).all()
+        got = session.execute(_INSERT_SQLITE, rows).all()
     return {str(k): int(i) for i, k in got}
+
+
+def insert_claim(session: Session, values: dict[str, Any]) -> int | None:
+    """Insert one claimed coupon unless its idempotency key exists: the new id, or None."""
+    return insert_claims(session, [values]).get(values["idempotency_key"])
 
 
 def prune_rate_buckets(session: Session, *, before: int) -> int:

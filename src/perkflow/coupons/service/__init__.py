@@ -30,6 +30,7 @@ from perkflow.coupons.service.binding import (
     CouponBinding,
     bind_coupons,
 )
+from perkflow.coupons.service.claim_group import claim_coupon
 from perkflow.coupons.service.claims import (
     CLAIM_TERMS_TTL_S,
     ClaimedCoupon,
@@ -41,7 +42,6 @@ from perkflow.coupons.service.claims import (
     WalletItem,
     admit_claim_attempt,
     claim_center,
-    claim_coupon,
     code_hash,
     decrypt_code,
     open_claim_terms,

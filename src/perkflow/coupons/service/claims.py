@@ -1,4 +1,7 @@
-"""Claiming coupons: rate limits, claim terms, the one-claim transaction, claim center, wallet."""
+"""Claiming coupons: rate limits, claim terms, codes, the claimed coupon, claim center, wallet.
+
+The claim itself, lone or in a group, is `claim_group.py`.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +25,8 @@ from perkflow.coupons.rules import (
     SOLD_OUT_MEMO_S,
     BatchStatus,
     CodePattern,
-    CodeSource,
-    CouponStatus,
     CouponValidity,
     Permutation,
-    coupon_validity,
-    period_keys,
     rate_window,
     slot_of,
 )
@@ -39,7 +38,6 @@ from perkflow.errors import (
 )
 from perkflow.kit import clock
 from perkflow.kit.crypto import Vault
-from perkflow.org import service as org
 from perkflow.org.rules import SYSTEM, Actor
 from perkflow.subscribers import service as subscribers
 
@@ -65,6 +63,11 @@ _sold_out_seen: dict[tuple[str, int], float] = {}
 def _memo_key(session: Session, batch_id: int) -> tuple[str, int]:
     bind = session.get_bind()
     return (str(bind.engine.url), batch_id)
+
+
+def note_sold_out(session: Session, *, batch_id: int) -> None:
+    """Remember for a moment that this batch sold out (answers 409 without the database)."""
+    _sold_out_seen[_memo_key(session, batch_id)] = time.monotonic()
 
 
 def seen_sold_out(session: Session, *, batch_id: int) -> bool:
@@ -175,14 +178,8 @@ class ClaimOutcome:
     replayed: bool
 
 
-def _replay(coupon: Coupon, *, batch_id: int, subscriber_id: int) -> ClaimOutcome:
-    if coupon.batch_id != batch_id or coupon.subscriber_id != subscriber_id:
-        raise Conflict("this idempotency key was used for another claim", field="idempotency_key")
-    return ClaimOutcome(coupon=ClaimedCoupon.of(coupon), replayed=True)
-
-
 @dataclass(frozen=True)
-class _ClaimTerms:
+class ClaimTerms:
     """What a claim needs of a batch that left draft: none of it changes after that."""
 
     owner_region: str
@@ -204,13 +201,13 @@ class _ClaimTerms:
 # `update_batch` edits drafts only and claims need an active batch; the status itself is never
 # taken from here: the statement that takes a unit of stock checks it (repo._TAKE_ACTIVE).
 # Refreshed after CLAIM_TERMS_TTL_S so shards added to a running sale are picked first soon.
-_claim_terms: dict[tuple[str, int], _ClaimTerms] = {}
+_claim_terms: dict[tuple[str, int], ClaimTerms] = {}
 CLAIM_TERMS_TTL_S = 5.0
 # (database, batch id, vault key) -> the code permutation (four derived keys) of an `auto` batch.
 _permutations: dict[tuple[str, int, bytes], Permutation] = {}
 
 
-def _terms_for_claim(session: Session, batch_id: int) -> _ClaimTerms:
+def _terms_for_claim(session: Session, batch_id: int) -> ClaimTerms:
     memo = _memo_key(session, batch_id)
     now = time.monotonic()
     terms = _claim_terms.get(memo)
@@ -221,7 +218,7 @@ def _terms_for_claim(session: Session, batch_id: int) -> _ClaimTerms:
         raise NotFound(f"no coupon batch {batch_id}", field="batch_id")
     if row.status != BatchStatus.ACTIVE:
         raise NotClaimable(f"this offer is {row.status}", field="batch_id")
-    terms = _ClaimTerms(
+    terms = ClaimTerms(
         owner_region=row.owner_region,
         shard_count=row.shard_count,
         claim_starts_at=clock.as_utc(row.claim_starts_at),
@@ -255,6 +252,15 @@ def _permutation(session: Session, vault: Vault, batch_id: int, capacity: int) -
     return perm
 
 
+def auto_code(
+    session: Session, vault: Vault, *, batch_id: int, pattern: CodePattern, slot: int
+) -> tuple[str, bytes]:
+    """(hash, encrypted code) of an `auto` batch's slot: the keyed permutation spelled out."""
+    code = pattern.spell(_permutation(session, vault, batch_id, pattern.capacity)(slot))
+    hashed = code_hash(vault, code)
+    return hashed, _encrypt_code(vault, code, hashed)
+
+
 def _take_slot(session: Session, *, batch_id: int, shard_count: int) -> tuple[int, int] | None:
     """(shard, slot) of one unit of stock, or None when the batch is sold out (409 if inactive)."""
     first = random.randrange(shard_count)
@@ -278,20 +284,7 @@ def _take_slot(session: Session, *, batch_id: int, shard_count: int) -> tuple[in
                 return shard, slot_of(slot_base=got[0], size=got[1], remaining_after=got[2])
 
 
-def _subscriber_for_claim(session: Session, *, owner_region: str, subscriber_id: int) -> None:
-    # Share-locked: a churn committed meanwhile waits for this claim, never slips past it.
-    sub = subscribers.hold_active_subscriber(session, actor=SYSTEM, subscriber_id=subscriber_id)
-    if owner_region != "CN" and sub.province_code != owner_region:
-        raise Forbidden("this offer is for subscribers of another province", field="batch_id")
-
-
-def _replay_key(session: Session, key: str, *, batch_id: int, subscriber_id: int) -> ClaimOutcome:
-    twin = repo.coupon_by_key(session, key)
-    assert twin is not None
-    return _replay(twin, batch_id=batch_id, subscriber_id=subscriber_id)
-
-
-def open_claim_terms(session: Session, *, batch_id: int) -> _ClaimTerms:
+def open_claim_terms(session: Session, *, batch_id: int) -> ClaimTerms:
     """The claim terms of a batch taking claims now: 404, or 409 sold out / not started / ended."""
     if seen_sold_out(session, batch_id=batch_id):
         raise SoldOut("sold out", field="batch_id", batch_id=batch_id)
@@ -315,97 +308,6 @@ def require_claimant(actor: Actor, *, subscriber_id: int) -> None:
     _require_api_scope(actor, "coupons:claim")
     if actor.kind == "staff":
         raise Forbidden("staff do not claim coupons for subscribers")
-
-
-def claim_coupon(
-    session: Session,
-    *,
-    actor: Actor,
-    vault: Vault,
-    batch_id: int,
-    subscriber_id: int,
-    idempotency_key: str,
-    channel: str,
-    device_id: str | None,
-    zone: str,
-) -> ClaimOutcome:
-    """Claim one coupon into a subscriber's wallet: stock, limits and the key decide atomically."""
-    require_claimant(actor, subscriber_id=subscriber_id)
-    key = f"{subscriber_id}:{idempotency_key}"
-    if repo.claim_id_by_key(session, key) is not None:
-        return _replay_key(session, key, batch_id=batch_id, subscriber_id=subscriber_id)
-    terms = open_claim_terms(session, batch_id=batch_id)
-    now = clock.now()
-    _subscriber_for_claim(session, owner_region=terms.owner_region, subscriber_id=subscriber_id)
-
-    total, day = period_keys(clock.today(zone))
-    limits = [(total, terms.limit_total)]
-    if terms.limit_per_day is not None:
-        limits.append((day, terms.limit_per_day))
-    if not repo.bump_claim_counters(
-        session, batch_id=batch_id, subscriber_id=subscriber_id, limits=limits
-    ):
-        # A concurrent twin with our key may have taken the last allowance: replay it.
-        if repo.claim_id_by_key(session, key) is not None:
-            return _replay_key(session, key, batch_id=batch_id, subscriber_id=subscriber_id)
-        raise LimitReached("you have claimed as many as this offer allows", field="batch_id")
-    taken = _take_slot(session, batch_id=batch_id, shard_count=terms.shard_count)
-    if taken is None:
-        _sold_out_seen[_memo_key(session, batch_id)] = time.monotonic()
-        if repo.claim_id_by_key(session, key) is not None:
-            return _replay_key(session, key, batch_id=batch_id, subscriber_id=subscriber_id)
-        raise SoldOut("sold out", field="batch_id", batch_id=batch_id)
-    shard, slot = taken
-    valid_from, valid_until = coupon_validity(
-        kind=terms.validity_kind,
-        claimed_at=now,
-        valid_from=terms.valid_from,
-        valid_until=terms.valid_until,
-        valid_days=terms.valid_days,
-    )
-    if terms.code_source == CodeSource.AUTO:
-        pattern = terms.pattern
-        code = pattern.spell(_permutation(session, vault, batch_id, pattern.capacity)(slot))
-        hashed = code_hash(vault, code)
-        code_enc = _encrypt_code(vault, code, hashed)
-    else:
-        pooled = repo.pool_code(session, batch_id=batch_id, ordinal=slot)
-        if pooled is None:
-            raise Conflict("this batch's codes are missing; tell the operator", field="batch_id")
-        hashed, code_enc = pooled.code_hash, pooled.code_enc
-    values = {
-        "batch_id": batch_id,
-        "subscriber_id": subscriber_id,
-        "slot": slot,
-        "code_hash": hashed,
-        "code_enc": code_enc,
-        "idempotency_key": key,
-        "status": CouponStatus.CLAIMED.value,
-        "channel": channel,
-        "device_id": device_id[:64] if device_id else None,
-        "claimed_at": now,
-        "valid_from": valid_from,
-        "valid_until": valid_until,
-    }
-    coupon_id = repo.insert_claim(session, values)
-    if coupon_id is None:
-        # A twin request with the same key committed while we worked. Undo our own stock and
-        # counter changes (their rows are still locked by us, so this is exact), then replay.
-        repo.give_back_to_shard(session, batch_id=batch_id, shard=shard)
-        repo.unbump_claim_counters(
-            session, batch_id=batch_id, subscriber_id=subscriber_id, periods=[p for p, _ in limits]
-        )
-        return _replay_key(session, key, batch_id=batch_id, subscriber_id=subscriber_id)
-    # Sent at once through a cached Core INSERT (no ORM flush at commit); same transaction.
-    org.append_audit(
-        session,
-        actor=actor,
-        action="coupon.claim",
-        target_type="coupon",
-        target_id=str(coupon_id),
-        details={"batch": batch_id, "subscriber": subscriber_id, "channel": channel},
-    )
-    return ClaimOutcome(coupon=ClaimedCoupon.inserted(coupon_id, values), replayed=False)
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,19 @@
-"""Many claims in one transaction: the flash-sale path behind the claim gate.
+"""Claims settled as a group: the one implementation of the claim rules (a lone claim is one).
 
-`claim_coupons` gives each request the answer `service.claim_coupon` would give it alone (same
-checks, same order, same errors), but settles a group with a handful of set-based statements:
-one attempt-count upsert, one share lock on the subscribers, one counter upsert, one stock
-decrement per shard, one multi-row coupon INSERT, one audit executemany. Where the set-based
-path meets a case it does not settle exactly (a twin request committed in between), it raises
-`RetryEach` and the caller rolls back and claims each request alone.
+`claim_group` settles a round of claims in the caller's transaction with a handful of set-based
+statements: one attempt-count upsert, one read of keys already used, one share lock on the
+subscribers, one counter upsert per batch, one stock decrement per shard, one multi-row coupon
+INSERT, one audit insert. `claim_coupon` is a group of one (the H5 page, the CLI, the demo and
+the claim gate's retries call it). Checks run in one order for every claim: the claimant, the
+idempotency key, the batch's terms, the subscriber, the limits, the stock. Where a group of
+several meets a case only a group of one settles exactly (a twin request with one of its keys
+committed while the group took stock), it raises `RetryEach`, and the caller rolls back and
+claims each request alone.
 """
 
 from __future__ import annotations
 
 import random
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from perkflow.coupons import repository as repo
+from perkflow.coupons.models import Coupon
 from perkflow.coupons.rules import (
     RATE_PER_DEVICE,
     RATE_PER_SUBSCRIBER,
@@ -32,16 +35,29 @@ from perkflow.coupons.rules import (
     rate_window,
     slot_of,
 )
-from perkflow.coupons.service import claims as one
 from perkflow.errors import Conflict, Forbidden, NotFound, PerkflowError, TooManyRequests
 from perkflow.kit import clock
+from perkflow.kit.bounds import INT64_MAX
 from perkflow.kit.crypto import Vault
 from perkflow.org import service as org
 from perkflow.org.rules import Actor
 from perkflow.subscribers import service as subscribers
 from perkflow.subscribers.rules import Status
 
-ClaimResult = one.ClaimOutcome | PerkflowError
+from .claims import (
+    ClaimedCoupon,
+    ClaimOutcome,
+    ClaimTerms,
+    LimitReached,
+    NotClaimable,
+    SoldOut,
+    auto_code,
+    note_sold_out,
+    open_claim_terms,
+    require_claimant,
+)
+
+ClaimResult = ClaimOutcome | PerkflowError
 
 
 @dataclass(frozen=True)
@@ -66,7 +82,7 @@ class ClaimRequest:
 
 
 class RetryEach(Exception):
-    """The group met a case only the one-claim path settles exactly: roll back, claim each alone."""
+    """The group met a case only a group of one settles exactly: roll back, claim each alone."""
 
 
 def split_rounds(requests: Sequence[ClaimRequest]) -> list[list[int]]:
@@ -94,21 +110,63 @@ def split_rounds(requests: Sequence[ClaimRequest]) -> list[list[int]]:
     return rounds
 
 
-def claim_coupons(
-    session: Session, *, vault: Vault, requests: Sequence[ClaimRequest]
+def claim_group(
+    session: Session,
+    *,
+    vault: Vault,
+    requests: Sequence[ClaimRequest],
+    count_attempts: bool = True,
 ) -> list[ClaimResult]:
     """Claim one round of requests (see `split_rounds`) in the caller's transaction, in order.
 
-    Locks are taken table by table in one order (attempt counts, subscribers, claim counters,
-    stock shards, coupons), each table's rows sorted, so two groups never wait on each other in
-    a cycle; a round per transaction keeps it that way.
+    Each attempt is counted against the rate limits first unless the caller counted it already
+    (`count_attempts=False`). Locks are taken table by table in one order (attempt counts,
+    subscribers, claim counters, stock shards, coupons), each table's rows sorted, so two groups
+    never wait on each other in a cycle; a round per transaction keeps it that way.
     """
     marks = [r.subscriber_id for r in requests]
     if len(set(marks)) != len(marks):
         raise ValueError("one round claims each subscriber once; use split_rounds")
+    for r in requests:
+        # The ledger's ids are 64-bit; a bulk statement would only find no such row, where the
+        # value is in fact one the ledger cannot store (the caller's to refuse as such).
+        if not all(-INT64_MAX - 1 <= v <= INT64_MAX for v in (r.subscriber_id, r.batch_id)):
+            raise OverflowError("an id out of the ledger's 64-bit range")
     results: dict[int, ClaimResult] = {}
-    _claim_round(session, vault, list(enumerate(requests)), results)
+    _claim_round(session, vault, list(enumerate(requests)), results, count_attempts)
     return [results[i] for i in range(len(requests))]
+
+
+def claim_coupon(
+    session: Session,
+    *,
+    actor: Actor,
+    vault: Vault,
+    batch_id: int,
+    subscriber_id: int,
+    idempotency_key: str,
+    channel: str,
+    device_id: str | None,
+    zone: str,
+) -> ClaimOutcome:
+    """Claim one coupon into a subscriber's wallet: stock, limits and the key decide atomically.
+
+    A group of one, the attempt counted by the caller (`admit_claim_attempt`); raises the
+    claim's refusal.
+    """
+    request = ClaimRequest(
+        actor=actor,
+        batch_id=batch_id,
+        subscriber_id=subscriber_id,
+        idempotency_key=idempotency_key,
+        device_id=device_id,
+        zone=zone,
+        channel=channel,
+    )
+    [result] = claim_group(session, vault=vault, requests=[request], count_attempts=False)
+    if isinstance(result, PerkflowError):
+        raise result
+    return result
 
 
 def _count_attempts(
@@ -121,7 +179,7 @@ def _count_attempts(
         limits.append((f"s:{r.subscriber_id}", RATE_PER_SUBSCRIBER))
         if r.device:
             limits.append((f"d:{r.device}", RATE_PER_DEVICE))
-    admitted = repo.take_rate_tokens_many(session, window_start=window, limits=limits)
+    admitted = repo.take_rate_tokens(session, window_start=window, limits=limits)
     live, give_back = [], []
     for i, r in items:
         mine = [f"s:{r.subscriber_id}"] + ([f"d:{r.device}"] if r.device else [])
@@ -139,6 +197,13 @@ def _count_attempts(
     return live
 
 
+def _replay(coupon: Coupon, r: ClaimRequest) -> ClaimResult:
+    """The answer to a request whose key already claimed: that claim, or 409 if it was another."""
+    if coupon.batch_id != r.batch_id or coupon.subscriber_id != r.subscriber_id:
+        return Conflict("this idempotency key was used for another claim", field="idempotency_key")
+    return ClaimOutcome(coupon=ClaimedCoupon.of(coupon), replayed=True)
+
+
 def _replays(
     session: Session, items: list[tuple[int, ClaimRequest]], results: dict[int, ClaimResult]
 ) -> list[tuple[int, ClaimRequest]]:
@@ -151,11 +216,8 @@ def _replays(
         twin = twins.get(r.key)
         if twin is None:
             rest.append((i, r))
-            continue
-        try:
-            results[i] = one._replay(twin, batch_id=r.batch_id, subscriber_id=r.subscriber_id)
-        except PerkflowError as exc:
-            results[i] = exc
+        else:
+            results[i] = _replay(twin, r)
     return rest
 
 
@@ -164,12 +226,13 @@ def _claim_round(
     vault: Vault,
     items: list[tuple[int, ClaimRequest]],
     results: dict[int, ClaimResult],
+    count_attempts: bool,
 ) -> None:
-    live = _count_attempts(session, items, results)
+    live = _count_attempts(session, items, results) if count_attempts else items
     claimants = []
     for i, r in live:
         try:
-            one.require_claimant(r.actor, subscriber_id=r.subscriber_id)
+            require_claimant(r.actor, subscriber_id=r.subscriber_id)
         except PerkflowError as exc:
             results[i] = exc
         else:
@@ -180,9 +243,7 @@ def _claim_round(
     open_groups = []
     for batch_id, members in groups.items():
         try:
-            open_groups.append(
-                (batch_id, one.open_claim_terms(session, batch_id=batch_id), members)
-            )
+            open_groups.append((batch_id, open_claim_terms(session, batch_id=batch_id), members))
         except PerkflowError as exc:
             for i, _ in members:
                 results[i] = exc
@@ -217,7 +278,7 @@ def _subscriber_problem(
 def _count_claims(
     session: Session,
     batch_id: int,
-    terms: Any,
+    terms: ClaimTerms,
     items: list[tuple[int, ClaimRequest]],
     results: dict[int, ClaimResult],
 ) -> tuple[list[tuple[int, ClaimRequest]], dict[int, list[tuple[int, str]]], list[int]]:
@@ -228,7 +289,7 @@ def _count_claims(
         wanted[i] = [(r.subscriber_id, total)]
         if terms.limit_per_day is not None:
             wanted[i].append((r.subscriber_id, day))
-    counted = repo.bump_claim_counters_many(
+    counted = repo.bump_claim_counters(
         session,
         batch_id=batch_id,
         rows=[row for rows in wanted.values() for row in rows],
@@ -242,15 +303,17 @@ def _count_claims(
         else:
             undo += [row for row in wanted[i] if row in counted]
             refused.append(i)
-    repo.unbump_claim_counters_many(session, batch_id=batch_id, rows=undo)
+    repo.unbump_claim_counters(session, batch_id=batch_id, rows=undo)
     return admitted, {i: wanted[i] for i, _ in admitted}, refused
 
 
-def _take_slots(session: Session, batch_id: int, terms: Any, k: int) -> list[tuple[int, int]]:
+def _take_slots(
+    session: Session, batch_id: int, terms: ClaimTerms, k: int
+) -> list[tuple[int, int]]:
     """(shard, slot) for up to k units; fewer only when the batch sells out meanwhile."""
     first = random.randrange(terms.shard_count)
     # All k from one random shard in one statement; concurrent groups mostly hit other rows.
-    got = repo.take_many_from_active_shard(session, batch_id=batch_id, shard=first, k=k)
+    got = repo.take_from_active_shard(session, batch_id=batch_id, shard=first, k=k)
     if got:
         base, size, after = got
         return [
@@ -265,7 +328,7 @@ def _take_slots(session: Session, batch_id: int, terms: Any, k: int) -> list[tup
             if slots:  # stopped between two units: the lone path answers each exactly
                 raise RetryEach("the batch stopped while its stock was taken")
             status = repo.batch_status(session, batch_id)
-            raise one.NotClaimable(f"this offer is {status}", field="batch_id")
+            raise NotClaimable(f"this offer is {status}", field="batch_id")
         left = repo.shards_left(session, batch_id)
         if not left:
             break
@@ -283,7 +346,7 @@ def _claim_in_batch(
     session: Session,
     vault: Vault,
     batch_id: int,
-    terms: Any,
+    terms: ClaimTerms,
     items: list[tuple[int, ClaimRequest]],
     results: dict[int, ClaimResult],
 ) -> None:
@@ -293,7 +356,7 @@ def _claim_in_batch(
         try:
             slots = _take_slots(session, batch_id, terms, len(admitted))
         except PerkflowError as exc:  # the batch stopped: every admitted claim gets its answer
-            repo.unbump_claim_counters_many(
+            repo.unbump_claim_counters(
                 session, batch_id=batch_id, rows=[row for rows in counted.values() for row in rows]
             )
             for i, _ in admitted:
@@ -301,33 +364,36 @@ def _claim_in_batch(
             admitted = []
     served, short = admitted[: len(slots)], admitted[len(slots) :]
     if short:
-        one._sold_out_seen[one._memo_key(session, batch_id)] = time.monotonic()
-        repo.unbump_claim_counters_many(
+        note_sold_out(session, batch_id=batch_id)
+        repo.unbump_claim_counters(
             session, batch_id=batch_id, rows=[row for i, _ in short for row in counted[i]]
         )
     by_index = dict(items)
     late = [(i, by_index[i]) for i in refused] + short
-    if late and repo.coupons_by_keys(session, [r.key for _, r in late]):
-        # A twin request with one of these keys committed while we worked: its answer is a
-        # replay, which the lone path gives exactly.
-        raise RetryEach("an idempotency key was claimed concurrently")
-    for i in refused:
-        results[i] = one.LimitReached(
-            "you have claimed as many as this offer allows", field="batch_id"
-        )
-    for i, _ in short:
-        results[i] = one.SoldOut("sold out", field="batch_id", batch_id=batch_id)
+    # A twin request with one of these keys may have committed while we worked (it took the
+    # allowance or the last unit): the answer is then its replay. These counted nothing.
+    twins = repo.coupons_by_keys(session, [r.key for _, r in late]) if late else {}
+    for i, r in late:
+        if r.key in twins:
+            results[i] = _replay(twins[r.key], r)
+        elif i in counted:
+            results[i] = SoldOut("sold out", field="batch_id", batch_id=batch_id)
+        else:
+            results[i] = LimitReached(
+                "you have claimed as many as this offer allows", field="batch_id"
+            )
     if served:
-        _insert_coupons(session, vault, batch_id, terms, served, slots, results)
+        _insert_coupons(session, vault, batch_id, terms, served, slots, counted, results)
 
 
 def _insert_coupons(
     session: Session,
     vault: Vault,
     batch_id: int,
-    terms: Any,
+    terms: ClaimTerms,
     served: list[tuple[int, ClaimRequest]],
     slots: list[tuple[int, int]],
+    counted: dict[int, list[tuple[int, str]]],
     results: dict[int, ClaimResult],
 ) -> None:
     now = clock.now()
@@ -340,14 +406,12 @@ def _insert_coupons(
     )
     codes: dict[int, tuple[str, bytes]] = {}
     if terms.code_source == CodeSource.AUTO:
-        pattern = terms.pattern
-        perm = one._permutation(session, vault, batch_id, pattern.capacity)
         for _, slot in slots:
-            code = pattern.spell(perm(slot))
-            hashed = one.code_hash(vault, code)
-            codes[slot] = (hashed, one._encrypt_code(vault, code, hashed))
+            codes[slot] = auto_code(
+                session, vault, batch_id=batch_id, pattern=terms.pattern, slot=slot
+            )
     else:
-        codes = repo.pool_codes_many(session, batch_id=batch_id, ordinals=[s for _, s in slots])
+        codes = repo.pool_codes(session, batch_id=batch_id, ordinals=[s for _, s in slots])
         if len(codes) < len(slots):
             raise Conflict("this batch's codes are missing; tell the operator", field="batch_id")
     rows: list[dict[str, Any]] = []
@@ -370,7 +434,17 @@ def _insert_coupons(
         )
     ids = repo.insert_claims(session, rows)
     if len(ids) < len(rows):
-        raise RetryEach("an idempotency key was claimed concurrently")
+        if len(rows) > 1:
+            raise RetryEach("an idempotency key was claimed concurrently")
+        # One claim, whose twin with the same key committed while it worked: give back its own
+        # unit and counts (their rows are still locked by this transaction, and the unit is the
+        # last its shard gave, so the undo is exact), and answer the twin's claim.
+        [(i, r)], [(shard, _)] = served, slots
+        repo.give_back_to_shard(session, batch_id=batch_id, shard=shard)
+        repo.unbump_claim_counters(session, batch_id=batch_id, rows=counted[i])
+        twin = repo.coupons_by_keys(session, [r.key])[r.key]
+        results[i] = _replay(twin, r)
+        return
     by_actor: dict[Actor, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for (i, r), values in zip(served, rows, strict=True):
         coupon_id = ids[r.key]
@@ -380,9 +454,7 @@ def _insert_coupons(
                 {"batch": batch_id, "subscriber": r.subscriber_id, "channel": r.channel},
             )
         )
-        results[i] = one.ClaimOutcome(
-            coupon=one.ClaimedCoupon.inserted(coupon_id, values), replayed=False
-        )
+        results[i] = ClaimOutcome(coupon=ClaimedCoupon.inserted(coupon_id, values), replayed=False)
     for actor, entries in by_actor.items():
         org.append_audits(
             session, actor=actor, action="coupon.claim", target_type="coupon", entries=entries

@@ -17,11 +17,12 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from perkflow.coupons import claim_batch, claim_gate
+from perkflow.coupons import claim_gate
 from perkflow.coupons import service as coupons
-from perkflow.coupons.claim_batch import ClaimRequest
 from perkflow.coupons.models import ClaimCounter, Coupon, RateBucket, StockShard
 from perkflow.coupons.rules import RATE_PER_SUBSCRIBER, BatchStatus
+from perkflow.coupons.service import claim_group
+from perkflow.coupons.service.claim_group import ClaimRequest
 from perkflow.db import make_engine, make_session_factory
 from perkflow.errors import PerkflowError
 from perkflow.kit import clock
@@ -103,7 +104,7 @@ def _scenario(w: World) -> list[ClaimRequest]:
     ]
 
 
-def _answer(result: claim_batch.ClaimResult) -> str:
+def _answer(result: claim_group.ClaimResult) -> str:
     if isinstance(result, PerkflowError):
         return result.code
     return "replayed" if result.replayed else "claimed"
@@ -144,7 +145,7 @@ def _state(session: Session, w: World) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("chunking", ["one group", "random groups"])
+@pytest.mark.parametrize("chunking", ["one group", "random groups", "groups of one"])
 def test_groups_answer_and_store_as_claims_alone_do(
     sessions: sessionmaker[Session], vault: Vault, frozen: clock.FrozenClock, chunking: str
 ) -> None:
@@ -159,7 +160,8 @@ def test_groups_answer_and_store_as_claims_alone_do(
     rng = random.Random(5)
     grouped: list[str] = []
     while requests:
-        size = len(requests) if chunking == "one group" else rng.randint(1, 9)
+        # A group of one is what `claim_coupon` (a lone claim) settles: the same answers and rows.
+        size = {"one group": len(requests), "groups of one": 1}.get(chunking) or rng.randint(1, 9)
         group, requests = requests[:size], requests[size:]
         grouped += [_answer(r) for r in claim_gate.settle(sessions, vault=vault, requests=group)]
 
@@ -284,7 +286,7 @@ def test_one_key_in_many_concurrent_groups_claims_once(
         others = make_subscribers(s, vault, [(f"1340001{n:04d}", "GD", "GD01") for n in range(48)])
         batch = make_batch(s, stock_total=100, limit_total=5, flash_sale=True)
     barrier = threading.Barrier(THREADS)
-    got: list[claim_batch.ClaimResult] = []
+    got: list[claim_group.ClaimResult] = []
     lock = threading.Lock()
 
     def run(n: int) -> None:
