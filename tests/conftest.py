@@ -17,10 +17,21 @@ from perkflow.db import make_engine, make_session_factory
 from perkflow.kit.crypto import Vault
 from perkflow.main import create_app
 from perkflow.settings import Settings
+from tests import factories
 from tests.pg import PgServer
 
 TEST_SECRET = "test-secret-not-for-production-0123456789abcdef"
 _counter = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def fresh_factory_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test's factory ids start over, whatever ran before it in the process.
+
+    A subscriber's id decides its keyed-hash cells (campaign control, universal control group), so
+    ids carried over from earlier tests made a test's outcome depend on which tests ran first.
+    """
+    monkeypatch.setattr(factories, "_ids", itertools.count(1))
 
 
 @pytest.fixture(scope="session")
