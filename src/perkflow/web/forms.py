@@ -1,4 +1,4 @@
-"""A refused form: its writes undone, the page shown again with its errors and the values sent."""
+"""Forms: a refused one undone and shown again with its errors; a typed amount of money read."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
-from perkflow.errors import PerkflowError
+from perkflow.errors import PerkflowError, ValidationFailed
+from perkflow.kit.bounds import FEN_MAX
+from perkflow.kit.money import parse_yuan
 from perkflow.web.auth import doom
 from perkflow.web.render import render
 
@@ -54,3 +56,25 @@ def refused_form(
     """
     status = refuse(request, session, exc, let_through=let_through)
     return render(request, template, context, status_code=status)
+
+
+YUAN_EXAMPLE = "give an amount in yuan such as 88 or 12.50"
+YUAN_TOO_LARGE = "the amount is too large"
+
+
+def yuan_to_fen(text: str, *, field: str, signed: bool = False, most: int = FEN_MAX) -> int:
+    """Exact fen of a form field's amount in yuan (`88`, `12.5`, `1,234.50`); 422 naming the field.
+
+    The one money parser reads it (`kit.money.parse_yuan`: decimal digits, never a float). It
+    is refused below 0 (below -`most` if `signed`) and above `most`: a number out of the
+    ledger's bounds is a clear 422 here, not a 500 from the driver.
+    """
+    try:
+        fen = parse_yuan(text)
+    except ValueError:
+        raise ValidationFailed(YUAN_EXAMPLE, field=field) from None
+    if fen < 0 and not signed:
+        raise ValidationFailed(YUAN_EXAMPLE, field=field)
+    if abs(fen) > most:
+        raise ValidationFailed(YUAN_TOO_LARGE, field=field)
+    return fen

@@ -1,4 +1,4 @@
-"""The coupon pages' router and their shared helpers: QR codes, yuan amounts, times, devices."""
+"""The coupon pages' router and their shared helpers: QR codes, times, devices, error texts."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from markupsafe import Markup
 
 from perkflow.errors import PerkflowError, ValidationFailed
 from perkflow.kit.ids import token
-from perkflow.kit.money import parse_yuan
 
 router = APIRouter(include_in_schema=False)
 DEVICE_COOKIE = "pf_device"
@@ -23,17 +22,6 @@ def qr_svg(text: str, *, scale: int = 6) -> Markup:
     """A QR code as inline SVG, drawn on the server (no script, works offline)."""
     svg = segno.make(text, error="m", micro=False).svg_inline(scale=scale, border=2, dark="#111")
     return Markup(svg)  # noqa: S704  (segno's own markup; the code is [0-9A-Z] only)
-
-
-def yuan_to_fen(text: str, *, field: str) -> int:
-    """Exact fen of a typed yuan amount (`88`, `12.5`), up to ¥999,999,999.99; 422 otherwise."""
-    try:
-        fen = parse_yuan(text)  # the one money parser: decimal digits, never a float
-    except ValueError:
-        fen = -1
-    if not 0 <= fen < 100_000_000_000:
-        raise ValidationFailed("give an amount in yuan such as 88 or 12.50", field=field)
-    return fen
 
 
 def _zone(request: Request) -> str:

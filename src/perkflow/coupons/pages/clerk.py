@@ -22,10 +22,15 @@ from perkflow.web.auth import (
     StaffContext,
     VaultDep,
 )
+from perkflow.web.forms import refuse, yuan_to_fen
 from perkflow.web.i18n import validation_problem
 from perkflow.web.render import render
 
-from ._common import _error_text, _local_input, _zone, router, yuan_to_fen
+from ._common import _error_text, _local_input, _zone, router
+
+# The counter takes what the API takes (coupons.schemas.RedeemIn, OfflineEntry): at most
+# ¥1,000,000 an order, which the redemption's order column holds.
+ORDER_FEN_MAX = 100_000_000
 
 
 def _require_clerk(staff: StaffContext) -> None:
@@ -103,27 +108,28 @@ def redeem(
             actor=staff.actor,
             vault=vault,
             code=code,
-            order_fen=yuan_to_fen(order_yuan, field="order_yuan"),
+            order_fen=yuan_to_fen(order_yuan, field="order_yuan", most=ORDER_FEN_MAX),
         )
-        session.commit()
     except coupons.Refused as exc:
-        session.rollback()
+        status = refuse(request, session, exc)
         return _counter(
             request,
             staff,
             session,
             message={"ok": False, "reason": exc.reason.value, "text": exc.message},
-            status_code=409,
+            status_code=status,
         )
     except ValidationFailed as exc:
-        session.rollback()
+        status = refuse(request, session, exc)
         return _counter(
             request,
             staff,
             session,
             message={"ok": False, "reason": "invalid", "text": _error_text(exc)},
-            status_code=422,
+            status_code=status,
         )
+    # The counter below reads this redemption in the same transaction, which commits before
+    # the page is sent (web/auth.DbSession).
     return _counter(
         request,
         staff,
@@ -145,17 +151,14 @@ def reverse(
         coupons.reverse_redemption(
             session, actor=staff.actor, redemption_id=redemption_id, reason=reason or "counter"
         )
-        session.commit()
     except PerkflowError as exc:
-        if exc.status_code in (403, 404):
-            raise
-        session.rollback()
+        status = refuse(request, session, exc)
         return _counter(
             request,
             staff,
             session,
             message={"ok": False, "reason": "reverse", "text": exc.message},
-            status_code=exc.status_code,
+            status_code=status,
         )
     return _counter(request, staff, session, message={"ok": True, "reversed": redemption_id})
 
@@ -191,7 +194,7 @@ def offline_upload(
                 OfflineEntry(
                     client_ref=parts[0],
                     code=parts[1],
-                    order_fen=yuan_to_fen(parts[2], field=f"line {n}"),
+                    order_fen=yuan_to_fen(parts[2], field=f"line {n}", most=ORDER_FEN_MAX),
                     recorded_at=at or clock.now(),
                 )
             )
@@ -199,12 +202,12 @@ def offline_upload(
             raise ValidationFailed("no entries", field="lines")
         results = coupons.redeem_offline(session, actor=staff.actor, vault=vault, entries=entries)
     except (ValidationFailed, ValidationError) as exc:
-        session.rollback()
         text = (
             _error_text(exc)
             if isinstance(exc, ValidationFailed)
             else validation_problem(exc.errors()[0])
         )
+        # A 422 page: nothing of the upload is kept (render dooms the request's transaction).
         return render(
             request,
             "coupons/clerk_offline.html",

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from fastapi import File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 
 from perkflow.coupons import reach, tasks
 from perkflow.coupons import service as coupons
@@ -31,10 +32,11 @@ from perkflow.web.auth import (
     StaffContext,
     VaultDep,
 )
+from perkflow.web.forms import refuse, yuan_to_fen
 from perkflow.web.i18n import l_, validation_problem
 from perkflow.web.render import render
 
-from ._common import _csv, _error_text, _local_input, _zone, router, yuan_to_fen
+from ._common import _csv, _error_text, _local_input, _zone, router
 
 
 def _require_editor(staff: StaffContext) -> None:
@@ -228,15 +230,13 @@ async def batch_create(request: Request, staff: Staff, session: DbSession) -> Re
     try:
         batch = coupons.create_batch(session, actor=staff.actor, spec=_spec_from(request, form))
     except PerkflowError as exc:
-        if exc.status_code == 403:
-            raise
-        session.rollback()
+        status = refuse(request, session, exc, let_through=(403,))
         return _editor(
             request,
             form={**_form_defaults(request), **form},
             batch_id=None,
             error=_error_text(exc),
-            status_code=exc.status_code,
+            status_code=status,
         )
     return RedirectResponse(f"/console/coupons/{batch.id}", status_code=303)
 
@@ -259,15 +259,13 @@ async def batch_update(
             session, actor=staff.actor, batch_id=batch_id, spec=_spec_from(request, form)
         )
     except PerkflowError as exc:
-        if exc.status_code in (403, 404):
-            raise
-        session.rollback()
+        status = refuse(request, session, exc)
         return _editor(
             request,
             form={**_form_defaults(request), **form},
             batch_id=batch_id,
             error=_error_text(exc),
-            status_code=exc.status_code,
+            status_code=status,
         )
     return RedirectResponse(f"/console/coupons/{batch_id}", status_code=303)
 
@@ -275,12 +273,10 @@ async def batch_update(
 def _batch_refused(
     request: Request, staff: StaffContext, session: DbSession, batch_id: int, exc: PerkflowError
 ) -> Response:
-    """The batch page again with the refusal shown; 403 and 404 stay errors."""
-    if exc.status_code in (403, 404):
-        raise exc
-    session.rollback()  # nothing of the refused action is kept
+    """The batch page again with the refusal shown, nothing of it kept; 403 and 404 stay errors."""
+    status = refuse(request, session, exc)
     return _batch_page(
-        request, staff, session, batch_id, error=_error_text(exc), status_code=exc.status_code
+        request, staff, session, batch_id, error=_error_text(exc), status_code=status
     )
 
 
@@ -414,11 +410,14 @@ def generate_codes(
             job_id = coupons.start_code_job(
                 session, actor=staff.actor, batch_id=batch_id, count=int(more) if more else None
             ).id
-        session.commit()  # the job must exist before its worker looks for it
     except PerkflowError as exc:
         return _batch_refused(request, staff, session, batch_id, exc)
-    tasks.start_in_background(request.app.state.sessions, vault=vault, job_id=job_id)
-    return RedirectResponse(f"/console/coupons/{batch_id}", status_code=303)
+    # The job must exist before its worker looks for it: the worker starts once the response
+    # is sent, after the request's transaction has committed (web/auth.DbSession).
+    start = BackgroundTask(
+        tasks.start_in_background, request.app.state.sessions, vault=vault, job_id=job_id
+    )
+    return RedirectResponse(f"/console/coupons/{batch_id}", status_code=303, background=start)
 
 
 @router.get("/console/coupons/{batch_id}/jobs")

@@ -19,6 +19,7 @@ from perkflow.web.auth import (
     VaultDep,
     client_ip,
 )
+from perkflow.web.forms import refuse
 from perkflow.web.render import render
 
 from ._common import _device_id, _with_device, _zone, qr_svg, router
@@ -65,10 +66,14 @@ def claim(
     device = _device_id(request) or None
     try:
         if not coupons.seen_sold_out(session, batch_id=batch_id):
-            coupons.admit_claim_attempt(
-                session, subscriber_id=sid, device_id=device, batch_id=batch_id
-            )
-            session.commit()  # the attempt counts even if the claim is refused
+            # The attempt counts even if the claim is refused, and a refused claim answers 4xx,
+            # which rolls the request's transaction back: the count has its own transaction,
+            # committed here (refused by the rate limit itself, it keeps nothing).
+            with request.app.state.sessions() as attempt:
+                coupons.admit_claim_attempt(
+                    attempt, subscriber_id=sid, device_id=device, batch_id=batch_id
+                )
+                attempt.commit()
         outcome = coupons.claim_coupon(
             session,
             actor=coupons.subscriber_actor(sid, ip=client_ip(request)),
@@ -81,16 +86,14 @@ def claim(
             zone=_zone(request),
         )
     except PerkflowError as exc:
-        if exc.status_code == 404:
-            raise
-        session.rollback()
+        status = refuse(request, session, exc, let_through=(404,))
         return _claim_center(
             request,
             session,
             sid,
             error=exc.message,
             error_code=exc.code,
-            status_code=exc.status_code,
+            status_code=status,
         )
     return RedirectResponse(f"/h5/wallet/{outcome.coupon.id}?claimed=1", status_code=303)
 
