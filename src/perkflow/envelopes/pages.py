@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -17,7 +18,6 @@ from perkflow.envelopes.schemas import ProgramSpec, TierSpec
 from perkflow.errors import PerkflowError, ValidationFailed
 from perkflow.kit.bounds import IdParam
 from perkflow.kit.ids import token
-from perkflow.kit.money import parse_yuan
 from perkflow.org import service as org
 from perkflow.org.rules import Perm, subscriber_actor
 from perkflow.subscribers import service as subscribers
@@ -30,6 +30,7 @@ from perkflow.web.auth import (
     VaultDep,
     client_ip,
 )
+from perkflow.web.forms import refuse, yuan_to_fen
 from perkflow.web.i18n import validation_problem
 from perkflow.web.render import render
 
@@ -39,17 +40,6 @@ DEVICE_COOKIE = "pf_device"
 
 
 # ---- helpers ------------------------------------------------------------------------------
-
-
-def yuan_to_fen(text: str, *, field: str) -> int:
-    """Exact fen of a typed yuan amount (`88`, `12.5`), up to ¥999,999,999.99; 422 otherwise."""
-    try:
-        fen = parse_yuan(text)  # the one money parser: decimal digits, never a float
-    except ValueError:
-        fen = -1
-    if not 0 <= fen < 100_000_000_000:
-        raise ValidationFailed("give an amount in yuan such as 88 or 12.50", field=field)
-    return fen
 
 
 def _local_input(request: Request, text: str, *, field: str) -> datetime | None:
@@ -154,14 +144,9 @@ def draw(
             program_id=program_id,
             subscriber_id=sid,
         )
-        session.commit()
     except PerkflowError as exc:
-        if exc.status_code == 404:
-            raise
-        session.rollback()
-        return _envelopes(
-            request, session, vault, sid, error=exc.message, status_code=exc.status_code
-        )
+        status = refuse(request, session, exc, let_through=(404,))
+        return _envelopes(request, session, vault, sid, error=exc.message, status_code=status)
     prizes = service.draw_prizes(
         session, program_id=program_id, draw_nos=[r.draw_no for r in results]
     )
@@ -180,12 +165,8 @@ def start_share(
             subscriber_id=sid,
         )
     except PerkflowError as exc:
-        if exc.status_code == 404:
-            raise
-        session.rollback()
-        return _envelopes(
-            request, session, vault, sid, error=exc.message, status_code=exc.status_code
-        )
+        status = refuse(request, session, exc, let_through=(404,))
+        return _envelopes(request, session, vault, sid, error=exc.message, status_code=status)
     return RedirectResponse("/h5/envelopes", status_code=303)
 
 
@@ -251,13 +232,10 @@ def help_open(
             via_id=via_id,
             device_id=_device_id(request) or None,
         )
-        session.commit()
     except PerkflowError as exc:
-        if exc.status_code == 404:
-            raise
-        session.rollback()
+        status = refuse(request, session, exc, let_through=(404,))
         return _help_page(
-            request, session, vault, sid, token, error=exc.message, status_code=exc.status_code
+            request, session, vault, sid, token, error=exc.message, status_code=status
         )
     return _help_page(request, session, vault, sid, token, done=True)
 
@@ -279,6 +257,17 @@ def program_list(request: Request, staff: Staff, session: DbSession) -> Response
     )
 
 
+# A typed percentage: decimal digits, read exactly (`inf`, `nan`, `-5` or `1e3` are no chance).
+_PERCENT = re.compile(r"(?:[0-9]{1,7}(?:\.[0-9]{0,6})?|\.[0-9]{1,6})")
+
+
+def _ppm_of_percent(text: str, *, field: str) -> int:
+    """Parts per million of a typed chance in percent (`0.5` is 5,000), rounded half to even."""
+    if not _PERCENT.fullmatch(text):
+        raise ValidationFailed("a probability in percent", field=field)
+    return int((Decimal(text) * 10_000).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
 def _program_spec(request: Request, form: dict[str, str]) -> ProgramSpec:
     kind = form.get("kind", "lottery")
     tiers = []
@@ -287,10 +276,7 @@ def _program_spec(request: Request, form: dict[str, str]) -> ProgramSpec:
         pct = form.get(f"tier{i}_percent", "").strip()
         if not prize and not pct:
             continue
-        try:
-            ppm = round(float(pct) * 10_000)
-        except ValueError as exc:
-            raise ValidationFailed("a probability in percent", field=f"tier{i}_percent") from exc
+        ppm = _ppm_of_percent(pct, field=f"tier{i}_percent")
         batch = form.get(f"tier{i}_batch", "").strip()
         if batch and not batch.isdigit():
             raise ValidationFailed("a coupon batch id", field=f"tier{i}_batch")
@@ -338,9 +324,7 @@ async def program_create(request: Request, staff: Staff, session: DbSession) -> 
             session, actor=staff.actor, spec=_program_spec(request, form)
         )
     except PerkflowError as exc:
-        if exc.status_code == 403:
-            raise
-        session.rollback()
+        status = refuse(request, session, exc, let_through=(403,))
         return render(
             request,
             "envelopes/console_programs.html",
@@ -349,7 +333,7 @@ async def program_create(request: Request, staff: Staff, session: DbSession) -> 
                 "error": _error_text(exc),
                 "form": form,
             },
-            status_code=exc.status_code,
+            status_code=status,
         )
     return RedirectResponse(f"/console/envelopes/{program.id}", status_code=303)
 
