@@ -34,11 +34,10 @@ from perkflow.db import unit_of_work
 from perkflow.errors import Forbidden, NotFound, PerkflowError, ValidationFailed
 from perkflow.kit.bounds import IdParam
 from perkflow.kit.ids import token
-from perkflow.kit.money import parse_yuan
 from perkflow.kit.pagination import Page
 from perkflow.org.rules import Actor, Perm
 from perkflow.web.auth import CsrfProtected, DbSession, Staff, StaffContext, VaultDep
-from perkflow.web.forms import refuse
+from perkflow.web.forms import refuse, yuan_to_fen
 from perkflow.web.render import render
 
 router = APIRouter(include_in_schema=False)
@@ -79,10 +78,8 @@ def _yuan(value: int | None) -> str:
 
 
 def _fen(form: dict[str, str], name: str, field: str) -> int:
-    try:
-        return parse_yuan(form.get(name, ""))
-    except ValueError as exc:
-        raise ValidationFailed(f"{field}: {exc}", field=field) from exc
+    # Signed: the benefit's schema judges a negative price, with its own message.
+    return yuan_to_fen(form.get(name, ""), field=field, signed=True)
 
 
 def _int(form: dict[str, str], name: str) -> int | None:
@@ -470,6 +467,8 @@ def _import_in_background(
                 progress=advance,
                 zone=app.state.settings.timezone,
             )
+            # This thread is its own entry point, outside any request: its unit of work
+            # commits the import (it rolls back if the import raised).
             session.commit()
             job.result = _result(outcome.lot, outcome.imported, outcome.duplicates)
     except PerkflowError as exc:
