@@ -11,6 +11,8 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from perkflow.kit.money import parse_yuan
+
 
 class Op(StrEnum):
     GTE = "gte"
@@ -145,9 +147,17 @@ def _int(raw: Any, *, field: str, low: int, high: int) -> int:
 
 
 def _yuan(raw: Any, *, field: str) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0 or raw > 1_000_000:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise RuleError("must be an amount in yuan from 0 to 1,000,000", field)
-    return round(raw * 100)
+    # The number as written (a float's shortest form) read by the one money parser: exact, and
+    # more than two decimals is refused, not rounded.
+    try:
+        fen = parse_yuan(str(raw))
+    except ValueError:
+        fen = -1
+    if not 0 <= fen <= 100_000_000:
+        raise RuleError("must be an amount in yuan from 0 to 1,000,000", field)
+    return fen
 
 
 def _text(raw: Any, *, field: str, max_len: int = 64) -> str:
