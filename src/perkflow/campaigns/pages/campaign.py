@@ -20,6 +20,7 @@ from perkflow.mart import Mart
 from perkflow.org import service as org
 from perkflow.org.rules import Perm
 from perkflow.web.auth import CsrfProtected, DbSession, MartDep, Staff, StaffContext, VaultDep
+from perkflow.web.forms import refuse
 from perkflow.web.render import render
 
 from ._common import _zone, router
@@ -195,9 +196,8 @@ def _act(
     try:
         action()
     except PerkflowError as exc:
-        if exc.status_code == 404:
-            raise
-        session.rollback()
+        # A refused step (403 included) is told on the campaign page, read again as stored.
+        status = refuse(request, session, exc, let_through=(404,))
         return _campaign_page(
             request,
             staff,
@@ -205,7 +205,7 @@ def _act(
             campaign_id,
             error=exc.message,
             note=note,
-            status_code=exc.status_code,
+            status_code=status,
         )
     return RedirectResponse(_next_url(next_url, campaign_id), status_code=303)
 

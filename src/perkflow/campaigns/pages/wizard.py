@@ -22,6 +22,7 @@ from perkflow.mart import Mart
 from perkflow.org import service as org
 from perkflow.org.rules import Perm
 from perkflow.web.auth import CsrfProtected, DbSession, MartDep, Staff, StaffContext
+from perkflow.web.forms import refuse
 from perkflow.web.render import render, request_locale
 
 from ._common import _zone, router
@@ -140,9 +141,7 @@ def _save(
                 version=int(version) if version.isdigit() else 0,
             )
     except PerkflowError as exc:
-        if exc.status_code in (403, 404):
-            raise
-        session.rollback()  # nothing of the refused save may stay
+        status = refuse(request, session, exc)  # nothing of the refused save may stay
         return _wizard(
             request,
             staff,
@@ -150,7 +149,7 @@ def _save(
             form=form,
             campaign=campaign,
             errors=_errors_of(exc),
-            status_code=exc.status_code,
+            status_code=status,
         )
     return RedirectResponse(f"/console/campaigns/{saved.id}", status_code=303)
 
