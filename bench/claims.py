@@ -2,10 +2,16 @@
 
     .venv/bin/python bench/claims.py                       # 100,000 stock, 8 and 32 clients
     .venv/bin/python bench/claims.py --stock 20000 --clients 8 32 --workers 2
+    .venv/bin/python bench/claims.py --stock 20000 --fast-lane on off --rounds 3   # with, without
+    .venv/bin/python bench/claims.py --code before=/tmp/before/src after=src --rounds 3
 
 Starts its own PostgreSQL (tests/pg.py: initdb, a free loopback port), migrates a ledger, loads
 subscribers and an API key, and creates one flash-sale batch per run (16 stock shards, one coupon
-per subscriber). Then for each client count:
+per subscriber; every run claims for the same subscribers, its idempotency keys name its batch).
+Then, for each round, for each `--code` (the server importing perkflow from that source tree,
+e.g. a `git archive` of an earlier commit: two codes compared in the same run), each
+`--fast-lane` setting (the server started with `PERKFLOW_CLAIM_FAST_LANE` on or off) and each
+client count:
 
 (a) perkflow: `uvicorn perkflow.main:create_app` (N worker processes) on 127.0.0.1; a load generator
     in its own process keeps C keep-alive connections busy with
@@ -17,6 +23,8 @@ per subscriber). Then for each client count:
 (b) raw PostgreSQL via pgbench with the same client count: a conditional UPDATE on one hot stock
     row + a claim INSERT per transaction, and the same on 16 shard rows chosen at random.
 
+Each round ends with (b) for every client count. The load average (/proc/loadavg) is read before
+each run. With several rounds the summary gives the median of each figure and every run's value.
 Only loopback addresses are used; every run is bounded by --max-seconds.
 """
 
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
@@ -50,6 +59,7 @@ async def _client(
     port: int,
     path: str,
     key: str,
+    tag: str,
     ids: list[int],
     cursor: list[int],
     out: dict[str, Any],
@@ -65,14 +75,20 @@ async def _client(
             sid = ids[cursor[0]]
             cursor[0] += 1
             body = json.dumps(
-                {"subscriber_id": sid, "idempotency_key": f"bench-{sid:08d}"}
+                {"subscriber_id": sid, "idempotency_key": f"{tag}-{sid:08d}"}
             ).encode()
             request = (
                 head + f"X-Device-Id: dev-{sid}\r\nContent-Length: {len(body)}\r\n\r\n"
             ).encode() + body
             started = time.perf_counter()
             writer.write(request)
-            status = int((await reader.readline()).split()[1])
+            first = await reader.readline()
+            if not first:  # the server closed the connection: counted, and a new one opened
+                out["codes"]["closed"] = out["codes"].get("closed", 0) + 1
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                continue
+            status = int(first.split()[1])
             length = 0
             while True:
                 line = await reader.readline()
@@ -93,8 +109,8 @@ async def _client(
         writer.close()
 
 
-def _load(args: tuple[str, int, str, str, list[int], int, float]) -> dict[str, Any]:
-    host, port, path, key, ids, clients, max_seconds = args
+def _load(args: tuple[str, int, str, str, str, list[int], int, float]) -> dict[str, Any]:
+    host, port, path, key, tag, ids, clients, max_seconds = args
     out: dict[str, Any] = {"codes": {}, "latencies": [], "last_ok": 0.0, "sold_out": 0}
 
     async def main() -> None:
@@ -102,7 +118,10 @@ def _load(args: tuple[str, int, str, str, list[int], int, float]) -> dict[str, A
         out["start"] = time.perf_counter()
         deadline = out["start"] + max_seconds
         await asyncio.gather(
-            *(_client(host, port, path, key, ids, cursor, out, deadline) for _ in range(clients))
+            *(
+                _client(host, port, path, key, tag, ids, cursor, out, deadline)
+                for _ in range(clients)
+            )
         )
         out["end"] = time.perf_counter()
 
@@ -231,22 +250,28 @@ def _check(url: str, batch_id: int, stock: int, successes: int) -> dict[str, Any
     return {"coupons": n, "remaining": remaining, "oversell_free": ok}
 
 
-def _serve(url: str, home: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+def _serve(
+    url: str, home: Path, port: int, workers: int, fast_lane: str, src: str | None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **({"PYTHONPATH": src} if src else {}),
         "PERKFLOW_DATABASE_URL": url,
         "PERKFLOW_HOME": str(home),
         "PERKFLOW_SECRET_KEY": SECRET,
+        "PERKFLOW_CLAIM_FAST_LANE": "true" if fast_lane == "on" else "false",
     }
     cmd = [
         sys.executable, "-m", "uvicorn", "perkflow.main:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         "--log-level", "warning", "--no-access-log",
+        # A worker on a saturated machine may answer the supervisor's ping late; not a crash.
+        "--timeout-worker-healthcheck", "60",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     import httpx
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a busy machine imports the app slowly
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
@@ -294,6 +319,39 @@ def _raw_setup(server: Any) -> None:
         c.execute("INSERT INTO bench_stock SELECT g, 1000000000 FROM generate_series(0, 15) g")
 
 
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _run(
+    url: str, port: int, key: str, batch_id: int, ids: list[int], clients: int, args: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One load run against the server on `port`: the load generator's tally and the figures."""
+    path = f"/v1/coupon-batches/{batch_id}/claims"
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        out = pool.apply(
+            _load,
+            (("127.0.0.1", port, path, key, f"b{batch_id}", ids, clients, args.max_seconds),),
+        )
+    ok = out["codes"].get(201, 0)
+    span = (out["last_ok"] or out["end"]) - out["start"]
+    lat = sorted(out["latencies"])
+    return out, {
+        "claims": ok,
+        "seconds": round(span, 2),
+        "claims_per_s": round(ok / span) if span else 0,
+        "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
+        "p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 1) if lat else None,
+        "sold_out": out["sold_out"],
+    }
+
+
+def _median(rows: list[dict[str, Any]], field: str) -> Any:
+    values = [r[field] for r in rows if r.get(field) is not None]
+    return statistics.median(values) if values else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stock", type=int, default=100_000)
@@ -302,6 +360,22 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--max-seconds", type=float, default=120.0, help="per HTTP run")
     parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument(
+        "--fast-lane",
+        nargs="+",
+        choices=["on", "off"],
+        default=["on"],
+        help="PERKFLOW_CLAIM_FAST_LANE of the server, each in every round",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="repeat everything, interleaved")
+    parser.add_argument(
+        "--code",
+        nargs="+",
+        default=["this"],
+        metavar="NAME=SRC",
+        help="servers importing perkflow from SRC (e.g. a `git archive` of a commit), each in"
+        " every round; `this`: the installed one",
+    )
     args = parser.parse_args()
 
     from tests.pg import PgServer, free_port
@@ -315,82 +389,87 @@ def main() -> None:
         server.execute("CREATE DATABASE claims")
         url = server.url("claims")
         started = time.perf_counter()
-        need = (args.stock + extra) * len(args.clients)
+        need = args.stock + extra
         key = _setup_ledger(url, need)
         print(f"ledger ready: {need:,} subscribers in {time.perf_counter() - started:.1f} s")
         _raw_setup(server)
-        port = free_port()
-        proc = _serve(url, home, port, args.workers)
-        try:
-            for n, clients in enumerate(args.clients):
-                batch_id = _new_batch(url, f"flash-{clients}", args.stock, args.shards)
-                first = n * (args.stock + extra) + 1
-                ids = list(range(first, first + args.stock + extra))
-                path = f"/v1/coupon-batches/{batch_id}/claims"
-                ctx = multiprocessing.get_context("spawn")
-                cpu_before = (_tree_cpu_s(proc.pid), _tree_cpu_s(_postmaster_pid(server)))
-                with ctx.Pool(1) as pool:
-                    out = pool.apply(
-                        _load, (("127.0.0.1", port, path, key, ids, clients, args.max_seconds),)
-                    )
-                cpu_after = (_tree_cpu_s(proc.pid), _tree_cpu_s(_postmaster_pid(server)))
-                ok = out["codes"].get(201, 0)
-                span = (out["last_ok"] or out["end"]) - out["start"]
-                lat = sorted(out["latencies"])
-                check = _check(url, batch_id, args.stock, ok)
+        ids = list(range(1, need + 1))
+        codes = [c.partition("=")[::2] for c in args.code]
+        for round_no in range(1, args.rounds + 1):
+            for (name, src), lane in itertools.product(codes, args.fast_lane):
+                port = free_port()
+                proc = _serve(url, home, port, args.workers, lane, src or None)
+                try:
+                    for clients in args.clients:
+                        batch_id = _new_batch(
+                            url,
+                            f"flash-{round_no}-{name}-{lane}-{clients}",
+                            args.stock,
+                            args.shards,
+                        )
+                        loadavg = _loadavg()
+                        cpu_before = (_tree_cpu_s(proc.pid), _tree_cpu_s(_postmaster_pid(server)))
+                        out, figures = _run(url, port, key, batch_id, ids, clients, args)
+                        cpu_after = (_tree_cpu_s(proc.pid), _tree_cpu_s(_postmaster_pid(server)))
+                        answered = max(1, sum(out["codes"].values()))
+                        row = {
+                            "round": round_no,
+                            "code": name,
+                            "fast_lane": lane,
+                            "clients": clients,
+                            **figures,
+                            # CPU per answered request, whatever else the machine was doing.
+                            "server_cpu_ms": round(
+                                1000 * (cpu_after[0] - cpu_before[0]) / answered, 3
+                            ),
+                            "db_cpu_ms": round(1000 * (cpu_after[1] - cpu_before[1]) / answered, 3),
+                            "load_cpu_ms": round(1000 * out["cpu_s"] / answered, 3),
+                            "loadavg": loadavg,
+                            "codes": out["codes"],
+                            **_check(url, batch_id, args.stock, figures["claims"]),
+                        }
+                        results.append(row)
+                        print(json.dumps(row), flush=True)
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+            for clients in args.clients:
+                one = _pgbench(server, "rawbench", clients, args.pgbench_seconds, 1)
+                sharded = _pgbench(server, "rawbench", clients, args.pgbench_seconds, 16)
                 row = {
+                    "round": round_no,
                     "clients": clients,
-                    "claims": ok,
-                    "seconds": round(span, 2),
-                    "claims_per_s": round(ok / span) if span else 0,
-                    "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
-                    "p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 1) if lat else None,
-                    "sold_out": out["sold_out"],
-                    # CPU per answered request, whatever else the machine was doing meanwhile.
-                    "server_cpu_ms": round(
-                        1000 * (cpu_after[0] - cpu_before[0]) / max(1, sum(out["codes"].values())),
-                        3,
-                    ),
-                    "db_cpu_ms": round(
-                        1000 * (cpu_after[1] - cpu_before[1]) / max(1, sum(out["codes"].values())),
-                        3,
-                    ),
-                    "load_cpu_ms": round(
-                        1000 * out["cpu_s"] / max(1, sum(out["codes"].values())), 3
-                    ),
-                    "codes": out["codes"],
-                    **check,
+                    "raw_one_row_tps": round(one),
+                    "raw_16_shards_tps": round(sharded),
                 }
                 results.append(row)
-                print(json.dumps(row))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-        for clients in args.clients:
-            one = _pgbench(server, "rawbench", clients, args.pgbench_seconds, 1)
-            sharded = _pgbench(server, "rawbench", clients, args.pgbench_seconds, 16)
-            row = {
-                "clients": clients,
-                "raw_one_row_tps": round(one),
-                "raw_16_shards_tps": round(sharded),
-            }
-            results.append(row)
-            print(json.dumps(row))
+                print(json.dumps(row), flush=True)
     finally:
         server.stop()
         shutil.rmtree(home, ignore_errors=True)
     print(
-        "\nclients | perkflow claims/s | p50 ms | p99 ms | oversell-free"
-        " | raw 1 row tps | raw 16 shards tps"
+        f"\nmedians of {args.rounds} round(s)\n"
+        "code | fast lane | clients | claims/s (each run) | p50 ms | p99 ms"
+        " | CPU ms server/db/load | oversell-free | raw 1 row tps | raw 16 shards tps"
+        " | raw16/perkflow"
     )
-    http = {r["clients"]: r for r in results if "claims" in r}
-    raw = {r["clients"]: r for r in results if "raw_one_row_tps" in r}
-    for c in args.clients:
-        h, r = http.get(c, {}), raw.get(c, {})
+    for (name, _), lane, c in itertools.product(codes, args.fast_lane, args.clients):
+        http = [
+            r
+            for r in results
+            if r.get("code") == name and r.get("fast_lane") == lane and r["clients"] == c
+        ]
+        raw = [r for r in results if "raw_one_row_tps" in r and r["clients"] == c]
+        rate, raw16 = _median(http, "claims_per_s"), _median(raw, "raw_16_shards_tps")
+        cpu = "/".join(str(_median(http, f)) for f in ("server_cpu_ms", "db_cpu_ms", "load_cpu_ms"))
         print(
-            f"{c} | {h.get('claims_per_s')} | {h.get('p50_ms')} | {h.get('p99_ms')} | "
-            f"{h.get('oversell_free')} | {r.get('raw_one_row_tps')} | {r.get('raw_16_shards_tps')}"
+            f"{name} | {lane} | {c} | {rate} ({', '.join(str(r['claims_per_s']) for r in http)})"
+            f" | {_median(http, 'p50_ms')} | {_median(http, 'p99_ms')} | {cpu} | "
+            f"{all(r['oversell_free'] for r in http)} | "
+            f"{_median(raw, 'raw_one_row_tps')} | {raw16} | "
+            f"{round(raw16 / rate, 1) if rate and raw16 else None}"
         )
+    print("load average per run:", "; ".join(r["loadavg"] for r in results if "loadavg" in r))
 
 
 if __name__ == "__main__":
