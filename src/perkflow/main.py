@@ -283,10 +283,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         # `Secure` once the console is reached over HTTPS: the cookie never travels in clear.
         https_only=settings.cookie_secure,
     )
-    app.add_middleware(SecurityHeaders, https=settings.cookie_secure)
     if settings.claim_fast_lane:
-        # Outermost: the flash-sale claims skip the framework (coupons/claim_lane.py).
+        # The flash-sale claims skip the framework (coupons/claim_lane.py), inside the security
+        # headers so that its answers carry the app's own.
         app.add_middleware(ClaimLane)
+    app.add_middleware(SecurityHeaders, https=settings.cookie_secure)
     # Outermost of all: every request is timed by route and logged, the claim lane's too.
     install_metrics(app, engine=engine)
     _install_error_handlers(app)

@@ -85,6 +85,9 @@ def _answer(response: Any) -> tuple[Any, ...]:
         response.headers.get("content-type"),
         response.headers.get("x-frame-options"),
         response.headers.get("x-content-type-options"),
+        response.headers.get("referrer-policy"),
+        response.headers.get("content-security-policy"),
+        response.headers.get("content-length"),
     )
 
 
@@ -96,13 +99,22 @@ def test_the_lane_and_the_route_give_the_same_answers(
 ) -> None:
     lane, route = lane_and_route
     answered_by_lane: list[int] = []
-    respond = claim_lane._respond
+    answer = claim_lane.ClaimLane._answer
 
-    async def counting(send: Any, status: int, payload: bytes) -> None:
-        answered_by_lane.append(status)
-        await respond(send, status, payload)
+    async def counting(self: Any, scope: Any, batch_id: int, body: bytes, send: Any) -> bool:
+        sent: list[int] = []
 
-    monkeypatch.setattr(claim_lane, "_respond", counting)
+        async def watching(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                sent.append(message["status"])
+            await send(message)
+
+        answered = await answer(self, scope, batch_id, body, watching)
+        if answered:
+            answered_by_lane.extend(sent)
+        return answered
+
+    monkeypatch.setattr(claim_lane.ClaimLane, "_answer", counting)
     via_lane = [
         _answer(lane.post(u, json=b, headers=h)) for u, b, h in _script(web_sessions, vault)
     ]

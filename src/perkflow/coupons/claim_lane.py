@@ -10,7 +10,9 @@ asks the same claim gate, and writes the same answer the route would.
 Anything else (no key or an unknown one, a body or header that does not validate, a staff
 session) goes on to the app untouched, body included, and the route gives its usual answer
 or error. So the lane changes speed, never meaning; tests/coupons/test_claim_lane.py holds the
-two side by side.
+two side by side. Nothing of the app's answer is copied here: the lane sits inside the app's
+security-headers middleware (main.py), which adds the same headers to its answers, and a
+claim's error is answered by the app's own exception handler for it.
 """
 
 from __future__ import annotations
@@ -19,25 +21,16 @@ import re
 from typing import Any
 
 from pydantic import ValidationError
-from starlette.responses import JSONResponse
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from perkflow.coupons.api import claim_out, gate_of
 from perkflow.coupons.claim_gate import ClaimRequest
 from perkflow.coupons.schemas import ClaimIn
-from perkflow.db import is_busy
-from perkflow.errors import PerkflowError
 from perkflow.web.auth import actor_for_key
 
 _PATH = re.compile(r"/v1/coupon-batches/([1-9][0-9]{0,17})/claims")
 _MAX_BODY = 4096  # a claim is ~80 bytes; anything larger is the route's to refuse
-# What every answer of the app carries (main.SecurityHeaders), and JSON.
-_HEADERS = [
-    (b"content-type", b"application/json"),
-    (b"x-frame-options", b"DENY"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
-]
 
 
 class ClaimLane:
@@ -87,14 +80,13 @@ class ClaimLane:
         )
         try:
             outcome = await gate_of(app).claim(request)
-        except PerkflowError as exc:
-            await _respond(send, exc.status_code, _error_json(exc))
-            return True
         except Exception as exc:
-            if not is_busy(exc):
+            # The app's own answer to this error (a refusal, a busy ledger), or none: raised.
+            handler = _handler_for(app, exc)
+            if handler is None:
                 raise
-            # As the app answers a lock held past the wait (main.py): nothing was written.
-            await _respond(send, 503, _BUSY, retry_after=True)
+            response = await handler(Request(scope), exc)
+            await response(scope, _no_body, send)
             return True
         status = 200 if outcome.replayed else 201
         await _respond(send, status, claim_out(outcome).model_dump_json().encode())
@@ -136,17 +128,23 @@ def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
     return again
 
 
-def _error_json(exc: PerkflowError) -> bytes:
-    # The same body the app's error handler writes (main._install_error_handlers).
-    return bytes(JSONResponse({"error": exc.to_dict()}).body)
+def _handler_for(app: Any, exc: Exception) -> Any:
+    """The app's exception handler for this error (main._install_error_handlers), if any."""
+    handlers = app.exception_handlers
+    for cls in type(exc).__mro__:
+        if cls in handlers:
+            return handlers[cls]
+    return None
 
 
-_BUSY = b'{"error":{"code":"busy","message":"the ledger is busy; try again in a moment"}}'
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
 
 
-async def _respond(send: Send, status: int, payload: bytes, *, retry_after: bool = False) -> None:
-    headers: list[Any] = [*_HEADERS, (b"content-length", str(len(payload)).encode())]
-    if retry_after:
-        headers.append((b"retry-after", b"1"))
+async def _respond(send: Send, status: int, payload: bytes) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
