@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from perkflow.audience import marts, rules
 from perkflow.audience import service as audience
+from perkflow.audience.service import extraction
 from perkflow.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from perkflow.kit.crypto import Vault
 from perkflow.mart import Mart
@@ -741,7 +742,7 @@ class TestExtraction:
         def broken(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("disk full")
 
-        monkeypatch.setattr(audience, "_plain_schema", broken)
+        monkeypatch.setattr(extraction, "_plain_schema", broken)  # where the export looks it up
         with pytest.raises(RuntimeError):
             audience.run_extraction(
                 session,
