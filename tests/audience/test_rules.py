@@ -42,10 +42,14 @@ CATALOG = Catalog(
 )
 
 
-def problems(raw: object) -> list[rules.Problem]:
+def invalid(raw: object) -> InvalidDefinition:
     with pytest.raises(InvalidDefinition) as caught:
         rules.parse_definition(raw, CATALOG)
-    return caught.value.problems
+    return caught.value
+
+
+def problems(raw: object) -> list[rules.Problem]:
+    return invalid(raw).problems
 
 
 class TestParse:
@@ -95,7 +99,7 @@ class TestParse:
 
 class TestInvalid:
     def test_an_unknown_column_names_its_path_and_the_column(self) -> None:
-        found = problems(
+        exc = invalid(
             {
                 "rule": {
                     "all": [
@@ -105,20 +109,23 @@ class TestInvalid:
                 }
             }
         )
+        found = exc.problems
         assert [p.path for p in found] == ["rule.all[1].any[0].column"]
-        assert found[0].column == "plan_fee"
+        assert exc.at_fault[found[0]] == {"column": "plan_fee"}
         assert "unknown column 'plan_fee'" in found[0].message
 
     def test_a_type_mismatch_is_an_error_not_an_empty_result(self) -> None:
-        found = problems({"rule": {"column": "plan_fee_yuan", "op": "=", "value": "cheap"}})
+        exc = invalid({"rule": {"column": "plan_fee_yuan", "op": "=", "value": "cheap"}})
+        found = exc.problems
         assert found[0].path == "rule.value"
-        assert found[0].column == "plan_fee_yuan" and found[0].op == "="
+        assert exc.at_fault[found[0]] == {"column": "plan_fee_yuan", "op": "="}
         assert "is a number" in found[0].message
 
     def test_an_ordering_operator_on_text_names_the_operator(self) -> None:
-        found = problems({"rule": {"not": {"column": "province_code", "op": ">", "value": "GD"}}})
+        exc = invalid({"rule": {"not": {"column": "province_code", "op": ">", "value": "GD"}}})
+        found = exc.problems
         assert found[0].path == "rule.not.op"
-        assert found[0].op == ">"
+        assert exc.at_fault[found[0]]["op"] == ">"
 
     def test_a_value_outside_a_known_vocabulary_is_refused(self) -> None:
         found = problems({"rule": {"column": "province_code", "op": "in", "values": ["GD", "XX"]}})
@@ -221,7 +228,9 @@ class TestForm:
                 exclude=[],
                 catalog=CATALOG,
             )
-        assert caught.value.problems[0].path == "rule.all[1].value"
+        [problem] = caught.value.problems
+        assert problem.path == "rule.all[1].value"
+        assert caught.value.at_fault[problem] == {"column": "arpu_yuan", "op": ">"}
 
     def test_nested_trees_do_not_fit_the_simple_form(self) -> None:
         assert rules.form_rows({"rule": {"not": {"column": "x", "op": "is_null"}}}) is None
@@ -366,7 +375,13 @@ class TestTemplates:
         }
         with pytest.raises(InvalidDefinition) as caught:
             rules.parse_template(raw, CATALOG)
-        assert [p.path for p in caught.value.problems] == ["columns[1]", "rule.value"]
+        columns, value = caught.value.problems
+        assert [columns.path, value.path] == ["columns[1]", "rule.value"]
+        # The rule's culprits survive the template's own problems.
+        assert caught.value.at_fault == {
+            columns: {"column": "password"},
+            value: {"column": "arpu_yuan", "op": ">"},
+        }
 
     def test_a_parameter_outside_a_template_is_refused(self) -> None:
         found = problems({"rule": {"column": "arpu_yuan", "op": ">", "value": {"param": "x"}}})

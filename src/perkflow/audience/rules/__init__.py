@@ -84,7 +84,6 @@ from perkflow.audience.rules.tree import (
     ParamRef,
     ParamSpec,
     ParamType,
-    Problem,
     Responded,
     Scalar,
     Score,
@@ -112,6 +111,7 @@ from perkflow.audience.rules.vocabulary import (
     ColumnSpec,
     Kind,
 )
+from perkflow.errors import Problem
 
 __all__ = [
     "ACTIVITY_LEVELS",

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from perkflow.audience.rules.canonical import json_key
-from perkflow.audience.rules.tree import InvalidDefinition, Problem
+from perkflow.audience.rules.tree import InvalidDefinition
 from perkflow.audience.rules.vocabulary import (
     EXCLUSION_SHORTCUTS,
     LIST_OPS,
@@ -17,6 +17,7 @@ from perkflow.audience.rules.vocabulary import (
     ColumnSpec,
     Kind,
 )
+from perkflow.errors import Problem
 
 
 def _form_value(text: str, spec: ColumnSpec) -> Any:
@@ -53,6 +54,7 @@ def definition_from_form(
     """The raw definition behind the builder's rows of (column, op, text); bad text is a Problem."""
     key = "any" if match == "any" else "all"
     problems: list[Problem] = []
+    at_fault: dict[Problem, dict[str, str]] = {}
     rules: list[dict[str, Any]] = []
     for i, (column, op, text) in enumerate(rows):
         path = f"rule.{key}[{i}]"
@@ -79,9 +81,11 @@ def definition_from_form(
             else:
                 rules.append({"column": column, "op": op, "value": _form_value(text, spec)})
         except ValueError as exc:
-            problems.append(Problem(f"{path}.value", str(exc), column=column, op=op))
+            problem = Problem(f"{path}.value", str(exc))
+            problems.append(problem)
+            at_fault[problem] = {"column": column, "op": op}
     if problems:
-        raise InvalidDefinition(problems)
+        raise InvalidDefinition(problems, at_fault)
     raw: dict[str, Any] = {}
     if rules:
         raw["rule"] = {key: rules}

@@ -10,8 +10,9 @@ from datetime import date
 from typing import Any
 
 from perkflow.audience.rules.parsing import parse_definition
-from perkflow.audience.rules.tree import InvalidDefinition, ParamSpec, ParamType, Problem
+from perkflow.audience.rules.tree import InvalidDefinition, ParamSpec, ParamType
 from perkflow.audience.rules.vocabulary import MAX_NAME, Catalog
+from perkflow.errors import Problem
 from perkflow.org.rules import Actor, Role
 
 TEMPLATE_NAME = re.compile(r"^[^\x00-\x1f]{1,120}$")
@@ -77,6 +78,7 @@ def parse_template(raw: Any, catalog: Catalog) -> Template:
     if not isinstance(raw, Mapping):
         raise InvalidDefinition([Problem("", "a template is an object")])
     problems: list[Problem] = []
+    at_fault: dict[Problem, Mapping[str, str]] = {}
     extra = sorted(set(raw) - {"name", "description", "columns", "rule", "exclude", "parameters"})
     if extra:
         problems.append(Problem("", f"unexpected key(s) {', '.join(map(str, extra))}"))
@@ -95,13 +97,10 @@ def parse_template(raw: Any, catalog: Catalog) -> Template:
         columns = []
     for i, col in enumerate(columns):
         if col not in allowed:
-            problems.append(
-                Problem(
-                    f"columns[{i}]",
-                    f"unknown column {col!r} (known: {', '.join(sorted(allowed))})",
-                    column=str(col),
-                )
-            )
+            known = ", ".join(sorted(allowed))
+            problem = Problem(f"columns[{i}]", f"unknown column {col!r} (known: {known})")
+            problems.append(problem)
+            at_fault[problem] = {"column": str(col)}
     if len(set(map(str, columns))) != len(columns):
         problems.append(Problem("columns", "a column is listed twice"))
     params: dict[str, ParamSpec] = {}
@@ -133,8 +132,9 @@ def parse_template(raw: Any, catalog: Catalog) -> Template:
         parse_definition(definition, catalog, params=params)
     except InvalidDefinition as exc:
         problems.extend(exc.problems)
+        at_fault.update(exc.at_fault)
     if problems:
-        raise InvalidDefinition(problems)
+        raise InvalidDefinition(problems, at_fault)
     return Template(
         name=name.strip(),
         description=description,

@@ -27,7 +27,6 @@ from perkflow.audience.rules.tree import (
     ParamRef,
     ParamSpec,
     ParamType,
-    Problem,
     Responded,
     Score,
     Value,
@@ -51,6 +50,7 @@ from perkflow.audience.rules.vocabulary import (
     ColumnSpec,
     Kind,
 )
+from perkflow.errors import Problem
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:
@@ -68,10 +68,16 @@ class _Parser:
         self.catalog = catalog
         self.params = params
         self.problems: list[Problem] = []
+        self.at_fault: dict[Problem, dict[str, str]] = {}
         self.nodes = 0
 
     def bad(self, path: str, message: str, **where: str | None) -> None:
-        self.problems.append(Problem(path=path, message=message, **where))
+        """Record a problem; `where` names the rule's column and op when they are at fault."""
+        problem = Problem(path, message)
+        self.problems.append(problem)
+        culprit = {k: v for k, v in where.items() if v}
+        if culprit:
+            self.at_fault[problem] = culprit
 
     def node(self, raw: Any, path: str, depth: int) -> Node | None:
         self.nodes += 1
@@ -406,7 +412,7 @@ def parse_definition(
             if node is not None:
                 excludes.append(node)
     if parser.problems:
-        raise InvalidDefinition(parser.problems)
+        raise InvalidDefinition(parser.problems, parser.at_fault)
     return Definition(rule=rule, exclude=tuple(excludes))
 
 

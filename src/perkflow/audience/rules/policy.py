@@ -9,8 +9,9 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from perkflow.audience.rules.tree import InvalidDefinition, Problem
+from perkflow.audience.rules.tree import InvalidDefinition
 from perkflow.audience.rules.vocabulary import ACTIVITY_LEVELS, CHANNELS
+from perkflow.errors import Problem
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
-"""The parsed definition: its nodes, template parameters, and the problems a bad one has."""
+"""The parsed definition: its nodes, template parameters, and the error a bad one raises."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from typing import Any
+
+from perkflow.errors import Problem
 
 Scalar = int | float | str | date | bool
 
@@ -151,22 +153,18 @@ class ParamSpec:
     label: str = ""
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a definition, at a path such as `rule.all[2].value`."""
-
-    path: str
-    message: str
-    column: str | None = None
-    op: str | None = None
-
-    def text(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
 class InvalidDefinition(ValueError):
-    """A definition that does not validate; `problems` names every bad node."""
+    """A definition that does not validate; `problems` names every bad node.
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
+    `at_fault` names, for each problem a rule's column or operator is at fault in, that `column`
+    and `op` (the API lists them beside the problem's path and message).
+    """
+
+    def __init__(
+        self,
+        problems: Sequence[Problem],
+        at_fault: Mapping[Problem, Mapping[str, str]] | None = None,
+    ) -> None:
         super().__init__("; ".join(p.text() for p in problems))
         self.problems = list(problems)
+        self.at_fault = dict(at_fault or {})

@@ -17,8 +17,7 @@ def invalid(exc: InvalidDefinition, *, prefix: str = "") -> ValidationFailed:
         {
             "path": f"{prefix}{p.path}" if p.path else prefix.rstrip("."),
             "message": p.message,
-            **({"column": p.column} if p.column else {}),
-            **({"op": p.op} if p.op else {}),
+            **exc.at_fault.get(p, {}),
         }
         for p in exc.problems
     ]
