@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from perkflow.errors import Problem
+
 from .caps import (
     TAKE_UP_PRIOR,
     budget_room,
@@ -36,7 +38,6 @@ from .spec import (
     InvalidSpec,
     Offer,
     Schedule,
-    SpecProblem,
     Trigger,
     Variant,
     spec_columns,
@@ -124,9 +125,9 @@ __all__ = [
     "HistoryRow",
     "InvalidSpec",
     "Offer",
+    "Problem",
     "ResponseTime",
     "Schedule",
-    "SpecProblem",
     "Trigger",
     "Variant",
     "WaveKind",

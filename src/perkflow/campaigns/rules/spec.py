@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
+from perkflow.errors import Problem
+
 from .vocabulary import CampaignKind
 
 GOAL_KINDS = ("claim", "redemption", "grant_use", "order", "any")
@@ -23,18 +25,10 @@ DEFAULT_LOCALE = "zh_CN"
 BASIS_POINTS = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class SpecProblem:
-    """One thing wrong with a spec, at a dotted path (`variants[1].body`)."""
-
-    path: str
-    message: str
-
-
 class InvalidSpec(ValueError):
     """A spec with problems; the first names the field of the 422."""
 
-    def __init__(self, problems: Sequence[SpecProblem]) -> None:
+    def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = list(problems)
         first = self.problems[0]
         more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""

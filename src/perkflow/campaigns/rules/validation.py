@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, time
 from typing import Any
 
+from perkflow.errors import Problem
+
 from .spec import (
     CAMPAIGN_CHANNELS,
     DEFAULT_LOCALE,
@@ -21,7 +23,6 @@ from .spec import (
     InvalidSpec,
     Offer,
     Schedule,
-    SpecProblem,
     Trigger,
     Variant,
 )
@@ -35,7 +36,7 @@ MAX_SHARE_BP = 5_000
 KEY = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
-def _share_bp(raw: Any, *, path: str, bp: bool, upper_bp: int) -> tuple[int, SpecProblem | None]:
+def _share_bp(raw: Any, *, path: str, bp: bool, upper_bp: int) -> tuple[int, Problem | None]:
     """A share given as percent (`10`, `"10%"`) or, under a `_bp` key, as basis points."""
     value = raw
     if isinstance(value, str) and not bp:
@@ -43,18 +44,18 @@ def _share_bp(raw: Any, *, path: str, bp: bool, upper_bp: int) -> tuple[int, Spe
         try:
             value = float(text)
         except ValueError:
-            return 0, SpecProblem(path, "a share is a number of percent, like 10")
+            return 0, Problem(path, "a share is a number of percent, like 10")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return 0, SpecProblem(path, "a share is a number")
+        return 0, Problem(path, "a share is a number")
     result = int(value) if bp else round(float(value) * 100)
     if bp and value != int(value):
-        return 0, SpecProblem(path, "basis points are whole numbers")
+        return 0, Problem(path, "basis points are whole numbers")
     if not 0 <= result <= upper_bp:
-        return 0, SpecProblem(path, f"must be between 0 and {upper_bp / 100:g} %")
+        return 0, Problem(path, f"must be between 0 and {upper_bp / 100:g} %")
     return result, None
 
 
-def _when(raw: Any, path: str, problems: list[SpecProblem]) -> datetime | None:
+def _when(raw: Any, path: str, problems: list[Problem]) -> datetime | None:
     if raw is None:
         return None
     if isinstance(raw, datetime):
@@ -63,21 +64,21 @@ def _when(raw: Any, path: str, problems: list[SpecProblem]) -> datetime | None:
         try:
             value = datetime.fromisoformat(raw)
         except ValueError:
-            problems.append(SpecProblem(path, "an ISO time like 2026-12-01T09:00:00+08:00"))
+            problems.append(Problem(path, "an ISO time like 2026-12-01T09:00:00+08:00"))
             return None
     else:
-        problems.append(SpecProblem(path, "an ISO time like 2026-12-01T09:00:00+08:00"))
+        problems.append(Problem(path, "an ISO time like 2026-12-01T09:00:00+08:00"))
         return None
     if value.tzinfo is None:
-        problems.append(SpecProblem(path, "needs a time zone offset"))
+        problems.append(Problem(path, "needs a time zone offset"))
         return None
     return value.astimezone(UTC)
 
 
-def _positive_int(raw: Any, path: str, problems: list[SpecProblem], *, zero: bool = False) -> int:
+def _positive_int(raw: Any, path: str, problems: list[Problem], *, zero: bool = False) -> int:
     low = 0 if zero else 1
     if isinstance(raw, bool) or not isinstance(raw, int) or raw < low:
-        problems.append(SpecProblem(path, f"a whole number ≥ {low}"))
+        problems.append(Problem(path, f"a whole number ≥ {low}"))
         return low
     return raw
 
@@ -85,7 +86,7 @@ def _positive_int(raw: Any, path: str, problems: list[SpecProblem], *, zero: boo
 def _conditions(
     raw: Any,
     path: str,
-    problems: list[SpecProblem],
+    problems: list[Problem],
     columns: Mapping[str, str] | None,
 ) -> tuple[Condition, ...]:
     """A list of {column, op, value}; `columns` (name → kind) checks names and types."""
@@ -93,55 +94,53 @@ def _conditions(
         return ()
     items = [raw] if isinstance(raw, Mapping) else raw
     if not isinstance(items, list) or not items:
-        problems.append(SpecProblem(path, "a list of {column, op, value} conditions"))
+        problems.append(Problem(path, "a list of {column, op, value} conditions"))
         return ()
     out = []
     for i, item in enumerate(items):
         p = f"{path}[{i}]" if isinstance(raw, list) else path
         if not isinstance(item, Mapping):
-            problems.append(SpecProblem(p, "a condition is {column, op, value}"))
+            problems.append(Problem(p, "a condition is {column, op, value}"))
             continue
         column, op = item.get("column", item.get("attribute")), item.get("op", "=")
         value = item.get("value", item.get("values"))
         if not isinstance(column, str) or not column:
-            problems.append(SpecProblem(f"{p}.column", "name a column"))
+            problems.append(Problem(f"{p}.column", "name a column"))
             continue
         if columns is not None and column not in columns:
             known = ", ".join(sorted(columns)[:12])
-            problems.append(
-                SpecProblem(f"{p}.column", f"unknown column {column!r} (known: {known}…)")
-            )
+            problems.append(Problem(f"{p}.column", f"unknown column {column!r} (known: {known}…)"))
             continue
         if op not in MATCH_OPS:
-            problems.append(SpecProblem(f"{p}.op", f"op is one of {' '.join(MATCH_OPS)}"))
+            problems.append(Problem(f"{p}.op", f"op is one of {' '.join(MATCH_OPS)}"))
             continue
         if op in ("in", "not_in"):
             if not isinstance(value, list) or not value:
-                problems.append(SpecProblem(f"{p}.value", f"{op} takes a non-empty list"))
+                problems.append(Problem(f"{p}.value", f"{op} takes a non-empty list"))
                 continue
             value = tuple(value)
         elif value is None or isinstance(value, (list, dict)):
-            problems.append(SpecProblem(f"{p}.value", "a single value"))
+            problems.append(Problem(f"{p}.value", "a single value"))
             continue
         kind = columns.get(column) if columns is not None else None
         values = value if isinstance(value, tuple) else (value,)
         if kind in ("integer", "number") and not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
         ):
-            problems.append(SpecProblem(f"{p}.value", f"{column} is a number"))
+            problems.append(Problem(f"{p}.value", f"{column} is a number"))
             continue
         if kind == "string" and not all(isinstance(v, str) for v in values):
-            problems.append(SpecProblem(f"{p}.value", f"{column} is text"))
+            problems.append(Problem(f"{p}.value", f"{column} is text"))
             continue
         out.append(Condition(column, op, value))
     return tuple(out)
 
 
-def _slots(raw: Any, problems: list[SpecProblem]) -> tuple[tuple[time, time], ...]:
+def _slots(raw: Any, problems: list[Problem]) -> tuple[tuple[time, time], ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        problems.append(SpecProblem("schedule.slots", 'a list of ["HH:MM", "HH:MM"] pairs'))
+        problems.append(Problem("schedule.slots", 'a list of ["HH:MM", "HH:MM"] pairs'))
         return ()
     out = []
     for i, slot in enumerate(raw):
@@ -149,10 +148,10 @@ def _slots(raw: Any, problems: list[SpecProblem]) -> tuple[tuple[time, time], ..
         try:
             start, end = (time.fromisoformat(str(x)) for x in slot)
         except (TypeError, ValueError):
-            problems.append(SpecProblem(path, 'a pair ["HH:MM", "HH:MM"]'))
+            problems.append(Problem(path, 'a pair ["HH:MM", "HH:MM"]'))
             continue
         if start >= end:
-            problems.append(SpecProblem(path, "a slot ends after it starts (same day)"))
+            problems.append(Problem(path, "a slot ends after it starts (same day)"))
             continue
         out.append((start, end))
     return tuple(sorted(out))
@@ -165,30 +164,30 @@ def parse_spec(raw: Any, *, columns: Mapping[str, str] | None = None) -> Campaig
     variant's match names only real columns.
     """
     if not isinstance(raw, Mapping):
-        raise InvalidSpec([SpecProblem("", "a campaign spec is an object")])
-    problems: list[SpecProblem] = []
+        raise InvalidSpec([Problem("", "a campaign spec is an object")])
+    problems: list[Problem] = []
 
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip() or len(name.strip()) > 120:
-        problems.append(SpecProblem("name", "1 to 120 characters"))
+        problems.append(Problem("name", "1 to 120 characters"))
         name = ""
 
     trigger: Trigger | None = None
     if raw.get("trigger") is not None:
         t = raw["trigger"]
         if not isinstance(t, Mapping):
-            problems.append(SpecProblem("trigger", "an object with events and where"))
+            problems.append(Problem("trigger", "an object with events and where"))
         else:
             events = t.get("events")
             if isinstance(events, str):
                 events = [events]
             if not isinstance(events, list) or not events:
-                problems.append(SpecProblem("trigger.events", "a list of event types"))
+                problems.append(Problem("trigger.events", "a list of event types"))
                 events = []
             bad = [e for e in events if e not in EVENT_TYPES]
             if bad:
                 problems.append(
-                    SpecProblem(
+                    Problem(
                         "trigger.events",
                         f"unknown event {bad[0]!r} (one of {', '.join(EVENT_TYPES)})",
                     )
@@ -198,19 +197,19 @@ def parse_spec(raw: Any, *, columns: Mapping[str, str] | None = None) -> Campaig
 
     segment_id = raw.get("segment_id")
     if segment_id is not None and (isinstance(segment_id, bool) or not isinstance(segment_id, int)):
-        problems.append(SpecProblem("segment_id", "a segment id"))
+        problems.append(Problem("segment_id", "a segment id"))
         segment_id = None
     if segment_id is None and trigger is None:
-        problems.append(SpecProblem("segment_id", "a batch campaign needs a segment"))
+        problems.append(Problem("segment_id", "a batch campaign needs a segment"))
 
     g = raw.get("goal")
     goal = Goal("any", 14)
     if not isinstance(g, Mapping):
-        problems.append(SpecProblem("goal", "an object with kind and window_days"))
+        problems.append(Problem("goal", "an object with kind and window_days"))
     else:
         kind = g.get("kind")
         if kind not in GOAL_KINDS:
-            problems.append(SpecProblem("goal.kind", f"one of {', '.join(GOAL_KINDS)}"))
+            problems.append(Problem("goal.kind", f"one of {', '.join(GOAL_KINDS)}"))
             kind = "any"
         window = g.get("window_days", 14)
         if (
@@ -218,30 +217,30 @@ def parse_spec(raw: Any, *, columns: Mapping[str, str] | None = None) -> Campaig
             or not isinstance(window, int)
             or not 1 <= window <= MAX_WINDOW_DAYS
         ):
-            problems.append(SpecProblem("goal.window_days", f"1 to {MAX_WINDOW_DAYS} days"))
+            problems.append(Problem("goal.window_days", f"1 to {MAX_WINDOW_DAYS} days"))
             window = 14
         goal = Goal(str(kind), window)
 
     o = raw.get("offer") or {"kind": "none"}
     offer = Offer("none")
     if not isinstance(o, Mapping):
-        problems.append(SpecProblem("offer", "an object with kind, id, category, cost_fen"))
+        problems.append(Problem("offer", "an object with kind, id, category, cost_fen"))
     else:
         okind = o.get("kind", "none")
         if okind not in OFFER_KINDS:
-            problems.append(SpecProblem("offer.kind", f"one of {', '.join(OFFER_KINDS)}"))
+            problems.append(Problem("offer.kind", f"one of {', '.join(OFFER_KINDS)}"))
             okind = "none"
         oid = o.get("id")
         if okind != "none" and (isinstance(oid, bool) or not isinstance(oid, int) or oid < 1):
-            problems.append(SpecProblem("offer.id", f"the id of the {okind}"))
+            problems.append(Problem("offer.id", f"the id of the {okind}"))
             oid = None
         category = o.get("category")
         if category is not None and (not isinstance(category, str) or len(category) > 32):
-            problems.append(SpecProblem("offer.category", "a category name"))
+            problems.append(Problem("offer.category", "a category name"))
             category = None
         cost = o.get("cost_fen", 0)
         if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
-            problems.append(SpecProblem("offer.cost_fen", "whole fen ≥ 0"))
+            problems.append(Problem("offer.cost_fen", "whole fen ≥ 0"))
             cost = 0
         oname = o.get("name", "")
         offer = Offer(
@@ -255,75 +254,73 @@ def parse_spec(raw: Any, *, columns: Mapping[str, str] | None = None) -> Campaig
     variants: list[Variant] = []
     raw_variants = raw.get("variants")
     if not isinstance(raw_variants, list) or not raw_variants:
-        problems.append(SpecProblem("variants", "at least one content variant"))
+        problems.append(Problem("variants", "at least one content variant"))
         raw_variants = []
     elif len(raw_variants) > MAX_VARIANTS:
-        problems.append(SpecProblem("variants", f"at most {MAX_VARIANTS} variants"))
+        problems.append(Problem("variants", f"at most {MAX_VARIANTS} variants"))
     seen: set[str] = set()
     # The campaign's language is its variants' unless a variant says otherwise.
     default_locale = raw.get("locale", DEFAULT_LOCALE)
     if default_locale not in LOCALES:
-        problems.append(SpecProblem("locale", f"one of {', '.join(LOCALES)}"))
+        problems.append(Problem("locale", f"one of {', '.join(LOCALES)}"))
         default_locale = DEFAULT_LOCALE
     for i, v in enumerate(raw_variants[:MAX_VARIANTS]):
         p = f"variants[{i}]"
         if not isinstance(v, Mapping):
-            problems.append(SpecProblem(p, "a variant is an object"))
+            problems.append(Problem(p, "a variant is an object"))
             continue
         key = v.get("key", chr(ord("A") + i))
         if not isinstance(key, str) or not KEY.fullmatch(key):
-            problems.append(SpecProblem(f"{p}.key", "1–32 letters, digits, _ or -"))
+            problems.append(Problem(f"{p}.key", "1–32 letters, digits, _ or -"))
         elif key in seen:
-            problems.append(SpecProblem(f"{p}.key", f"key {key!r} is used twice"))
+            problems.append(Problem(f"{p}.key", f"key {key!r} is used twice"))
         seen.add(str(key))
         channel = v.get("channel")
         if channel not in CAMPAIGN_CHANNELS:
-            problems.append(SpecProblem(f"{p}.channel", f"one of {', '.join(CAMPAIGN_CHANNELS)}"))
+            problems.append(Problem(f"{p}.channel", f"one of {', '.join(CAMPAIGN_CHANNELS)}"))
         subject = v.get("subject", "")
         if not isinstance(subject, str) or len(subject) > MAX_SUBJECT:
-            problems.append(SpecProblem(f"{p}.subject", f"text up to {MAX_SUBJECT} characters"))
+            problems.append(Problem(f"{p}.subject", f"text up to {MAX_SUBJECT} characters"))
             subject = ""
         elif why := template_problem(subject):
-            problems.append(SpecProblem(f"{p}.subject", why))
+            problems.append(Problem(f"{p}.subject", why))
         body = v.get("body")
         if not isinstance(body, str) or not body.strip() or len(body) > MAX_BODY:
-            problems.append(SpecProblem(f"{p}.body", f"1 to {MAX_BODY} characters"))
+            problems.append(Problem(f"{p}.body", f"1 to {MAX_BODY} characters"))
             body = ""
         elif why := template_problem(body):
-            problems.append(SpecProblem(f"{p}.body", why))
+            problems.append(Problem(f"{p}.body", why))
         match = _conditions(v.get("match"), f"{p}.match", problems, columns)
         if not match and v.get("match") is None and i < len(raw_variants) - 1:
             problems.append(
-                SpecProblem(f"{p}.match", "only the last variant may have no match (the default)")
+                Problem(f"{p}.match", "only the last variant may have no match (the default)")
             )
         locale = v.get("locale", default_locale)
         if locale not in LOCALES:
-            problems.append(SpecProblem(f"{p}.locale", f"one of {', '.join(LOCALES)}"))
+            problems.append(Problem(f"{p}.locale", f"one of {', '.join(LOCALES)}"))
             locale = DEFAULT_LOCALE
         variants.append(Variant(str(key), str(channel), subject, body, match, str(locale)))
 
     sch = raw.get("schedule") or {}
     schedule = Schedule()
     if not isinstance(sch, Mapping):
-        problems.append(SpecProblem("schedule", "an object"))
+        problems.append(Problem("schedule", "an object"))
     else:
         starts = _when(sch.get("starts_at"), "schedule.starts_at", problems)
         ends = _when(sch.get("ends_at"), "schedule.ends_at", problems)
         if starts and ends and ends <= starts:
-            problems.append(SpecProblem("schedule.ends_at", "ends after it starts"))
+            problems.append(Problem("schedule.ends_at", "ends after it starts"))
         days = sch.get("weekdays", list(range(1, 8)))
         if (
             not isinstance(days, list)
             or not days
             or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 7 for d in days)
         ):
-            problems.append(
-                SpecProblem("schedule.weekdays", "a list of ISO weekdays 1 (Mon)–7 (Sun)")
-            )
+            problems.append(Problem("schedule.weekdays", "a list of ISO weekdays 1 (Mon)–7 (Sun)"))
             days = list(range(1, 8))
         skip = sch.get("skip_holidays", False)
         if not isinstance(skip, bool):
-            problems.append(SpecProblem("schedule.skip_holidays", "true or false"))
+            problems.append(Problem("schedule.skip_holidays", "true or false"))
             skip = False
         schedule = Schedule(starts, ends, frozenset(days), _slots(sch.get("slots"), problems), skip)
 
@@ -348,18 +345,18 @@ def parse_spec(raw: Any, *, columns: Mapping[str, str] | None = None) -> Campaig
     if problem:
         problems.append(problem)
     if trigger is not None and test:
-        problems.append(SpecProblem("test_share", "a trigger campaign has no test wave"))
+        problems.append(Problem("test_share", "a trigger campaign has no test wave"))
 
     throttle: dict[str, int] = {}
     th = raw.get("throttle") or {}
     if not isinstance(th, Mapping):
-        problems.append(SpecProblem("throttle", "messages per second per channel"))
+        problems.append(Problem("throttle", "messages per second per channel"))
     else:
         for ch, rate in th.items():
             if ch not in CAMPAIGN_CHANNELS:
-                problems.append(SpecProblem(f"throttle.{ch}", "unknown channel"))
+                problems.append(Problem(f"throttle.{ch}", "unknown channel"))
             elif isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= 100_000:
-                problems.append(SpecProblem(f"throttle.{ch}", "1 to 100000 messages per second"))
+                problems.append(Problem(f"throttle.{ch}", "1 to 100000 messages per second"))
             else:
                 throttle[str(ch)] = rate
 
@@ -367,7 +364,7 @@ def parse_spec(raw: Any, *, columns: Mapping[str, str] | None = None) -> Campaig
     if budget is not None:
         budget = _positive_int(budget, "budget_fen", problems)
         if offer.cost_fen == 0 and offer.kind != "none":
-            problems.append(SpecProblem("offer.cost_fen", "a budget needs the offer's cost"))
+            problems.append(Problem("offer.cost_fen", "a budget needs the offer's cost"))
     stock = raw.get("stock_cap")
     if stock is not None:
         stock = _positive_int(stock, "stock_cap", problems)
