@@ -65,6 +65,20 @@ def _check_itt(session: Session, campaign_id: int, *, reason: str) -> None:
     assert ev.treated is not None and ev.treated.target.contacts == sent
     assert ev.treated.control == ev.overall.control
     assert sum(g.comparison.target.contacts for g in ev.variants) == assigned["target"]
+    # The mart's history export carries the same rows (intent to treat), with what became of them.
+    exported = [
+        r
+        for r in campaigns.history_contacts(session, actor=SYSTEM, after_id=0, limit=100_000)
+        if r.campaign_id == campaign_id
+    ]
+    assert {cell: sum(r.cell == cell for r in exported) for cell in assigned} == assigned
+    assert {r.id: r.reason for r in exported if r.status == "suppressed"} == {
+        r.id: r.reason for r in dropped
+    }
+    by_id = {r.id: r for r in rows}
+    assert all(
+        (r.variant, r.wave_id) == (by_id[r.id].variant, by_id[r.id].wave_id) for r in exported
+    )
 
 
 def test_the_stock_cap_keeps_its_dropped_targets_in_the_evaluation(

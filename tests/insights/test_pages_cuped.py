@@ -26,7 +26,9 @@ def test_page_shows_cuped_and_breakdowns_in_both_languages(
     sign_in(client, "analyst")
     client.get("/lang/en?next=/console")
     html = client.get(f"/console/campaigns/{b.campaign.id}/evaluation").text
-    line = re.search(r'<p id="cuped-line">(.*?)</p>', html, re.S)
+    line = re.search(
+        r'<p class="cuped-line" data-variant="A" data-state="figure">(.*?)</p>', html, re.S
+    )
     assert line, html
     assert "CUPED-adjusted uplift" in line.group(1) and "variance reduced by" in line.group(1)
     assert re.search(r"variance reduced by \d+%", line.group(1))

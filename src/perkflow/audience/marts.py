@@ -39,7 +39,9 @@ def _arrow_types() -> dict[str, Any]:
     """The Arrow types of the tables above, built on first use: pyarrow is slow to import."""
     utc_ts = pa.timestamp("us", tz="UTC")
 
-    # One row per message sent (or held back, for control cells) to one subscriber.
+    # One row per subscriber assigned to a campaign: sent, held back (control cells) or dropped
+    # at send time (``status`` suppressed, with its ``reason``), so the evaluation reads intent to
+    # treat. The last four columns came later: a table written before has them empty (``widen``).
     contact_history_schema = pa.schema(
         [
             pa.field("subscriber_id", pa.int64(), nullable=False),
@@ -48,6 +50,10 @@ def _arrow_types() -> dict[str, Any]:
             pa.field("cell", pa.string(), nullable=False),  # target | control
             pa.field("contacted_at", utc_ts, nullable=False),
             pa.field("target_list_id", pa.int64()),
+            pa.field("variant", pa.string()),  # controls: the variant they would have got
+            pa.field("wave_id", pa.int64()),
+            pa.field("status", pa.string()),  # empty: counted as contacted (other sources)
+            pa.field("reason", pa.string()),
         ]
     )
     # One row per thing a subscriber did after a contact (click, claim, redeem, purchase).
@@ -126,6 +132,32 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+# The contact history's status of a target dropped at send time (campaigns' ContactStatus).
+SUPPRESSED = "suppressed"
+
+
+def contacts_made(contacts: Any) -> Any:
+    """The contact history (an Ibis table) without the targets dropped at send time.
+
+    They are in the history for the evaluation (intent to treat) but got no message: what reads
+    the history as contacts made (contact caps, "contacted" rules, response features) reads this.
+    """
+    if "status" not in contacts.columns:
+        return contacts
+    return contacts.filter(contacts.status.isnull() | (contacts.status != SUPPRESSED))
+
+
+def widen(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A stored table with the schema's newer, nullable columns added empty (then conformed).
+
+    For a history table written before a column was added: its rows keep what they held.
+    """
+    for f in schema:
+        if f.name not in table.column_names and f.nullable:
+            table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+    return conform(table, schema)
+
+
 def empty(schema: pa.Schema) -> pa.Table:
     """A table with no rows."""
     return schema.empty_table()
@@ -135,7 +167,7 @@ def append(mart: Mart, name: str, schema: pa.Schema, rows: pa.Table) -> int:
     """Add rows to a history table (the whole file is rewritten atomically); returns its size."""
     new = conform(rows, schema)
     if mart.has(name):
-        old = conform(mart.table(name).to_pyarrow(), schema)
+        old = widen(mart.table(name).to_pyarrow(), schema)
         new = pa.concat_tables([old, new])
     mart.write(name, new)
     return int(new.num_rows)

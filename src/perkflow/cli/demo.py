@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from perkflow.audience import service as audience
 from perkflow.campaigns import service as campaigns
 from perkflow.campaigns import tasks
+from perkflow.campaigns.rules import TREATED
 from perkflow.catalog import service as catalog
 from perkflow.channels import service as channels
 from perkflow.channels.smtp_sink import SmtpSink
@@ -234,12 +235,12 @@ def _answer(ctx: Context, *, campaign_id: int, sent_at: datetime, seed: int) -> 
             rows = campaigns.history_contacts(session, actor=SYSTEM, after_id=after, limit=50_000)
             if not rows:
                 break
-            # (id, campaign, subscriber, channel, cell, contacted_at, target list)
             for row in rows:
-                if row[1] == campaign_id:
-                    ids.append(row[2])
-                    treated.append(row[4] == "target")
-            after = rows[-1][0]
+                if row.campaign_id == campaign_id:
+                    ids.append(row.subscriber_id)
+                    # A target dropped at send time got nothing: it answers as untreated.
+                    treated.append(row.cell == "target" and row.status in TREATED)
+            after = rows[-1].id
     sim = synth.simulate_responses(
         ctx.settings.truth_dir,
         subscriber_ids=np.array(ids, dtype=np.int64),
@@ -578,9 +579,15 @@ def _members(session: Any, ctx: Context, *, campaign_id: int | None, want: int) 
     candidates: list[int] = []
     if campaign_id is not None:
         rows = campaigns.history_contacts(session, actor=SYSTEM, after_id=0, limit=20_000)
-        # (id, campaign, subscriber, channel, cell, contacted_at, target list)
         candidates = sorted(
-            {r[2] for r in rows if r[1] == campaign_id and r[3] == "in_app" and r[4] == "target"}
+            {
+                r.subscriber_id
+                for r in rows
+                if r.campaign_id == campaign_id
+                and r.channel == "in_app"
+                and r.cell == "target"
+                and r.status in TREATED
+            }
         )
     if len(candidates) < want:
         listed, _ = subscribers.list_subscribers(

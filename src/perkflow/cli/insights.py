@@ -304,20 +304,26 @@ def _print_report(report: dict[str, Any]) -> None:
 def _print_mart_readings(report: dict[str, Any]) -> None:
     """The CUPED line beside the plain one, and a table per breakdown (from the mart)."""
     cu = report["cuped"]
-    if "adjusted" in cu:
-        console.print(
-            f"CUPED (pre-period mean bill, all waves, mart history): adjusted uplift "
-            f"{_num(cu['adjusted']['absolute'])} {_ci(cu['adjusted']['ci95'])} beside the plain "
-            f"{_num(cu['plain']['absolute'])} {_ci(cu['plain']['ci95'])} points; "
-            f"variance reduced by {cu['variance_reduction'] * 100:.0f}%, {cu['verdict']}"
-        )
-    else:
-        console.print(f"CUPED: not enough data ({cu['reason']})")
+    variants = cu.get("variants") or []
+    for v in variants or [cu]:
+        label = f"variant {v.get('variant') or '—'}: " if variants else ""
+        against = "" if v.get("own_control", True) else " against the shared control"
+        if "adjusted" in v:
+            console.print(
+                f"CUPED (pre-period mean bill, all waves, mart history, intent to treat): {label}"
+                f"adjusted uplift {_num(v['adjusted']['absolute'])} "
+                f"{_ci(v['adjusted']['ci95'])} beside the plain {_num(v['plain']['absolute'])} "
+                f"{_ci(v['plain']['ci95'])} points{against}; variance reduced by "
+                f"{v['variance_reduction'] * 100:.0f}%, {v['verdict']}"
+            )
+        else:
+            console.print(f"CUPED: {label}not enough data ({v['reason']})")
     tables = report["breakdowns"]["tables"]
     if not tables:
         console.print(f"Breakdowns: not enough data ({report['breakdowns']['reason']})")
     for t in tables:
         out = table(
+            "variant",
             "group",
             "target",
             "control",
@@ -326,7 +332,7 @@ def _print_mart_readings(report: dict[str, Any]) -> None:
             "p-value",
             "adj. p",
             "sig.",
-            keys={"group", "sig."},
+            keys={"variant", "group", "sig."},
             figures={"target", "control", "uplift", "95% CI", "p-value", "adj. p"},
             title=f"Uplift by {t['name'].replace('_', ' ')} (BH-adjusted; the badge reads adj. p)",
             box=box.SIMPLE_HEAD,
@@ -335,6 +341,7 @@ def _print_mart_readings(report: dict[str, Any]) -> None:
         for r in t["rows"]:
             u = r["uplift"]
             out.add_row(
+                r.get("variant") or "—",
                 r["group"],
                 f"{r['target']['contacts']:,}",
                 f"{r['control']['contacts']:,}",

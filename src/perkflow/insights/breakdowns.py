@@ -3,21 +3,27 @@
 Does the campaign work better on some subscribers than on others? Each breakdown splits the
 campaign's targets and controls by an attribute fixed before the campaign (from the mart's
 profile) and compares every group's targets with the same group's controls: control was split
-off at random from the same list, so each group is a fair experiment of its own.
+off at random from the same list, so each group is a fair experiment of its own. Rows are per
+variant and group: a variant's targets against its own control rows of the group (a control row
+carries the variant it would have been sent, as ``cells.by_variant`` reads it), intent to treat
+(every assigned row, a target suppressed at send time too). A history whose control rows carry
+no variant compares each variant's group with the whole control's group (``own_control`` False).
 
 * **plan band** — monthly plan fee under 59 yuan, 59 to 128 yuan, 129 yuan and over;
 * **activity group** — the profile's ``activity_level`` (responsive, active, low active, silent).
 
 Subscribers without a profile row fall in "unknown". Reading several groups at once multiplies
 the chances of a false "significant", so the p-values of each breakdown are adjusted by
-Benjamini–Hochberg and the badge reads the adjusted one; a group with a cell under 10 contacts
-(or nobody responding) is **not enough data** (``stats.tests``). The counts come from the
-mart's history, all waves together (``mart_cells``), summed in the engine.
+Benjamini–Hochberg over all its rows (every variant's groups) and the badge reads the adjusted
+one; a group with a cell under 10 contacts (or nobody responding) is **not enough data**
+(``stats.tests``). The counts come from the mart's history, all waves together
+(``mart_cells``), summed in the engine.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +42,13 @@ _ORDER = {
 
 @dataclass(frozen=True)
 class Row:
-    """One group of a breakdown: its comparison and its Benjamini–Hochberg adjusted p-value."""
+    """One group of a breakdown for one variant: its comparison and its BH-adjusted p-value."""
 
     group: str
     comparison: Comparison
     p_adjusted: float | None
+    variant: str | None = None
+    own_control: bool = True
 
 
 @dataclass(frozen=True)
@@ -58,32 +66,62 @@ def _order(name: str, group: str) -> tuple[int, str]:
     return (known.index(group), group) if group in known else (len(known), group)
 
 
+def _variant_order(key: str | None) -> tuple[bool, str]:
+    return (key is None, key or "")
+
+
 def read(mart: Mart, *, campaign_id: int) -> list[Breakdown]:
     """Every breakdown of a campaign from the mart; empty when the campaign is not there."""
     counts = mart_cells.breakdown_counts(mart, campaign_id)
     out = []
+    empty = Arm(0, 0)
     for name in BREAKDOWNS:
-        cells: dict[str, dict[str, Arm]] = defaultdict(dict)
+        # (group, variant) → cell → arm
+        cells: dict[tuple[str, str | None], dict[str, Arm]] = defaultdict(dict)
         for r in counts.get(name, []):
-            cells[r["group"]][r["cell"]] = Arm(r["contacts"], r["responders"])
+            cells[(r["group"], r["variant"])][r["cell"]] = Arm(r["contacts"], r["responders"])
         if not cells:
             continue
-        groups = sorted(cells, key=lambda g: _order(name, g))
-        empty = Arm(0, 0)
-        comparisons = [
-            rules.compare(
-                cells[g].get(Cell.TARGET.value, empty), cells[g].get(Cell.CONTROL.value, empty)
-            )
-            for g in groups
-        ]
+        labelled = any(v is not None for (_, v), arms in cells.items() if Cell.CONTROL in arms)
+        groups = sorted({g for g, _ in cells}, key=lambda g: _order(name, g))
+        variants = sorted(
+            {v for (_, v), arms in cells.items() if labelled or Cell.TARGET in arms},
+            key=_variant_order,
+        )
+        keys, comparisons = [], []
+        for v in variants:
+            for g in groups:
+                target = cells.get((g, v), {}).get(Cell.TARGET.value, empty)
+                if labelled:
+                    control = cells.get((g, v), {}).get(Cell.CONTROL.value, empty)
+                else:
+                    control = _total(
+                        arms.get(Cell.CONTROL.value, empty)
+                        for (group, _), arms in cells.items()
+                        if group == g
+                    )
+                if target.contacts == 0 and (not labelled or control.contacts == 0):
+                    continue  # a group this variant has nobody in
+                keys.append((g, v))
+                comparisons.append(rules.compare(target, control))
         adjusted = presentation.adjust(comparisons, presentation.BH)
         out.append(
             Breakdown(
                 name,
-                [Row(g, c, a) for g, c, a in zip(groups, comparisons, adjusted, strict=True)],
+                [
+                    Row(g, c, a, variant=v, own_control=labelled)
+                    for (g, v), c, a in zip(keys, comparisons, adjusted, strict=True)
+                ],
             )
         )
     return out
+
+
+def _total(arms: Iterable[Arm]) -> Arm:
+    contacts = responders = 0
+    for a in arms:
+        contacts, responders = contacts + a.contacts, responders + a.responders
+    return Arm(contacts, responders)
 
 
 def _cell(arm: Arm) -> dict[str, Any]:
@@ -106,6 +144,8 @@ def breakdowns_dict(breakdowns: list[Breakdown] | None) -> dict[str, Any]:
                 "rows": [
                     {
                         "group": r.group,
+                        "variant": r.variant,
+                        "own_control": r.own_control,
                         "target": _cell(r.comparison.target),
                         "control": _cell(r.comparison.control),
                         "uplift": presentation.uplift_dict(

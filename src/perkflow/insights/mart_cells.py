@@ -6,7 +6,11 @@ subscriber and aggregate in the engine: only one row per cell (CUPED's sufficien
 per (group, cell) (breakdown counts) comes back, never the subscribers' rows.
 
 A subscriber's outcome ``y`` is 1 when they responded to the campaign at all (as the ledger's
-responders count), else 0.
+responders count), else 0. Every row the history holds counts, a target suppressed at send time
+too (intent to treat, as the ledger's cell counts), and each sum is kept per variant: a control
+row carries the variant its subscriber would have got, so each variant meets its own controls
+(``pre_period``, ``breakdowns``). A history synced before the variant was exported reads as one
+unnamed variant until the next sync.
 """
 
 from __future__ import annotations
@@ -44,11 +48,19 @@ def has_history(mart: Mart) -> bool:
     return mart.has(marts.CONTACT_HISTORY)
 
 
-def _rows(mart: Mart, key: str) -> Any:
-    """One row per subscriber of the campaign: cell, first contact time and the outcome ``y``."""
+def _contacts(mart: Mart) -> Any:
+    """The contact history, with an empty variant where it was written without one."""
     contacts = mart.table(marts.CONTACT_HISTORY)
+    if "variant" not in contacts.columns:
+        contacts = contacts.mutate(variant=ibis.null("string"))
+    return contacts
+
+
+def _rows(mart: Mart, key: str) -> Any:
+    """One row per subscriber of the campaign: cell, variant, first contact, the outcome ``y``."""
+    contacts = _contacts(mart)
     mine = contacts.filter(contacts.campaign_id == key)
-    per_sub = mine.group_by(["subscriber_id", "cell"]).aggregate(
+    per_sub = mine.group_by(["subscriber_id", "cell", "variant"]).aggregate(
         contacted_at=mine.contacted_at.min()
     )
     if mart.has(marts.RESPONSE_HISTORY):
@@ -62,6 +74,7 @@ def _rows(mart: Mart, key: str) -> Any:
         return joined.select(
             per_sub.subscriber_id,
             per_sub.cell,
+            per_sub.variant,
             per_sub.contacted_at,
             y=answered.responder.notnull().cast("int64"),
         )
@@ -78,8 +91,11 @@ def first_contact(mart: Mart, campaign_id: int) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
-def cuped_sums(mart: Mart, campaign_id: int, *, before: date) -> dict[str, dict[str, float]]:
-    """Per cell: n, Σx, Σx², Σy, Σy², Σxy and how many rows have a pre-period ``x``.
+CellKey = tuple[str | None, str]  # (variant, cell)
+
+
+def cuped_sums(mart: Mart, campaign_id: int, *, before: date) -> dict[CellKey, dict[str, float]]:
+    """Per (variant, cell): n, Σx, Σx², Σy, Σy², Σxy and how many rows have a pre-period ``x``.
 
     ``x`` is the subscriber's mean monthly bill (yuan) over the usage months before ``before``
     (the first of the campaign's first month). A subscriber without such a month gets the mean of
@@ -97,14 +113,14 @@ def cuped_sums(mart: Mart, campaign_id: int, *, before: date) -> dict[str, dict[
             .aggregate(x=usage.bill_yuan.cast("float64").mean())
         )
         joined = rows.left_join(pre, rows.subscriber_id == pre.subscriber_id)
-        rows = joined.select(rows.cell, rows.y, pre.x)
+        rows = joined.select(rows.cell, rows.variant, rows.y, pre.x)
     else:
-        rows = rows.select(rows.cell, rows.y, x=ibis.null("float64"))
+        rows = rows.select(rows.cell, rows.variant, rows.y, x=ibis.null("float64"))
     filled = rows.mutate(
         xf=rows.x.coalesce(rows.x.mean().over(ibis.window()), 0.0),
         yf=rows.y.cast("float64"),
     )
-    sums = filled.group_by("cell").aggregate(
+    sums = filled.group_by(["variant", "cell"]).aggregate(
         n=filled.count(),
         covered=filled.x.count(),
         sx=filled.xf.sum(),
@@ -113,10 +129,10 @@ def cuped_sums(mart: Mart, campaign_id: int, *, before: date) -> dict[str, dict[
         syy=(filled.yf * filled.yf).sum(),
         sxy=(filled.xf * filled.yf).sum(),
     )
-    out: dict[str, dict[str, float]] = {}
+    out: dict[CellKey, dict[str, float]] = {}
     for row in mart.con.to_pyarrow(sums).to_pylist():
-        cell = str(row.pop("cell"))
-        out[cell] = {k: float(v or 0) for k, v in row.items()}
+        cell, variant = str(row.pop("cell")), row.pop("variant")
+        out[(variant, cell)] = {k: float(v or 0) for k, v in row.items()}
     return out
 
 
@@ -133,7 +149,7 @@ def _plan_band(fee: Any) -> Any:
 
 
 def breakdown_counts(mart: Mart, campaign_id: int) -> dict[str, list[dict[str, Any]]]:
-    """Per breakdown (``plan_band``, ``activity``): contacts and responders per (group, cell)."""
+    """Per breakdown (``plan_band``, ``activity``): contacts, responders by group, variant, cell."""
     if not has_history(mart):
         return {}
     rows = _rows(mart, campaign_key(campaign_id))
@@ -142,24 +158,32 @@ def breakdown_counts(mart: Mart, campaign_id: int) -> dict[str, list[dict[str, A
         joined = rows.left_join(profile, rows.subscriber_id == profile.subscriber_id)
         rows = joined.select(
             rows.cell,
+            rows.variant,
             rows.y,
             fee=profile.plan_fee_yuan.cast("int64"),
             activity=profile.activity_level.cast("string"),
         )
     else:
-        rows = rows.select(rows.cell, rows.y, fee=ibis.null("int64"), activity=ibis.null("string"))
+        rows = rows.select(
+            rows.cell,
+            rows.variant,
+            rows.y,
+            fee=ibis.null("int64"),
+            activity=ibis.null("string"),
+        )
     grouped = rows.mutate(
         plan_band=_plan_band(rows.fee),
         activity_group=rows.activity.fill_null(UNKNOWN),
     )
     out: dict[str, list[dict[str, Any]]] = {}
     for name, column in (("plan_band", "plan_band"), ("activity", "activity_group")):
-        counts = grouped.group_by([column, "cell"]).aggregate(
+        counts = grouped.group_by([column, "variant", "cell"]).aggregate(
             contacts=grouped.count(), responders=grouped.y.sum()
         )
         out[name] = [
             {
                 "group": str(r[column]),
+                "variant": r["variant"],
                 "cell": str(r["cell"]),
                 "contacts": int(r["contacts"]),
                 "responders": int(r["responders"] or 0),

@@ -528,7 +528,7 @@ def _ledger_rows_replaced(mart: Mart, name: str, schema: pa.Schema, new: pa.Tabl
     """The table with every ledger campaign's rows replaced by ``new`` (one atomic rewrite)."""
     fresh = marts.conform(new, schema)
     if mart.has(name):
-        old = marts.conform(mart.table(name).to_pyarrow(), schema)
+        old = marts.widen(mart.table(name).to_pyarrow(), schema)
         keep = pc.invert(pc.match_substring_regex(old["campaign_id"], _LEDGER_CAMPAIGN.pattern))
         fresh = pa.concat_tables([old.filter(keep), fresh])
     mart.write(name, fresh)
@@ -539,7 +539,9 @@ def sync_history(session: Session, *, actor: Actor, mart: Mart) -> int:
     """Export every campaign's contacts and responses to the mart's history; returns contacts.
 
     Idempotent: the ledger's campaigns (``c<id>`` in the mart) are rewritten whole on each sync,
-    so a second run changes nothing and rows from other sources are kept.
+    so a second run changes nothing and rows from other sources are kept. Every assigned contact
+    is exported with its variant, wave, status and reason (a target suppressed at send time too:
+    intent to treat); a table written before those columns existed gets them on this rewrite.
     """
     _require_national_reader(actor)
     contacts: dict[str, list[Any]] = defaultdict(list)
@@ -547,14 +549,18 @@ def sync_history(session: Session, *, actor: Actor, mart: Mart) -> int:
     while batch := campaigns.history_contacts(
         session, actor=actor, after_id=after, limit=_SYNC_BATCH
     ):
-        for _id, cid, sid, channel, cell, at, target_list in batch:
-            contacts["subscriber_id"].append(sid)
-            contacts["campaign_id"].append(f"c{cid}")
-            contacts["channel"].append(POLICY_CHANNEL.get(channel, channel))
-            contacts["cell"].append(cell)
-            contacts["contacted_at"].append(at)
-            contacts["target_list_id"].append(target_list)
-        after = batch[-1][0]
+        for row in batch:
+            contacts["subscriber_id"].append(row.subscriber_id)
+            contacts["campaign_id"].append(f"c{row.campaign_id}")
+            contacts["channel"].append(POLICY_CHANNEL.get(row.channel, row.channel))
+            contacts["cell"].append(row.cell)
+            contacts["contacted_at"].append(row.contacted_at)
+            contacts["target_list_id"].append(row.target_list_id)
+            contacts["variant"].append(row.variant)
+            contacts["wave_id"].append(row.wave_id)
+            contacts["status"].append(row.status)
+            contacts["reason"].append(row.reason)
+        after = batch[-1].id
     responses: dict[str, list[Any]] = defaultdict(list)
     after = 0
     while rbatch := campaigns.history_responses(
@@ -618,7 +624,7 @@ def write_back_features(
     )
     offset = ZoneInfo(DEFAULT_ZONE).utcoffset(as_of)
     expr = repo.response_features(
-        _history(mart, marts.CONTACT_HISTORY, marts.CONTACT_HISTORY_SCHEMA),
+        marts.contacts_made(_history(mart, marts.CONTACT_HISTORY, marts.CONTACT_HISTORY_SCHEMA)),
         _history(mart, marts.RESPONSE_HISTORY, marts.RESPONSE_HISTORY_SCHEMA),
         ibis.memtable(offer_table),
         channels=FEATURE_CHANNELS,

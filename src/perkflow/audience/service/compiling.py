@@ -73,7 +73,7 @@ def sources(
 
     return compiler.Sources(
         profile=mart.table(marts.PROFILE),
-        contacts=optional(marts.CONTACT_HISTORY),
+        contacts=None if (c := optional(marts.CONTACT_HISTORY)) is None else marts.contacts_made(c),
         responses=optional(marts.RESPONSE_HISTORY),
         lists=optional(marts.CONTACT_LISTS),
         scores=optional(marts.MODEL_SCORES),

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import ColumnElement, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from perkflow.campaigns.models import Campaign, CampaignContact, CampaignResponse, CampaignWave
@@ -20,6 +20,20 @@ from perkflow.campaigns.rules import (
     ContactStatus,
     ResponseTime,
 )
+
+
+def _assigned() -> ColumnElement[bool]:
+    """The rows an evaluation counts (intent to treat): all but those no variant matched.
+
+    A target dropped at send time stays in its cell; only ``NOT_ASSIGNED_REASONS`` leave it. The
+    one rule for the ledger's cell counts and the mart's history export alike.
+    """
+    c = CampaignContact
+    return or_(
+        c.status != ContactStatus.SUPPRESSED.value,
+        c.reason.is_(None),
+        c.reason.not_in(sorted(NOT_ASSIGNED_REASONS)),
+    )
 
 
 def cell_counts(
@@ -63,11 +77,7 @@ def cell_counts(
         .outerjoin(per_contact, per_contact.c.contact_id == c.id)
         .where(
             c.campaign_id == campaign_id,
-            or_(
-                c.status != ContactStatus.SUPPRESSED.value,
-                c.reason.is_(None),
-                c.reason.not_in(sorted(NOT_ASSIGNED_REASONS)),
-            ),
+            _assigned(),
         )
         .group_by(c.cell, c.variant, c.province_code)
     )
@@ -121,8 +131,20 @@ def wave_ids_of(session: Session, *, campaign_id: int, kind: str) -> list[int]:
     return [int(i) for i in session.scalars(stmt)]
 
 
-# (id, campaign, subscriber, channel, cell, contacted_at, target list) of one contact made.
-HistoryContact = tuple[int, int, int, str, str, datetime, int | None]
+class HistoryContact(NamedTuple):
+    """One assigned contact of a campaign, as the mart's history holds it."""
+
+    id: int
+    campaign_id: int
+    subscriber_id: int
+    channel: str
+    cell: str
+    contacted_at: datetime
+    target_list_id: int | None
+    variant: str | None  # the variant sent, or (control) the one it would have been sent
+    wave_id: int | None
+    status: str  # ContactStatus: sent/delivered are treated, suppressed was dropped at send time
+    reason: str | None  # why it was suppressed
 
 
 # (id, campaign, subscriber, channel of the contact, kind, responded_at, value) of one response.
@@ -130,10 +152,11 @@ HistoryResponse = tuple[int, int, int, str, str, datetime, int]
 
 
 def contacts_after(session: Session, *, after_id: int, limit: int) -> list[HistoryContact]:
-    """(id, campaign, subscriber, channel, cell, contacted_at, target list) of contacts made.
+    """The assigned contacts of every campaign whose time is set, keyset-paged by contact id.
 
-    Contacts that happened (or were held back) only: a time is set and dispatch did not drop them.
-    Keyset-paged by contact id.
+    The rows the evaluation counts (``_assigned``: intent to treat, so a target suppressed at
+    send time is here with its status and reason), once they have a time: sent, held back, failed
+    or dropped at send time; a row still queued comes with a later sync.
     """
     c = CampaignContact
     stmt = (
@@ -145,12 +168,16 @@ def contacts_after(session: Session, *, after_id: int, limit: int) -> list[Histo
             c.cell,
             c.contacted_at,
             Campaign.target_list_id,
+            c.variant,
+            c.wave_id,
+            c.status,
+            c.reason,
         )
         .join(Campaign, Campaign.id == c.campaign_id)
         .where(
             c.id > after_id,
             c.contacted_at.is_not(None),
-            c.status != ContactStatus.SUPPRESSED.value,
+            _assigned(),
             # An outside source's unmatched ids are not our subscribers: the mart never sees them.
             c.import_source.is_(None),
         )
@@ -158,8 +185,8 @@ def contacts_after(session: Session, *, after_id: int, limit: int) -> list[Histo
         .limit(limit)
     )
     return [
-        (int(i), int(cid), int(sid), ch, cell, at, tl)
-        for i, cid, sid, ch, cell, at, tl in session.execute(stmt)
+        HistoryContact(int(i), int(cid), int(sid), ch, cell, at, tl, variant, wave, status, reason)
+        for i, cid, sid, ch, cell, at, tl, variant, wave, status, reason in session.execute(stmt)
         if at is not None
     ]
 

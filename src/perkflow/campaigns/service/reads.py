@@ -48,7 +48,7 @@ def wave_ids(session: Session, *, actor: Actor, campaign_id: int, kind: str) -> 
 def history_contacts(
     session: Session, *, actor: Actor, after_id: int = 0, limit: int = 50_000
 ) -> list[repo.HistoryContact]:
-    """Contacts made (or held back) by every campaign after a contact id, for the mart."""
+    """Assigned contacts of every campaign after a contact id (intent to treat), for the mart."""
     org.require(actor, Perm.CAMPAIGNS_READ)
     return repo.contacts_after(session, after_id=after_id, limit=limit)
 
