@@ -73,6 +73,11 @@ def _history(mart: Mart) -> None:
                 "cell": pa.array(["target"] * n),
                 "contacted_at": pa.array(contacted, type=marts.UTC_TS),
                 "target_list_id": pa.nulls(n, type=pa.int64()),
+                # Rows from an outside source: no variant, wave, send status or reason.
+                "variant": pa.nulls(n, type=pa.string()),
+                "wave_id": pa.nulls(n, type=pa.int64()),
+                "status": pa.nulls(n, type=pa.string()),
+                "reason": pa.nulls(n, type=pa.string()),
             }
         ),
     )
