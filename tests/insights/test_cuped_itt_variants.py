@@ -85,8 +85,13 @@ def _write_mart_inputs(mart: Mart, subs: list[Sub]) -> None:
     )
 
 
-def _ledger(session: Session, mart_root: Path, subs: list[Sub], variants: list[str]) -> Campaign:
-    """A finished campaign with these subscribers in the ledger, synced to the mart."""
+def _ledger(
+    session: Session, mart_root: Path, subs: list[Sub], variants: list[str], *, tested: int = 0
+) -> Campaign:
+    """A finished campaign with these subscribers in the ledger, synced to the mart.
+
+    The first ``tested`` subscribers are in a test wave, the rest in the rollout wave.
+    """
     now = datetime(2026, 3, 1, tzinfo=UTC)
     campaign = Campaign(
         name="Two variants by plan fee",
@@ -114,11 +119,21 @@ def _ledger(session: Session, mart_root: Path, subs: list[Sub], variants: list[s
         created_at=T0,
     )
     session.add(wave)
+    test_wave = CampaignWave(
+        campaign_id=campaign.id,
+        kind="test",
+        share_bp=2_000,
+        status="done",
+        created_by="test",
+        created_at=T0,
+    )
+    if tested:
+        session.add(test_wave)
     session.flush()
     contacts = [
         CampaignContact(
             campaign_id=campaign.id,
-            wave_id=wave.id,
+            wave_id=test_wave.id if i <= tested else wave.id,
             subscriber_id=i,
             cell=s.cell,
             variant=s.variant,
@@ -424,3 +439,54 @@ def test_a_history_written_before_the_variant_column_still_syncs_and_reads(
     assert {r["variant"] for r in mine} == {"A"} and all(r["wave_id"] for r in mine)
     other = next(r for r in stored.to_pylist() if r["campaign_id"] == "C17")
     assert other["variant"] is None and other["status"] is None
+
+
+def test_cuped_and_breakdowns_read_the_rollout_wave_the_headline_reads(
+    session: Session, tmp_path: Path
+) -> None:
+    # 200 of the 600 were in the test wave, every one of them a responder: the headline judges
+    # the rollout wave alone, and CUPED and the breakdowns must read the same rows.
+    subs = _one_variant()
+    subs = [
+        Sub(s.cell, s.variant, s.bill, s.fee, True) if i % 3 == 0 else s for i, s in enumerate(subs)
+    ]
+    tested = 200
+    campaign = _ledger(session, tmp_path / "mart", subs, ["A"], tested=tested)
+    report = insights.report_dict(
+        insights.evaluate(
+            session, actor=SYSTEM, campaign_id=campaign.id, mart=Mart(tmp_path / "mart")
+        )
+    )
+    rollout = subs[tested:]
+    cells = Counter(s.cell for s in rollout)
+    headline = report["cells"]
+    assert (headline["target"]["contacts"], headline["control"]["contacts"]) == (
+        cells["target"],
+        cells["control"],
+    )
+    cu = report["cuped"]
+    assert (cu["target"], cu["control"]) == (cells["target"], cells["control"])
+    assert cu["waves"] == "rollout"
+    tables = report["breakdowns"]["tables"]
+    assert report["breakdowns"]["waves"] == "rollout"
+    band = next(t for t in tables if t["name"] == "plan_band")
+    assert sum(r["target"]["contacts"] for r in band["rows"]) == cells["target"]
+    assert sum(r["target"]["responses"] for r in band["rows"]) == sum(
+        s.responded for s in rollout if s.cell == "target"
+    )
+    # Naming the test wave reads the test wave's rows only.
+    report = insights.report_dict(
+        insights.evaluate(
+            session,
+            actor=SYSTEM,
+            campaign_id=campaign.id,
+            wave="test",
+            mart=Mart(tmp_path / "mart"),
+        )
+    )
+    first = Counter(s.cell for s in subs[:tested])
+    assert (report["cuped"]["target"], report["cuped"]["control"]) == (
+        first["target"],
+        first["control"],
+    )
+    assert report["cuped"]["waves"] == "test"

@@ -16,14 +16,14 @@ Subscribers without a profile row fall in "unknown". Reading several groups at o
 the chances of a false "significant", so the p-values of each breakdown are adjusted by
 Benjamini–Hochberg over all its rows (every variant's groups) and the badge reads the adjusted
 one; a group with a cell under 10 contacts (or nobody responding) is **not enough data**
-(``stats.tests``). The counts come from the mart's history, all waves together
+(``stats.tests``). The counts come from the mart's history, the headline's waves
 (``mart_cells``), summed in the engine.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,7 @@ class Breakdown:
 
     name: str
     rows: list[Row]
+    waves: str = "all"  # the waves read: "all", or the headline's wave ("rollout", "test")
 
 
 def _order(name: str, group: str) -> tuple[int, str]:
@@ -70,9 +71,18 @@ def _variant_order(key: str | None) -> tuple[bool, str]:
     return (key is None, key or "")
 
 
-def read(mart: Mart, *, campaign_id: int) -> list[Breakdown]:
-    """Every breakdown of a campaign from the mart; empty when the campaign is not there."""
-    counts = mart_cells.breakdown_counts(mart, campaign_id)
+def read(
+    mart: Mart,
+    *,
+    campaign_id: int,
+    wave_ids: Sequence[int] | None = None,
+    waves: str = "all",
+) -> list[Breakdown]:
+    """Every breakdown of a campaign from the mart; empty when the campaign is not there.
+
+    ``wave_ids`` limits the counts to those waves (the headline's, labelled ``waves``).
+    """
+    counts = mart_cells.breakdown_counts(mart, campaign_id, wave_ids)
     out = []
     empty = Arm(0, 0)
     for name in BREAKDOWNS:
@@ -108,7 +118,8 @@ def read(mart: Mart, *, campaign_id: int) -> list[Breakdown]:
         out.append(
             Breakdown(
                 name,
-                [
+                waves=waves,
+                rows=[
                     Row(g, c, a, variant=v, own_control=labelled)
                     for (g, v), c, a in zip(keys, comparisons, adjusted, strict=True)
                 ],
@@ -135,7 +146,7 @@ def breakdowns_dict(breakdowns: list[Breakdown] | None) -> dict[str, Any]:
     return {
         "reason": None if breakdowns else "not_in_mart",
         "source": "mart_history",
-        "waves": "all",
+        "waves": breakdowns[0].waves if breakdowns else "all",
         "adjustment": presentation.BH,
         "badge_reads": "adjusted",
         "tables": [

@@ -15,6 +15,7 @@ unnamed variant until the next sync.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -56,10 +57,27 @@ def _contacts(mart: Mart) -> Any:
     return contacts
 
 
-def _rows(mart: Mart, key: str) -> Any:
-    """One row per subscriber of the campaign: cell, variant, first contact, the outcome ``y``."""
+Waves = Sequence[int] | None  # the ledger's wave ids to read; None reads every wave
+
+
+def _mine(mart: Mart, key: str, wave_ids: Waves) -> Any:
+    """The campaign's history rows, only those of ``wave_ids`` when given."""
     contacts = _contacts(mart)
     mine = contacts.filter(contacts.campaign_id == key)
+    if wave_ids is not None:
+        if "wave_id" not in contacts.columns:
+            return mine.filter(ibis.literal(False))  # written before waves were exported
+        mine = mine.filter(mine.wave_id.isin([int(w) for w in wave_ids]))
+    return mine
+
+
+def _rows(mart: Mart, key: str, wave_ids: Waves = None) -> Any:
+    """One row per subscriber of the campaign: cell, variant, first contact, the outcome ``y``.
+
+    A subscriber is assigned once per campaign, in one wave, so their responses to the campaign
+    are that wave's.
+    """
+    mine = _mine(mart, key, wave_ids)
     per_sub = mine.group_by(["subscriber_id", "cell", "variant"]).aggregate(
         contacted_at=mine.contacted_at.min()
     )
@@ -81,12 +99,11 @@ def _rows(mart: Mart, key: str) -> Any:
     return per_sub.mutate(y=ibis.literal(0, type="int64"))
 
 
-def first_contact(mart: Mart, campaign_id: int) -> datetime | None:
-    """When the mart's history first contacted (or held back) someone of the campaign."""
+def first_contact(mart: Mart, campaign_id: int, wave_ids: Waves = None) -> datetime | None:
+    """When the mart's history first contacted (or held back) someone of the campaign's waves."""
     if not has_history(mart):
         return None
-    contacts = mart.table(marts.CONTACT_HISTORY)
-    mine = contacts.filter(contacts.campaign_id == campaign_key(campaign_id))
+    mine = _mine(mart, campaign_key(campaign_id), wave_ids)
     value = mart.con.to_pyarrow(mine.contacted_at.min().name("first")).as_py()
     return value if isinstance(value, datetime) else None
 
@@ -94,7 +111,9 @@ def first_contact(mart: Mart, campaign_id: int) -> datetime | None:
 CellKey = tuple[str | None, str]  # (variant, cell)
 
 
-def cuped_sums(mart: Mart, campaign_id: int, *, before: date) -> dict[CellKey, dict[str, float]]:
+def cuped_sums(
+    mart: Mart, campaign_id: int, *, before: date, wave_ids: Waves = None
+) -> dict[CellKey, dict[str, float]]:
     """Per (variant, cell): n, Σx, Σx², Σy, Σy², Σxy and how many rows have a pre-period ``x``.
 
     ``x`` is the subscriber's mean monthly bill (yuan) over the usage months before ``before``
@@ -104,7 +123,7 @@ def cuped_sums(mart: Mart, campaign_id: int, *, before: date) -> dict[CellKey, d
     """
     if not has_history(mart):
         return {}
-    rows = _rows(mart, campaign_key(campaign_id))
+    rows = _rows(mart, campaign_key(campaign_id), wave_ids)
     if mart.has(USAGE):
         usage = mart.table(USAGE)
         pre = (
@@ -148,11 +167,13 @@ def _plan_band(fee: Any) -> Any:
     return ibis.cases(*cases, else_=UNKNOWN)
 
 
-def breakdown_counts(mart: Mart, campaign_id: int) -> dict[str, list[dict[str, Any]]]:
+def breakdown_counts(
+    mart: Mart, campaign_id: int, wave_ids: Waves = None
+) -> dict[str, list[dict[str, Any]]]:
     """Per breakdown (``plan_band``, ``activity``): contacts, responders by group, variant, cell."""
     if not has_history(mart):
         return {}
-    rows = _rows(mart, campaign_key(campaign_id))
+    rows = _rows(mart, campaign_key(campaign_id), wave_ids)
     if mart.has(marts.PROFILE):
         profile = mart.table(marts.PROFILE)
         joined = rows.left_join(profile, rows.subscriber_id == profile.subscriber_id)

@@ -4,7 +4,7 @@ The covariate is the subscriber's **mean monthly bill** (``usage_monthly.bill_yu
 months before the month the campaign first contacted anyone: it is known for nearly every
 subscriber, fixed before assignment (so the campaign cannot have moved it), and it tracks how
 engaged a subscriber is. The outcome is whether the subscriber responded at all. Targets and
-controls are read from the mart's history (``service.sync_history``), all waves together, as
+controls are read from the mart's history (``service.sync_history``), the headline's waves, as
 intent to treat: every assigned row counts, a target dropped at send time too, exactly the rows
 of the headline's cells. Each variant is compared with its own control rows (a control row
 carries the variant it would have been sent, ``cells.by_variant``), one reading per variant; the
@@ -21,6 +21,7 @@ approximation (the same rule as the z-test's: every expected count at least 5).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
@@ -47,6 +48,7 @@ class Reading:
     variant: str | None = None  # the variant read; None for the campaign as a whole
     own_control: bool = True  # False: the whole control shared (controls carry no variant)
     variants: tuple[Reading, ...] = ()  # the campaign's reading: one per variant
+    waves: str = "all"  # the waves read: "all", or the headline's wave ("rollout", "test")
 
 
 def _moments(s: dict[str, float]) -> cuped.Moments:
@@ -92,13 +94,22 @@ def _order(key: str | None) -> tuple[bool, str]:
     return (key is None, key or "")
 
 
-def read(mart: Mart, *, campaign_id: int) -> Reading:
-    """CUPED of a campaign's targets against its controls from the mart, and of each variant."""
-    first = mart_cells.first_contact(mart, campaign_id)
+def read(
+    mart: Mart,
+    *,
+    campaign_id: int,
+    wave_ids: Sequence[int] | None = None,
+    waves: str = "all",
+) -> Reading:
+    """CUPED of a campaign's targets against its controls from the mart, and of each variant.
+
+    ``wave_ids`` limits the reading to those waves (the headline's, labelled ``waves``).
+    """
+    first = mart_cells.first_contact(mart, campaign_id, wave_ids)
     if first is None:
-        return Reading("not_in_mart")
+        return Reading("not_in_mart", waves=waves)
     before = date(first.year, first.month, 1)
-    sums = mart_cells.cuped_sums(mart, campaign_id, before=before)
+    sums = mart_cells.cuped_sums(mart, campaign_id, before=before, wave_ids=wave_ids)
     target = {v: s for (v, cell), s in sums.items() if cell == Cell.TARGET.value}
     control = {v: s for (v, cell), s in sums.items() if cell == Cell.CONTROL.value}
     labelled = any(v is not None for v in control)
@@ -111,7 +122,8 @@ def read(mart: Mart, *, campaign_id: int) -> Reading:
         for key in keys
     )
     overall = _reading(_add(list(target.values())), whole_control, before)
-    return replace(overall, variants=variants)
+    variants = tuple(replace(v, waves=waves) for v in variants)
+    return replace(overall, variants=variants, waves=waves)
 
 
 def _pair(ci: tuple[float, float]) -> list[float]:
@@ -151,7 +163,7 @@ def _one_dict(reading: Reading, *, p_adjusted: float | None = None) -> dict[str,
         "pre_period_before": reading.pre_period_before.isoformat()
         if reading.pre_period_before
         else None,
-        "waves": "all",
+        "waves": reading.waves,
         "source": "mart_history",
         "min_rows_per_cell": cuped.MIN_N,
         "target": reading.target,

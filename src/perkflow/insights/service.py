@@ -239,6 +239,10 @@ def evaluate(
         | {Cell.CONTROL.value: overall.comparison.control.contacts},
         zone=zone,
     )
+    # CUPED and the breakdowns read the headline's waves from the mart, as the headline does.
+    read: dict[str, Any] = {}
+    if wave_ids is not None:
+        read = {"wave_ids": list(wave_ids), "waves": headline_wave or "chosen"}
     return Evaluation(
         campaign_id=campaign.id,
         name=campaign.name,
@@ -257,8 +261,8 @@ def evaluate(
         headline_wave=headline_wave,
         test_wave=test_wave,
         pooled=pooled,
-        cuped=pre_period.read(mart, campaign_id=campaign.id) if mart is not None else None,
-        breakdowns=breakdowns.read(mart, campaign_id=campaign.id) if mart is not None else None,
+        cuped=None if mart is None else pre_period.read(mart, campaign_id=campaign.id, **read),
+        breakdowns=None if mart is None else breakdowns.read(mart, campaign_id=campaign.id, **read),
     )
 
 
