@@ -308,9 +308,11 @@ def _print_mart_readings(report: dict[str, Any]) -> None:
     for v in variants or [cu]:
         label = f"variant {v.get('variant') or '—'}: " if variants else ""
         against = "" if v.get("own_control", True) else " against the shared control"
+        read = v.get("waves", "all")
+        waves = "all waves" if read == "all" else f"the {read} wave"
         if "adjusted" in v:
             console.print(
-                f"CUPED (pre-period mean bill, all waves, mart history, intent to treat): {label}"
+                f"CUPED (pre-period mean bill, {waves}, mart history, intent to treat): {label}"
                 f"adjusted uplift {_num(v['adjusted']['absolute'])} "
                 f"{_ci(v['adjusted']['ci95'])} beside the plain {_num(v['plain']['absolute'])} "
                 f"{_ci(v['plain']['ci95'])} points{against}; variance reduced by "
