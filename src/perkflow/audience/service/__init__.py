@@ -55,6 +55,7 @@ from .policy import (
     universal_control_report,
 )
 from .segments import (
+    Members,
     archive_segment,
     create_segment,
     get_segment,
@@ -62,6 +63,7 @@ from .segments import (
     list_segments,
     save_segment_version,
     segment_member_ids,
+    segment_members,
     segment_versions,
 )
 from .target_lists import build_target_list, get_target_list, list_target_lists, target_list_rows
@@ -72,6 +74,7 @@ __all__ = [
     "ContactListEntry",
     "ExtractionReport",
     "ExtractionTemplate",
+    "Members",
     "Preview",
     "Progress",
     "Segment",
@@ -112,6 +115,7 @@ __all__ = [
     "save_segment_version",
     "save_template",
     "segment_member_ids",
+    "segment_members",
     "segment_versions",
     "set_contact_policy",
     "set_universal_control",

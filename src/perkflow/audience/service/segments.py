@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -223,6 +224,38 @@ def archive_segment(session: Session, *, actor: Actor, segment_id: int) -> Segme
     return segment
 
 
+@dataclass(frozen=True)
+class Members:
+    """A saved segment version's members as an engine expression (one ``subscriber_id`` column)."""
+
+    segment: Segment
+    version: int
+    table: Any  # ibis Table on the mart's engine
+
+
+def segment_members(
+    session: Session,
+    *,
+    mart: Mart,
+    actor: Actor,
+    segment_id: int,
+    version: int | None = None,
+    as_of: datetime | None = None,
+) -> Members:
+    """A saved segment version's members as of ``as_of``, unevaluated, to join in the engine."""
+    segment = get_segment(session, actor=actor, segment_id=segment_id)
+    stored = _version(session, segment, version)
+    catalog = catalog_for(session, mart=mart, actor=actor)
+    try:
+        definition = rules.parse_definition(stored.definition, catalog)
+    except InvalidDefinition as exc:
+        raise invalid(exc) from exc
+    src = sources(session, mart=mart, catalog=catalog, definition=definition, chain=(segment.id,))
+    scoped = compiler.Scoped(definition, _scope(actor, segment.province_code))
+    table = compiler.members(scoped, src, as_of or clock.now()).select("subscriber_id")
+    return Members(segment=segment, version=stored.version, table=table)
+
+
 def segment_member_ids(
     session: Session,
     *,
@@ -233,15 +266,8 @@ def segment_member_ids(
     as_of: datetime | None = None,
 ) -> pa.Array:
     """The sorted subscriber ids of a saved segment version (for checks and other capabilities)."""
-    segment = get_segment(session, actor=actor, segment_id=segment_id)
-    stored = _version(session, segment, version)
-    catalog = catalog_for(session, mart=mart, actor=actor)
-    try:
-        definition = rules.parse_definition(stored.definition, catalog)
-    except InvalidDefinition as exc:
-        raise invalid(exc) from exc
-    src = sources(session, mart=mart, catalog=catalog, definition=definition, chain=(segment.id,))
-    scoped = compiler.Scoped(definition, _scope(actor, segment.province_code))
-    table = compiler.members(scoped, src, as_of or clock.now())
-    ids = table.select("subscriber_id").order_by("subscriber_id").to_pyarrow()["subscriber_id"]
+    members = segment_members(
+        session, mart=mart, actor=actor, segment_id=segment_id, version=version, as_of=as_of
+    )
+    ids = members.table.order_by("subscriber_id").to_pyarrow()["subscriber_id"]
     return ids.combine_chunks()
