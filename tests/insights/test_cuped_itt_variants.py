@@ -490,3 +490,48 @@ def test_cuped_and_breakdowns_read_the_rollout_wave_the_headline_reads(
         first["control"],
     )
     assert report["cuped"]["waves"] == "test"
+
+
+def test_a_saved_segment_splits_the_campaign_into_members_and_the_rest(
+    session: Session, tmp_path: Path
+) -> None:
+    from perkflow.audience import service as audience
+    from perkflow.errors import NotFound
+
+    base = _one_variant()
+    subs = [
+        Sub(s.cell, s.variant, s.bill, 129 if i % 2 else 59, s.responded)
+        for i, s in enumerate(base)
+    ]
+    campaign = _ledger(session, tmp_path / "mart", subs, ["A"])
+    mart = Mart(tmp_path / "mart")
+    high = audience.create_segment(
+        session,
+        mart=mart,
+        actor=SYSTEM,
+        name="High plans",
+        raw={"rule": {"column": "plan_fee_yuan", "op": ">=", "value": 100}},
+    )
+    report = insights.report_dict(
+        insights.evaluate(
+            session, actor=SYSTEM, campaign_id=campaign.id, mart=mart, segment_ids=[high.id]
+        )
+    )
+    table = next(t for t in report["breakdowns"]["tables"] if t["name"] == "segment")
+    assert table["segment"] == {"id": high.id, "name": "High plans", "version": 1}
+    rows = {r["group"]: r for r in table["rows"]}
+    assert list(rows) == ["member", "not_member"]
+    for group, fee in (("member", 129), ("not_member", 59)):
+        for cell in ("target", "control"):
+            mine = [s for s in subs if s.fee == fee and s.cell == cell]
+            assert rows[group][cell]["contacts"] == len(mine)
+            assert rows[group][cell]["responses"] == sum(s.responded for s in mine)
+    raw = [rows[g]["uplift"]["p_value"] for g in ("member", "not_member")]
+    assert [
+        rows[g]["uplift"]["p_value_adjusted"] for g in ("member", "not_member")
+    ] == pytest.approx(multiplicity.benjamini_hochberg(raw))
+    with pytest.raises(NotFound) as missing:
+        insights.evaluate(
+            session, actor=SYSTEM, campaign_id=campaign.id, mart=mart, segment_ids=[high.id + 99]
+        )
+    assert missing.value.field == "segment"

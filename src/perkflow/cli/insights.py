@@ -368,6 +368,10 @@ def report(
     wave: Annotated[
         str | None, typer.Option("--wave", help="only the test or the rollout wave")
     ] = None,
+    segment: Annotated[
+        list[int] | None,
+        typer.Option("--segment", help="a saved segment's id to split by (repeatable, up to 5)"),
+    ] = None,
     as_user: AsOption = None,
 ) -> None:
     """Target against control: rates, uplift with its 95% CI, p-value, per variant and province."""
@@ -380,6 +384,7 @@ def report(
             wave=wave,
             zone=ctx.settings.timezone,
             mart=ctx.mart,
+            segment_ids=segment or (),
         )
         out = insights.report_dict(evaluation)
     if as_json:

@@ -23,11 +23,13 @@ def evaluation(
     session: DbSession,
     mart: MartDep,
     wave: Annotated[str | None, Query(pattern="^(test|rollout)$")] = None,
+    segment: Annotated[list[IdParam] | None, Query(max_length=insights.MAX_SEGMENTS)] = None,
 ) -> dict[str, Any]:
     """Target against control: cells, uplift with its 95% CI and p-value, variants, provinces.
 
     Beside them, from the mart's history: the CUPED-adjusted uplift (``cuped``) and the uplift
-    by plan band and activity group (``breakdowns``), or why there is none.
+    by plan band and activity group (``breakdowns``), or why there is none; each ``segment``
+    (a saved segment's id, up to five) adds a breakdown of its members against the rest.
 
     API keys need the ``campaigns:read`` scope; staff see their own region's campaigns.
     """
@@ -38,6 +40,7 @@ def evaluation(
         wave=wave,
         zone=str(request.app.state.settings.timezone),
         mart=mart,
+        segment_ids=segment or (),
     )
     return insights.report_dict(result)
 

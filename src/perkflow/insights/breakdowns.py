@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from perkflow.campaigns.rules import Cell
@@ -37,6 +37,7 @@ ACTIVITY_ORDER = ("responsive", "active", "low_active", "silent")
 _ORDER = {
     "plan_band": tuple(key for key, _, _ in mart_cells.PLAN_BANDS),
     "activity": ACTIVITY_ORDER,
+    "segment": (mart_cells.MEMBER, mart_cells.NOT_MEMBER),
 }
 
 
@@ -58,6 +59,7 @@ class Breakdown:
     name: str
     rows: list[Row]
     waves: str = "all"  # the waves read: "all", or the headline's wave ("rollout", "test")
+    segment: dict[str, Any] | None = None  # a saved segment's breakdown: its id, name, version
 
 
 def _order(name: str, group: str) -> tuple[int, str]:
@@ -71,61 +73,85 @@ def _variant_order(key: str | None) -> tuple[bool, str]:
     return (key is None, key or "")
 
 
+@dataclass(frozen=True)
+class Segment:
+    """A saved segment to split the campaign by: its id, name, version and members' expression."""
+
+    id: int
+    name: str
+    version: int
+    members: Any  # ibis Table of subscriber_id on the mart's engine
+
+
 def read(
     mart: Mart,
     *,
     campaign_id: int,
     wave_ids: Sequence[int] | None = None,
     waves: str = "all",
+    segments: Sequence[Segment] = (),
 ) -> list[Breakdown]:
     """Every breakdown of a campaign from the mart; empty when the campaign is not there.
 
-    ``wave_ids`` limits the counts to those waves (the headline's, labelled ``waves``).
+    ``wave_ids`` limits the counts to those waves (the headline's, labelled ``waves``). Each of
+    ``segments`` adds a breakdown of its own: its members against everyone else of the campaign.
     """
     counts = mart_cells.breakdown_counts(mart, campaign_id, wave_ids)
     out = []
-    empty = Arm(0, 0)
     for name in BREAKDOWNS:
-        # (group, variant) → cell → arm
-        cells: dict[tuple[str, str | None], dict[str, Arm]] = defaultdict(dict)
-        for r in counts.get(name, []):
-            cells[(r["group"], r["variant"])][r["cell"]] = Arm(r["contacts"], r["responders"])
-        if not cells:
-            continue
-        labelled = any(v is not None for (_, v), arms in cells.items() if Cell.CONTROL in arms)
-        groups = sorted({g for g, _ in cells}, key=lambda g: _order(name, g))
-        variants = sorted(
-            {v for (_, v), arms in cells.items() if labelled or Cell.TARGET in arms},
-            key=_variant_order,
-        )
-        keys, comparisons = [], []
-        for v in variants:
-            for g in groups:
-                target = cells.get((g, v), {}).get(Cell.TARGET.value, empty)
-                if labelled:
-                    control = cells.get((g, v), {}).get(Cell.CONTROL.value, empty)
-                else:
-                    control = _total(
-                        arms.get(Cell.CONTROL.value, empty)
-                        for (group, _), arms in cells.items()
-                        if group == g
-                    )
-                if target.contacts == 0 and (not labelled or control.contacts == 0):
-                    continue  # a group this variant has nobody in
-                keys.append((g, v))
-                comparisons.append(rules.compare(target, control))
-        adjusted = presentation.adjust(comparisons, presentation.BH)
-        out.append(
-            Breakdown(
-                name,
-                waves=waves,
-                rows=[
-                    Row(g, c, a, variant=v, own_control=labelled)
-                    for (g, v), c, a in zip(keys, comparisons, adjusted, strict=True)
-                ],
+        found = _breakdown(name, counts.get(name, []), waves)
+        if found is not None:
+            out.append(found)
+    for seg in segments:
+        rows = mart_cells.segment_counts(mart, campaign_id, seg.members, wave_ids)
+        found = _breakdown("segment", rows, waves)
+        if found is not None:
+            out.append(
+                replace(found, segment={"id": seg.id, "name": seg.name, "version": seg.version})
             )
-        )
     return out
+
+
+def _breakdown(name: str, counts: list[dict[str, Any]], waves: str) -> Breakdown | None:
+    """One breakdown's rows from its counts, BH-adjusted over every row; None without counts."""
+    empty = Arm(0, 0)
+    # (group, variant) → cell → arm
+    cells: dict[tuple[str, str | None], dict[str, Arm]] = defaultdict(dict)
+    for r in counts:
+        cells[(r["group"], r["variant"])][r["cell"]] = Arm(r["contacts"], r["responders"])
+    if not cells:
+        return None
+    labelled = any(v is not None for (_, v), arms in cells.items() if Cell.CONTROL in arms)
+    groups = sorted({g for g, _ in cells}, key=lambda g: _order(name, g))
+    variants = sorted(
+        {v for (_, v), arms in cells.items() if labelled or Cell.TARGET in arms},
+        key=_variant_order,
+    )
+    keys, comparisons = [], []
+    for v in variants:
+        for g in groups:
+            target = cells.get((g, v), {}).get(Cell.TARGET.value, empty)
+            if labelled:
+                control = cells.get((g, v), {}).get(Cell.CONTROL.value, empty)
+            else:
+                control = _total(
+                    arms.get(Cell.CONTROL.value, empty)
+                    for (group, _), arms in cells.items()
+                    if group == g
+                )
+            if target.contacts == 0 and (not labelled or control.contacts == 0):
+                continue  # a group this variant has nobody in
+            keys.append((g, v))
+            comparisons.append(rules.compare(target, control))
+    adjusted = presentation.adjust(comparisons, presentation.BH)
+    return Breakdown(
+        name,
+        waves=waves,
+        rows=[
+            Row(g, c, a, variant=v, own_control=labelled)
+            for (g, v), c, a in zip(keys, comparisons, adjusted, strict=True)
+        ],
+    )
 
 
 def _total(arms: Iterable[Arm]) -> Arm:
@@ -152,6 +178,7 @@ def breakdowns_dict(breakdowns: list[Breakdown] | None) -> dict[str, Any]:
         "tables": [
             {
                 "name": b.name,
+                "segment": b.segment,
                 "rows": [
                     {
                         "group": r.group,

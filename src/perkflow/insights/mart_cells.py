@@ -212,3 +212,40 @@ def breakdown_counts(
             for r in mart.con.to_pyarrow(counts).to_pylist()
         ]
     return out
+
+
+MEMBER, NOT_MEMBER = "member", "not_member"
+
+
+def segment_counts(
+    mart: Mart, campaign_id: int, members: Any, wave_ids: Waves = None
+) -> list[dict[str, Any]]:
+    """Contacts and responders by segment membership (``member``/``not_member``), variant, cell.
+
+    ``members`` is an engine expression of the segment's ``subscriber_id`` on the mart's engine
+    (``audience.service.segment_members``); the join and the sums run there.
+    """
+    if not has_history(mart):
+        return []
+    rows = _rows(mart, campaign_key(campaign_id), wave_ids)
+    inside = members.select(member=members.subscriber_id).distinct()
+    joined = rows.left_join(inside, rows.subscriber_id == inside.member)
+    flagged = joined.select(
+        rows.cell,
+        rows.variant,
+        rows.y,
+        group=ibis.ifelse(inside.member.notnull(), MEMBER, NOT_MEMBER),
+    )
+    counts = flagged.group_by(["group", "variant", "cell"]).aggregate(
+        contacts=flagged.count(), responders=flagged.y.sum()
+    )
+    return [
+        {
+            "group": str(r["group"]),
+            "variant": r["variant"],
+            "cell": str(r["cell"]),
+            "contacts": int(r["contacts"]),
+            "responders": int(r["responders"] or 0),
+        }
+        for r in mart.con.to_pyarrow(counts).to_pylist()
+    ]

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from perkflow.errors import ValidationFailed
 from perkflow.insights import programme as programme_report
 from perkflow.insights import service as insights
-from perkflow.kit.bounds import IdParam
+from perkflow.kit.bounds import INT64_MAX, IdParam
 from perkflow.org import service as org
 from perkflow.web.auth import DbSession, MartDep, Staff, VaultDep
 from perkflow.web.i18n import l_
@@ -40,6 +41,30 @@ def _uplift_chart(report: dict[str, Any], all_label: str) -> dict[str, Any]:
     }
 
 
+def _segment_ids(raw: list[str] | None) -> list[int]:
+    """The picker's segment ids; its empty choice ("—") asks for none."""
+    ids = []
+    for value in raw or []:
+        value = value.strip()
+        if not value:
+            continue
+        if not value.isdigit() or not 1 <= int(value) <= INT64_MAX:
+            raise ValidationFailed("a segment is chosen by its id, a whole number", field="segment")
+        ids.append(int(value))
+    return ids
+
+
+def _segment_choices(session: DbSession, staff: Staff) -> list[tuple[int, str]]:
+    """The saved segments the reader may split the campaign by (id, name); none without access."""
+    from perkflow.audience import service as audience  # only the picker needs the audience
+    from perkflow.errors import Forbidden
+
+    try:
+        return [(s.id, s.name) for s in audience.list_segments(session, actor=staff.actor)]
+    except Forbidden:
+        return []
+
+
 @router.get("/console/campaigns/{campaign_id}/evaluation")
 def evaluation_page(
     request: Request,
@@ -48,7 +73,9 @@ def evaluation_page(
     session: DbSession,
     mart: MartDep,
     wave: WaveQuery = None,
+    segment: Annotated[list[str] | None, Query(max_length=insights.MAX_SEGMENTS)] = None,
 ) -> Response:
+    chosen = _segment_ids(segment)
     evaluation = insights.evaluate(
         session,
         actor=staff.actor,
@@ -56,6 +83,7 @@ def evaluation_page(
         wave=wave,
         zone=str(request.app.state.settings.timezone),
         mart=mart,
+        segment_ids=chosen,
     )
     report = insights.report_dict(evaluation)
     return render(
@@ -64,6 +92,8 @@ def evaluation_page(
         {
             "report": report,
             "wave": wave,
+            "segment_choices": _segment_choices(session, staff),
+            "segments_chosen": set(chosen),
             "uplift_chart": _uplift_chart(report, l_("All")),
             # Provinces by name in the reader's language: rname(regions[code]) in the template.
             "regions": org.regions_by_code(

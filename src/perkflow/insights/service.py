@@ -19,7 +19,7 @@ from perkflow.campaigns import service as campaigns
 from perkflow.campaigns.rules import POLICY_CHANNEL, Cell, CellCount, HistoryRow
 from perkflow.catalog.rules import Category
 from perkflow.errors import Forbidden, NotFound, PerkflowError, Problem, ValidationFailed
-from perkflow.insights import breakdowns, cells, pre_period, presentation, rules
+from perkflow.insights import breakdowns, cells, mart_cells, pre_period, presentation, rules
 from perkflow.insights import repository as repo
 from perkflow.insights.breakdowns import Breakdown
 from perkflow.insights.rules import Arm, Comparison, Timeline
@@ -180,6 +180,7 @@ def evaluate(
     wave: str | None = None,
     zone: str = DEFAULT_ZONE,
     mart: Mart | None = None,
+    segment_ids: Sequence[int] = (),
 ) -> Evaluation:
     """Target against control for a campaign (or one wave), per variant and per province.
 
@@ -262,8 +263,60 @@ def evaluate(
         test_wave=test_wave,
         pooled=pooled,
         cuped=None if mart is None else pre_period.read(mart, campaign_id=campaign.id, **read),
-        breakdowns=None if mart is None else breakdowns.read(mart, campaign_id=campaign.id, **read),
+        breakdowns=None
+        if mart is None
+        else breakdowns.read(
+            mart,
+            campaign_id=campaign.id,
+            segments=_segments(session, actor, mart, campaign.id, segment_ids, read),
+            **read,
+        ),
     )
+
+
+MAX_SEGMENTS = 5  # saved segments one evaluation splits by
+
+
+def _segments(
+    session: Session,
+    actor: Actor,
+    mart: Mart,
+    campaign_id: int,
+    segment_ids: Sequence[int],
+    read: dict[str, Any],
+) -> list[breakdowns.Segment]:
+    """The saved segments to split by, each as of the campaign's first contact.
+
+    Membership is read as the segment's rules select on that day: its history rules see only
+    what happened before the campaign. Profile, score and feature columns are read as the mart
+    holds them now.
+    """
+    if not segment_ids:
+        return []
+    if len(set(segment_ids)) > MAX_SEGMENTS:
+        raise ValidationFailed(f"at most {MAX_SEGMENTS} segments at once", field="segment")
+    from perkflow.audience import service as audience  # only this use case needs the audience
+
+    as_of = mart_cells.first_contact(mart, campaign_id, read.get("wave_ids"))
+    if as_of is None:
+        return []
+    out = []
+    for sid in dict.fromkeys(segment_ids):
+        try:
+            members = audience.segment_members(
+                session, mart=mart, actor=actor, segment_id=sid, as_of=as_of
+            )
+        except NotFound as exc:
+            raise NotFound(f"segment {sid} not found", field="segment") from exc
+        out.append(
+            breakdowns.Segment(
+                id=members.segment.id,
+                name=members.segment.name,
+                version=members.version,
+                members=members.table,
+            )
+        )
+    return out
 
 
 def _pair(ci: tuple[float, float] | None) -> list[float] | None:
