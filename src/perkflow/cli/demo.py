@@ -180,6 +180,8 @@ def _run(ctx: Context, *, seed: int) -> tuple[int, float]:
                 campaign = campaigns.create_campaign(
                     session, actor=author, mart=ctx.mart, raw=_spec(segment.id, offer)
                 )
+                # The split's salt from the seed: the same seed gives the same demo.
+                campaign.salt = f"cmp-demo-{seed}"
                 campaigns.submit_campaign(session, actor=author, campaign_id=campaign.id)
                 campaigns.approve_campaign(session, actor=approver, campaign_id=campaign.id)
                 campaigns.start_campaign(
